@@ -1,0 +1,1 @@
+"""The cart service: commands in, events out, state rebuilt from events."""

@@ -1,0 +1,189 @@
+"""The cart's application service: load → decide → append with the expected version."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from microservice_connector.cart_service.application.cart_cache import CartCache
+from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
+from microservice_connector.cart_service.application.ports import AsyncEventStore
+from microservice_connector.cart_service.domain import ShoppingCart
+from microservice_connector.events.cart import CartEvent
+from microservice_connector.events.envelope import NewEvent, RecordedEvent
+from microservice_connector.events.registry import EventRegistry, default_registry
+from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.port import AppendRequest
+
+AGGREGATE_TYPE = "ShoppingCart"
+Clock = Callable[[], datetime]
+Decision = Callable[[ShoppingCart, datetime], list[CartEvent]]
+
+
+class CartNotFound(LookupError):
+    """No event exists for this cart (or not at the version asked for)."""
+
+
+class RetriesExhausted(Exception):
+    """Concurrent writers kept winning the race for this cart; the command was not applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class CartView:
+    """A cart as the outside world sees it, at one version."""
+
+    cart_id: str
+    version: int
+    status: str
+    items: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cart: ShoppingCart) -> CartView:
+        """A copy of the cart's state that later commands cannot change."""
+        return cls(cart.cart_id, cart.version, cart.status, dict(cart.items))
+
+
+class CartService:
+    """Runs cart commands. Commands on one cart are serialised in this process; across
+    processes the store's version guard decides, and the loser reloads and retries."""
+
+    def __init__(
+        self,
+        store: AsyncEventStore,
+        *,
+        registry: EventRegistry | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+        max_retries: int = 20,
+        cache_size: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._registry = registry or default_registry()
+        self._clock = clock
+        self._max_retries = max_retries
+        self._cache = CartCache(cache_size)
+        self._locks = KeyedLocks()
+
+    async def add_item(
+        self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None
+    ) -> CartView:
+        """Add `quantity` of `item_id`; creates the cart on its first item."""
+        return await self._execute(
+            cart_id,
+            lambda cart, now: cart.add_item(item_id, quantity, now),
+            correlation_id,
+            must_exist=False,
+        )
+
+    async def remove_item(
+        self,
+        cart_id: str,
+        item_id: str,
+        quantity: int | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> CartView:
+        """Remove `quantity` of `item_id`, or all of it when `quantity` is None."""
+        return await self._execute(
+            cart_id, lambda cart, now: cart.remove_item(item_id, quantity, now), correlation_id
+        )
+
+    async def checkout(self, cart_id: str, *, correlation_id: str | None = None) -> CartView:
+        """Check out the cart; afterwards it accepts no change."""
+        return await self._execute(cart_id, lambda cart, now: cart.checkout(now), correlation_id)
+
+    async def get_cart(self, cart_id: str, version: int | None = None) -> CartView:
+        """The cart now, or as it was right after its `version`-th event."""
+        if version is None:
+            cart = await self._current(cart_id, trust_cache=False)
+        else:
+            cart = self._replay(cart_id, await self._store.load(cart_id, to_version=version))
+            if cart.version != version:
+                raise CartNotFound(
+                    f"cart {cart_id} has no version {version}"
+                    if cart.exists
+                    else f"cart {cart_id} not found"
+                )
+        if not cart.exists:
+            raise CartNotFound(f"cart {cart_id} not found")
+        return CartView.of(cart)
+
+    async def cart_events(self, cart_id: str) -> list[RecordedEvent]:
+        """Every stored event of the cart, oldest first; `CartNotFound` if none."""
+        recorded = await self._store.load(cart_id)
+        if not recorded:
+            raise CartNotFound(f"cart {cart_id} not found")
+        return recorded
+
+    async def feed(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        """Up to `limit` events of every cart after `after_position`, by position."""
+        return await self._store.read_all(after_position, limit)
+
+    async def _execute(
+        self,
+        cart_id: str,
+        decide: Decision,
+        correlation_id: str | None,
+        *,
+        must_exist: bool = True,
+    ) -> CartView:
+        correlation_id = correlation_id or str(uuid.uuid4())
+        async with self._locks.hold(cart_id):
+            for attempt in range(self._max_retries + 1):
+                cart = await self._current(cart_id, trust_cache=attempt == 0)
+                if must_exist and not cart.exists:
+                    raise CartNotFound(f"cart {cart_id} not found")
+                now = self._clock()
+                request = AppendRequest(
+                    cart_id,
+                    AGGREGATE_TYPE,
+                    cart.version,
+                    [_new_event(payload, now, correlation_id) for payload in decide(cart, now)],
+                )
+                try:
+                    recorded = await self._store.append(request)
+                except ConcurrencyError:
+                    self._cache.evict(cart_id)
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                    continue
+                for event in recorded:
+                    cart.apply(self._decode(event))
+                self._cache.put(cart)
+                return CartView.of(cart)
+        raise RetriesExhausted(
+            f"cart {cart_id} kept changing underneath; gave up after {self._max_retries} retries"
+        )
+
+    async def _current(self, cart_id: str, *, trust_cache: bool) -> ShoppingCart:
+        cached = self._cache.get(cart_id)
+        if cached is not None and trust_cache:
+            return cached
+        if cached is None:
+            cart = self._replay(cart_id, await self._store.load(cart_id))
+        else:  # catch up, on a copy, with what other processes may have appended
+            cart = cached.copy()
+            for event in await self._store.load(cart_id, after_version=cart.version):
+                cart.apply(self._decode(event))
+        if cart.exists:
+            self._cache.put(cart)
+        return cart
+
+    def _replay(self, cart_id: str, recorded: list[RecordedEvent]) -> ShoppingCart:
+        return ShoppingCart.replay(cart_id, (self._decode(event) for event in recorded))
+
+    def _decode(self, event: RecordedEvent) -> CartEvent:
+        return cast(CartEvent, self._registry.decode(event))
+
+
+def _new_event(payload: CartEvent, now: datetime, correlation_id: str) -> NewEvent:
+    return NewEvent(
+        event_type=type(payload).__name__,
+        payload=payload,
+        timestamp=now,
+        correlation_id=correlation_id,
+        causation_id=correlation_id,
+    )

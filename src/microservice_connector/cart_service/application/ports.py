@@ -1,0 +1,26 @@
+"""What the application needs from the outside world, as small protocols."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.eventstore.port import AppendRequest
+
+
+class AsyncEventStore(Protocol):
+    """An event store the application awaits; see `GroupCommitStore`."""
+
+    async def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        """Append atomically or raise `ConcurrencyError`."""
+        ...
+
+    async def load(
+        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The aggregate's events in the version range, oldest first."""
+        ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        """The global feed after `after_position`."""
+        ...

@@ -1,0 +1,1 @@
+"""The cart service's adapters: its HTTP API."""

@@ -1,0 +1,120 @@
+"""The cart service's HTTP API (DESIGN §3.4), built around an already-wired `CartService`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Query
+
+from microservice_connector.cart_service.application import (
+    CartNotFound,
+    CartService,
+    RetriesExhausted,
+)
+from microservice_connector.cart_service.domain import (
+    MAX_QUANTITY,
+    CartRuleViolation,
+    InvalidCommand,
+)
+from microservice_connector.cart_service.infrastructure.schemas import (
+    AddItemBody,
+    Cart,
+    CartEvents,
+    Event,
+    Feed,
+)
+from microservice_connector.web.errors import install_error_handlers
+from microservice_connector.web.health import Check, health_router
+from microservice_connector.web.ids import ID_PATTERN, id_path
+
+CartId = Annotated[str, id_path("the cart's id")]
+ItemId = Annotated[str, id_path("the item's id")]
+CorrelationId = Annotated[
+    str | None,
+    Header(alias="X-Correlation-ID", pattern=ID_PATTERN, description="ties events to a request"),
+]
+
+
+def create_app(
+    service: CartService,
+    *,
+    checks: Mapping[str, Check],
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The cart API. `on_shutdown` runs after the server stops taking requests."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            on_shutdown()
+
+    app = FastAPI(title="Cart service", version="1", lifespan=lifespan)
+    install_error_handlers(
+        app,
+        {
+            CartNotFound: 404,
+            CartRuleViolation: 409,
+            RetriesExhausted: 409,
+            InvalidCommand: 422,
+        },
+    )
+    app.include_router(health_router(checks))
+
+    @app.post("/carts/{cart_id}/items", response_model=Cart)
+    async def add_item(
+        cart_id: CartId, body: AddItemBody, correlation: CorrelationId = None
+    ) -> Cart:
+        """Add `quantity` of `item_id`; the first item creates the cart."""
+        view = await service.add_item(
+            cart_id, body.item_id, body.quantity, correlation_id=correlation or _new_id()
+        )
+        return Cart.of(view)
+
+    @app.delete("/carts/{cart_id}/items/{item_id}", response_model=Cart)
+    async def remove_item(
+        cart_id: CartId,
+        item_id: ItemId,
+        quantity: Annotated[int | None, Query(ge=1, le=MAX_QUANTITY)] = None,
+        correlation: CorrelationId = None,
+    ) -> Cart:
+        """Remove `quantity` of the item, or all of it when omitted."""
+        view = await service.remove_item(
+            cart_id, item_id, quantity, correlation_id=correlation or _new_id()
+        )
+        return Cart.of(view)
+
+    @app.post("/carts/{cart_id}/checkout", response_model=Cart)
+    async def checkout(cart_id: CartId, correlation: CorrelationId = None) -> Cart:
+        """Check the cart out; it accepts no change afterwards."""
+        return Cart.of(await service.checkout(cart_id, correlation_id=correlation or _new_id()))
+
+    @app.get("/carts/{cart_id}", response_model=Cart)
+    async def get_cart(cart_id: CartId, version: Annotated[int | None, Query(ge=1)] = None) -> Cart:
+        """The cart now, or as it was right after its `version`-th event."""
+        return Cart.of(await service.get_cart(cart_id, version))
+
+    @app.get("/carts/{cart_id}/events", response_model=CartEvents)
+    async def cart_events(cart_id: CartId) -> CartEvents:
+        """The cart's stored events, oldest first."""
+        recorded = await service.cart_events(cart_id)
+        return CartEvents(cart_id=cart_id, events=[Event.of(e) for e in recorded])
+
+    @app.get("/events", response_model=Feed)
+    async def feed(
+        after: Annotated[int, Query(ge=0, description="position to start after")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Feed:
+        """The global feed: events of every cart by position."""
+        recorded = await service.feed(after, limit)
+        next_after = recorded[-1].position if recorded else after
+        return Feed(events=[Event.of(e) for e in recorded], next_after=next_after)
+
+    return app
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,49 @@
+"""What every `msc` command shares: options, settings, and clear exits on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from microservice_connector.settings import Settings
+
+console = Console()
+errors = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Folder for events.db and billing.db [env MSC_DATA_DIR; default ./data]"
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Event store URL, sqlite:///PATH or postgresql://USER@HOST/DB "
+        "[env MSC_DATABASE_URL; default sqlite:///<data-dir>/events.db]",
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code`."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with the command line's non-None values on top."""
+    try:
+        settings = Settings()
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return settings.model_copy(update=values) if values else settings
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MSC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"bad configuration: {problems}", 2)

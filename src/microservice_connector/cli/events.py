@@ -1,0 +1,59 @@
+"""`msc events`: read the event store directly."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from microservice_connector.cli.common import (
+    DatabaseUrlOption,
+    DataDirOption,
+    console,
+    fail,
+    load_settings,
+)
+from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
+events_app = typer.Typer(help="Inspect the cart event store.", no_args_is_help=True)
+
+
+@events_app.command("list")
+def list_events(
+    aggregate: Annotated[
+        str | None, typer.Option("--aggregate", help="Only this cart's events, by version.")
+    ] = None,
+    after: Annotated[int, typer.Option(min=0, help="Start after this global position.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Print stored events as a table: position, cart, version, type, payload, time."""
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    try:
+        store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
+        try:
+            if aggregate is None:
+                found = store.read_all(after, limit)
+            else:
+                found = [e for e in store.load(aggregate) if e.position > after][:limit]
+        finally:
+            store.close()
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+    table = Table(title=f"events in {store.url}")
+    for column in ("position", "aggregate", "version", "type", "data", "timestamp"):
+        table.add_column(column, overflow="fold")
+    for event in found:
+        table.add_row(
+            str(event.position),
+            event.aggregate_id,
+            str(event.version),
+            event.event_type,
+            event.event_data.decode("utf-8", errors="replace"),
+            event.timestamp.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+    if not found:
+        console.print("no events" + (f" for {aggregate}" if aggregate else ""))

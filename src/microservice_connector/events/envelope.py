@@ -1,0 +1,39 @@
+"""The envelope: everything about an event that is not its payload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended: payload plus the envelope fields the caller decides."""
+
+    event_type: str
+    payload: msgspec.Struct
+    timestamp: datetime
+    schema_version: int = 1
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    event_id: str | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: `event_data` bytes exactly as written, and its full envelope."""
+
+    position: int
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    content_type: str
+    event_data: bytes
+    timestamp: datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None

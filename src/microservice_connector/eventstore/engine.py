@@ -1,0 +1,109 @@
+"""Builds SQLAlchemy engines: SQLite in WAL mode with a busy timeout, or PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.schema import metadata
+
+SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
+BUSY_TIMEOUT_MS = 10_000
+
+
+def parse_database_url(url: str) -> URL:
+    """Parse and normalise a database URL; `DatabaseUnavailable` says what is wrong with it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseUnavailable(f"not a database URL: {url!r} ({exc})") from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseUnavailable(
+            f"unsupported database {backend!r} in {url!r}: use sqlite:///PATH or postgresql://..."
+        )
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise DatabaseUnavailable(
+            f"{url!r}: give SQLite a file path, e.g. sqlite:///data/events.db"
+        )
+    return parsed
+
+
+def make_engine(
+    url: str,
+    *,
+    writer: bool = False,
+    sqlite_synchronous: SqliteSynchronous = "FULL",
+    pool_size: int = 8,
+) -> Engine:
+    """An engine for `url`; a `writer` SQLite engine takes the write lock when it begins."""
+    parsed = parse_database_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed, writer=writer, synchronous=sqlite_synchronous)
+        return create_engine(
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    except (NoSuchModuleError, ImportError) as exc:
+        raise DatabaseUnavailable(f"no driver for {parsed.drivername}: {exc}") from exc
+
+
+def _sqlite_engine(url: URL, *, writer: bool, synchronous: SqliteSynchronous) -> Engine:
+    path = Path(url.database or "")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot create folder for SQLite file {path}: {exc}") from exc
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        pool_size=1 if writer else 8,
+        max_overflow=0 if writer else 8,
+    )
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Driver-level autocommit, so that SQLAlchemy's "begin" below decides how we lock.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables and indexes; `DatabaseUnavailable` if the database is not there."""
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
+
+
+def ping(engine: Engine) -> None:
+    """Run `SELECT 1`; raise `DatabaseUnavailable` with the reason if it fails."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
+
+
+def describe_failure(engine: Engine, exc: BaseException) -> str:
+    """A one-line reason naming the database (without its password)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return f"database {engine.url.render_as_string(hide_password=True)} unavailable: {reason}"

@@ -1,0 +1,28 @@
+"""What the event store writes to the outbox for each event: the message of DESIGN §3.3."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from microservice_connector.events.envelope import RecordedEvent
+
+
+def message_headers(event: RecordedEvent) -> dict[str, str]:
+    """The broker headers for `event`: its envelope, as strings."""
+    return {
+        "event-id": event.event_id,
+        "event-type": event.event_type,
+        "aggregate-id": event.aggregate_id,
+        "aggregate-type": event.aggregate_type,
+        "aggregate-version": str(event.version),
+        "content-type": event.content_type,
+        "schema-version": str(event.schema_version),
+        "correlation-id": event.correlation_id or "",
+        "causation-id": event.causation_id or "",
+        "occurred-at": format_timestamp(event.timestamp),
+    }
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, microseconds kept."""
+    return moment.isoformat().replace("+00:00", "Z")

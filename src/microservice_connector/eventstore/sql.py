@@ -1,0 +1,226 @@
+"""The SQLAlchemy event store: SQLite (one writer, WAL) or PostgreSQL, events plus outbox rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
+from microservice_connector.events.envelope import NewEvent, RecordedEvent
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
+from microservice_connector.eventstore.outbox_rows import message_headers
+from microservice_connector.eventstore.port import AppendRequest, AppendResult
+from microservice_connector.eventstore.schema import events, outbox
+
+
+class _Metadata(msgspec.Struct):
+    schema_version: int = 1
+    content_type: str = JSON_CONTENT_TYPE
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+_encode_metadata = msgspec.json.Encoder().encode
+_decode_metadata = msgspec.json.Decoder(_Metadata).decode
+_encode_headers = msgspec.json.Encoder().encode
+
+_EVENT_COLUMNS = (
+    events.c.id,
+    events.c.event_id,
+    events.c.aggregate_id,
+    events.c.aggregate_type,
+    events.c.version,
+    events.c.event_type,
+    events.c.event_data,
+    events.c["metadata"],
+    events.c.timestamp,
+)
+
+
+class SqlEventStore:
+    """Events and their outbox rows in one transaction; `UNIQUE(aggregate_id, version)` guards."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        outbox_topic: str | None = "cart.events",
+        sqlite_synchronous: engines.SqliteSynchronous = "FULL",
+    ) -> None:
+        self._outbox_topic = outbox_topic
+        self._writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
+        is_sqlite = self._writer.dialect.name == "sqlite"
+        self._reader = (
+            engines.make_engine(url, sqlite_synchronous=sqlite_synchronous)
+            if is_sqlite
+            else self._writer
+        )
+        engines.create_schema(self._writer)
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self._writer.url.render_as_string(hide_password=True)
+
+    def append(self, request: AppendRequest) -> list[RecordedEvent]:
+        """Write all events and outbox rows atomically, or raise `ConcurrencyError`."""
+        result = self.append_batch([request])[0]
+        if isinstance(result, ConcurrencyError):
+            raise result
+        return result
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """One commit for many appends; each is checked against its own expected version."""
+        try:
+            with self._writer.begin() as connection:
+                return [self._append_one(connection, request) for request in requests]
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
+
+    def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
+        current = connection.execute(
+            select(func.max(events.c.version)).where(events.c.aggregate_id == request.aggregate_id)
+        ).scalar_one()
+        current = current or 0
+        if current != request.expected_version:
+            return ConcurrencyError(request.aggregate_id, request.expected_version, current)
+        recorded = [
+            _record(request, event, request.expected_version + offset)
+            for offset, event in enumerate(request.events, start=1)
+        ]
+        try:
+            # A savepoint, so a lost race (PostgreSQL) fails this append and not the batch.
+            with connection.begin_nested():
+                positions = self._insert(connection, recorded)
+        except IntegrityError:
+            return ConcurrencyError(request.aggregate_id, request.expected_version, None)
+        return [
+            replace(event, position=position)
+            for event, position in zip(recorded, positions, strict=True)
+        ]
+
+    def _insert(self, connection: Connection, recorded: list[RecordedEvent]) -> list[int]:
+        rows = [_event_row(event) for event in recorded]
+        result = connection.execute(
+            insert(events).returning(events.c.id, sort_by_parameter_order=True), rows
+        )
+        positions = list(result.scalars().all())
+        if self._outbox_topic is not None:
+            connection.execute(
+                insert(outbox), [_outbox_row(event, self._outbox_topic) for event in recorded]
+            )
+        return positions
+
+    def load(
+        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
+        query = select(*_EVENT_COLUMNS).where(
+            events.c.aggregate_id == aggregate_id, events.c.version > after_version
+        )
+        if to_version is not None:
+            query = query.where(events.c.version <= to_version)
+        return self._read(query.order_by(events.c.version))
+
+    def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        """Up to `limit` events with position > `after_position`, in position order."""
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(events.c.id > after_position)
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        return self._read(query)
+
+    def _read(self, query: Any) -> list[RecordedEvent]:
+        try:
+            with self._reader.connect() as connection:
+                return [_from_row(row) for row in connection.execute(query)]
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+
+    def ping(self) -> None:
+        """Raise `DatabaseUnavailable` unless the database answers."""
+        engines.ping(self._reader)
+
+    def close(self) -> None:
+        """Dispose of both engines' connections."""
+        self._writer.dispose()
+        self._reader.dispose()
+
+
+def _record(request: AppendRequest, event: NewEvent, version: int) -> RecordedEvent:
+    return RecordedEvent(
+        position=0,
+        event_id=event.event_id or str(uuid.uuid4()),
+        aggregate_id=request.aggregate_id,
+        aggregate_type=request.aggregate_type,
+        version=version,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        content_type=JSON_CONTENT_TYPE,
+        event_data=encode_json(event.payload),
+        timestamp=event.timestamp.astimezone(UTC),
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+    )
+
+
+def _event_row(event: RecordedEvent) -> dict[str, Any]:
+    meta = _Metadata(
+        schema_version=event.schema_version,
+        content_type=event.content_type,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+    )
+    return {
+        "event_id": event.event_id,
+        "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type,
+        "version": event.version,
+        "event_type": event.event_type,
+        "event_data": event.event_data,
+        "metadata": _encode_metadata(meta).decode(),
+        "timestamp": event.timestamp,
+    }
+
+
+def _outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "topic": topic,
+        "key": event.aggregate_id,
+        "headers": _encode_headers(message_headers(event)).decode(),
+        "payload": event.event_data,
+        "created_at": datetime.now(UTC),
+        "attempts": 0,
+    }
+
+
+def _from_row(row: Sequence[Any]) -> RecordedEvent:
+    meta = _decode_metadata(row[7])
+    moment: datetime = row[8]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return RecordedEvent(
+        position=row[0],
+        event_id=row[1],
+        aggregate_id=row[2],
+        aggregate_type=row[3],
+        version=row[4],
+        event_type=row[5],
+        event_data=bytes(row[6]),
+        timestamp=moment,
+        schema_version=meta.schema_version,
+        content_type=meta.content_type,
+        correlation_id=meta.correlation_id,
+        causation_id=meta.causation_id,
+    )

@@ -1,0 +1,31 @@
+"""Configuration from the environment (prefix `MSC_`), with defaults that run on one machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    """Every setting the services read; `MSC_DATABASE_URL` sets `database_url`, and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="MSC_", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str | None = None
+    billing_database_url: str | None = None
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    cart_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    cart_port: int = Field(default=8080, ge=1, le=65535)
+    billing_port: int = Field(default=8081, ge=1, le=65535)
+    command_retries: int = Field(default=20, ge=0, le=1000)
+
+    def cart_database_url(self) -> str:
+        """The cart event store's URL: `MSC_DATABASE_URL`, else `<data_dir>/events.db`."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'events.db'}"

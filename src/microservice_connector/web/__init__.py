@@ -1,0 +1,1 @@
+"""HTTP plumbing both services share: error bodies, id rules, health routes."""
