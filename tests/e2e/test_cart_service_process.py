@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support.processes import cart_service, run_msc
 
 pytestmark = pytest.mark.e2e
@@ -69,14 +70,18 @@ def test_a_new_users_session_with_the_cli(tmp_path: Path) -> None:
         env = {"MSC_CART_URL": base}
         added = run_msc("cart", "add", "cart-123", "item-001", "2", env=env)
         assert added.returncode == 0, added.stderr
-        assert "item-001" in added.stdout and "version 1" in added.stdout
+        assert "item-001" in added.stdout
+        assert "version 1" in added.stdout
         shown = run_msc("cart", "show", "cart-123", env=env)
-        assert shown.returncode == 0 and "item-001" in shown.stdout
+        assert shown.returncode == 0
+        assert "item-001" in shown.stdout
         removed = run_msc("cart", "remove", "cart-123", "item-001", "--quantity", "1", env=env)
-        assert removed.returncode == 0 and "version 2" in removed.stdout
+        assert removed.returncode == 0
+        assert "version 2" in removed.stdout
         listed = run_msc("events", "list", "--data-dir", str(tmp_path))
         assert listed.returncode == 0, listed.stderr
-        assert "ItemAdded" in listed.stdout and "ItemRemoved" in listed.stdout
+        assert "ItemAdded" in listed.stdout
+        assert "ItemRemoved" in listed.stdout
         for args, fragment in [
             (["cart", "add", "a b", "item-001", "1"], "422"),
             (["cart", "add", "x'; DROP TABLE events;--", "i", "1"], "422"),
@@ -90,7 +95,8 @@ def test_a_new_users_session_with_the_cli(tmp_path: Path) -> None:
             assert "Traceback" not in result.stderr + result.stdout
             assert fragment in result.stderr + result.stdout, (args, result.stderr)
         checked_out = run_msc("cart", "checkout", "cart-123", env=env)
-        assert checked_out.returncode == 0 and "checked_out" in checked_out.stdout
+        assert checked_out.returncode == 0
+        assert "checked_out" in checked_out.stdout
 
     rows = sqlite3.connect(tmp_path / "events.db").execute("SELECT * FROM events").fetchall()
     assert [row[5] for row in rows] == ["ItemAdded", "ItemRemoved", "CartCheckedOut"]

@@ -69,7 +69,8 @@ def test_time_travel_and_history(client: TestClient) -> None:
         (2, "ItemAdded"),
     ]
     first = history["events"][0]
-    assert first["data"]["item_id"] == "a" and first["data"]["quantity"] == 1
+    assert first["data"]["item_id"] == "a"
+    assert first["data"]["quantity"] == 1
     assert first["aggregate_type"] == "ShoppingCart"
     assert first["content_type"] == "application/json"
 
@@ -110,7 +111,9 @@ def test_rules_the_cart_state_forbids_are_409(client: TestClient) -> None:
     assert_error(client.post("/carts/c/checkout"), 409, "empty")
     add(client, "c", "a", 1)
     client.post("/carts/c/checkout")
-    assert_error(client.post("/carts/c/items", json={"item_id": "a", "quantity": 1}), 409, "checked out")
+    assert_error(
+        client.post("/carts/c/items", json={"item_id": "a", "quantity": 1}), 409, "checked out"
+    )
     assert_error(client.post("/carts/c/checkout"), 409, "checked out")
     assert len(client.get("/carts/c/events").json()["events"]) == 4
 
@@ -146,7 +149,11 @@ def test_bad_ids_are_422_and_write_nothing(client: TestClient, bad_id: str) -> N
         (b"not json", {"content-type": "application/json"}, "not valid JSON"),
         (b'{"item_id": "a"', {"content-type": "application/json"}, "not valid JSON"),
         (b"[1, 2]", {"content-type": "application/json"}, "body"),
-        (b'{"item_id": "a", "quantity": 1, "extra": 1}', {"content-type": "application/json"}, "extra"),
+        (
+            b'{"item_id": "a", "quantity": 1, "extra": 1}',
+            {"content-type": "application/json"},
+            "extra",
+        ),
         (b"item_id=a&quantity=1", {"content-type": "application/x-www-form-urlencoded"}, "JSON"),
         (b"", {}, "JSON"),
     ],
@@ -169,9 +176,11 @@ def test_bad_correlation_header_is_422(client: TestClient) -> None:
 def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok"}
     metrics = client.get("/metrics", follow_redirects=False)
-    assert metrics.status_code == 200 and "python_info" in metrics.text
+    assert metrics.status_code == 200
+    assert "python_info" in metrics.text
 
 
 def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:

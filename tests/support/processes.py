@@ -34,10 +34,16 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def run_msc(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_msc(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `msc ARGS` to completion, capturing its output."""
     return subprocess.run(
-        [MSC, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [MSC, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -59,6 +65,7 @@ def msc_service(
             [MSC, *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     try:
+
         def up() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"msc {' '.join(args)} exited: {log.read_text()[-2000:]}")

@@ -34,7 +34,8 @@ class PlainCart:
     def run(self, kind: str, item: str | None, quantity: int | None) -> int:
         valid_quantity = quantity is None or 1 <= quantity <= 10_000
         if kind == "add":
-            assert item is not None and quantity is not None
+            assert item is not None
+            assert quantity is not None
             if not valid_quantity:
                 return 422
             if self.closed:
@@ -74,14 +75,18 @@ def client() -> Iterator[TestClient]:
 
 def send(client: TestClient, cart: str, kind: str, item: str | None, qty: int | None) -> int:
     if kind == "add":
-        return client.post(f"/carts/{cart}/items", json={"item_id": item, "quantity": qty}).status_code
+        return client.post(
+            f"/carts/{cart}/items", json={"item_id": item, "quantity": qty}
+        ).status_code
     if kind == "remove":
         params = {} if qty is None else {"quantity": qty}
         return client.delete(f"/carts/{cart}/items/{item}", params=params).status_code
     return client.post(f"/carts/{cart}/checkout").status_code
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(history=histories)
 def test_replay_and_time_travel_match_a_plain_model(
     client: TestClient, history: list[tuple[str, str | None, int | None]]

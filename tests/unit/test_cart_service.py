@@ -13,13 +13,13 @@ from microservice_connector.cart_service.application import (
     RetriesExhausted,
 )
 from microservice_connector.cart_service.domain import CartClosed
+from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import (
     AppendRequest,
     ConcurrencyError,
     GroupCommitStore,
     InMemoryEventStore,
 )
-from microservice_connector.events.envelope import RecordedEvent
 
 
 @pytest.fixture

@@ -21,17 +21,20 @@ def parse_database_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise DatabaseUnavailable(f"not a database URL: {url!r} ({exc})") from exc
+        raise DatabaseUnavailable(
+            "not a database URL (expected sqlite:///PATH or postgresql://...)"
+        ) from exc
+    shown = parsed.render_as_string(hide_password=True)
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
         raise DatabaseUnavailable(
-            f"unsupported database {backend!r} in {url!r}: use sqlite:///PATH or postgresql://..."
+            f"unsupported database {backend!r} in {shown}: use sqlite:///PATH or postgresql://..."
         )
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise DatabaseUnavailable(
-            f"{url!r}: give SQLite a file path, e.g. sqlite:///data/events.db"
+            f"{shown}: give SQLite a file path, e.g. sqlite:///data/events.db"
         )
     return parsed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
+from datetime import UTC
 
 from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
 from microservice_connector.events.envelope import RecordedEvent
@@ -37,10 +38,10 @@ class InMemoryEventStore:
         stream = self._streams.get(request.aggregate_id, [])
         if len(stream) != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, len(stream))
-        recorded = []
+        recorded: list[RecordedEvent] = []
         for offset, event in enumerate(request.events, start=1):
             event_id = event.event_id or str(uuid.uuid4())
-            if event_id in self._event_ids:
+            if event_id in self._event_ids or any(e.event_id == event_id for e in recorded):
                 return ConcurrencyError(request.aggregate_id, request.expected_version, len(stream))
             recorded.append(
                 RecordedEvent(
@@ -53,7 +54,7 @@ class InMemoryEventStore:
                     schema_version=event.schema_version,
                     content_type=JSON_CONTENT_TYPE,
                     event_data=encode_json(event.payload),
-                    timestamp=event.timestamp,
+                    timestamp=event.timestamp.astimezone(UTC),
                     correlation_id=event.correlation_id,
                     causation_id=event.causation_id,
                 )

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, func, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
@@ -31,6 +31,12 @@ class _Metadata(msgspec.Struct):
 _encode_metadata = msgspec.json.Encoder().encode
 _decode_metadata = msgspec.json.Decoder(_Metadata).decode
 _encode_headers = msgspec.json.Encoder().encode
+
+# Any fixed 64-bit number; every store writing to one PostgreSQL database takes the same one.
+_WRITER_LOCK_KEY = 0x6D73_635F_6576_7473  # "msc_evts"
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 _EVENT_COLUMNS = (
     events.c.id,
@@ -63,6 +69,7 @@ class SqlEventStore:
             if is_sqlite
             else self._writer
         )
+        self._serialise_writers = not is_sqlite
         engines.create_schema(self._writer)
 
     @property
@@ -78,12 +85,71 @@ class SqlEventStore:
         return result
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        """One commit for many appends; each is checked against its own expected version."""
+        """One commit for many appends; each is checked against its own expected version.
+
+        On PostgreSQL, writers take turns (a transaction-scoped advisory lock), so positions
+        become visible in order and a feed reader never skips an event committed late.
+        """
         try:
-            with self._writer.begin() as connection:
-                return [self._append_one(connection, request) for request in requests]
+            try:
+                with self._writer.begin() as connection:
+                    self._take_turn(connection)
+                    return self._append_together(connection, requests)
+            except IntegrityError:
+                # A writer outside this store won a race inside the batch: redo it one
+                # append at a time, so that only the losers fail.
+                with self._writer.begin() as connection:
+                    self._take_turn(connection)
+                    return [self._append_one(connection, request) for request in requests]
+        except DBAPIError as exc:
+            if _is_transient_conflict(exc):
+                return [
+                    ConcurrencyError(r.aggregate_id, r.expected_version, None) for r in requests
+                ]
+            raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
+
+    def _take_turn(self, connection: Connection) -> None:
+        if self._serialise_writers:
+            connection.execute(_ADVISORY_LOCK, {"key": _WRITER_LOCK_KEY})
+
+    def _append_together(
+        self, connection: Connection, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult]:
+        """The fast path: one version query and one insert per table for the whole batch."""
+        aggregate_ids = {request.aggregate_id for request in requests}
+        current: dict[str, int] = {
+            aggregate_id: version
+            for aggregate_id, version in connection.execute(
+                select(events.c.aggregate_id, func.max(events.c.version))
+                .where(events.c.aggregate_id.in_(aggregate_ids))
+                .group_by(events.c.aggregate_id)
+            )
+        }
+        results: list[AppendResult] = []
+        accepted: list[RecordedEvent] = []
+        for request in requests:
+            version = current.get(request.aggregate_id, 0)
+            if version != request.expected_version:
+                results.append(
+                    ConcurrencyError(request.aggregate_id, request.expected_version, version)
+                )
+                continue
+            recorded = [
+                _record(request, event, version + offset)
+                for offset, event in enumerate(request.events, start=1)
+            ]
+            current[request.aggregate_id] = version + len(recorded)
+            results.append(recorded)
+            accepted.extend(recorded)
+        positions = iter(self._insert(connection, accepted) if accepted else [])
+        return [
+            result
+            if isinstance(result, ConcurrencyError)
+            else [replace(event, position=next(positions)) for event in result]
+            for result in results
+        ]
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
         current = connection.execute(
@@ -96,8 +162,10 @@ class SqlEventStore:
             _record(request, event, request.expected_version + offset)
             for offset, event in enumerate(request.events, start=1)
         ]
+        if not recorded:
+            return []
         try:
-            # A savepoint, so a lost race (PostgreSQL) fails this append and not the batch.
+            # A savepoint, so a lost race fails this append and not the batch.
             with connection.begin_nested():
                 positions = self._insert(connection, recorded)
         except IntegrityError:
@@ -157,6 +225,10 @@ class SqlEventStore:
         self._reader.dispose()
 
 
+def _is_transient_conflict(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
 def _record(request: AppendRequest, event: NewEvent, version: int) -> RecordedEvent:
     return RecordedEvent(
         position=0,
@@ -208,8 +280,7 @@ def _outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
 def _from_row(row: Sequence[Any]) -> RecordedEvent:
     meta = _decode_metadata(row[7])
     moment: datetime = row[8]
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return RecordedEvent(
         position=row[0],
         event_id=row[1],

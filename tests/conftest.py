@@ -1,0 +1,32 @@
+"""Fixtures shared by every suite: a real PostgreSQL server and a fresh schema per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support import postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A reachable PostgreSQL server for the whole session; fails (never skips) without one."""
+    failure = None
+    try:
+        with postgres.server_url() as url:
+            yield url
+    except postgres.PostgresUnavailable as exc:
+        failure = str(exc)
+    if failure is not None:  # outside the handler, so the report shows the reason once
+        pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A URL whose connections see only a new, empty schema, dropped after the test.
+
+    Dispose of engines made from it (close stores) before the test ends.
+    """
+    with postgres.fresh_schema(postgres_server_url) as url:
+        yield url
