@@ -1,0 +1,68 @@
+"""The two interfaces every broker adapter implements, and the features it declares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from microservice_connector.messaging.message import Delivery, Message, PublishResult
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What an adapter guarantees, so the contract suite knows what to expect of it."""
+
+    persistent: bool  # messages survive a restart of the consumer (and of the broker)
+    ordered_per_key: bool  # first deliveries of one key arrive in publish order
+    broker_dedupe: bool  # the broker drops a message whose id it has already stored
+
+
+class Publisher(Protocol):
+    """Publishes messages; a result says, per message, whether the broker acknowledged it."""
+
+    async def publish(self, messages: Sequence[Message]) -> list[PublishResult]:
+        """Publish all of `messages` concurrently, in order; never raises for one message."""
+        ...
+
+    async def close(self) -> None:
+        """Wait for pending acknowledgements, then release the connection."""
+        ...
+
+
+class Subscriber(Protocol):
+    """A durable consumer: what is fetched and not acked is delivered again."""
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
+        ...
+
+    async def close(self) -> None:
+        """Stop consuming; unacked deliveries will be redelivered to the next consumer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message a consumer gave up on: the original, why, and when (RFC 3339)."""
+
+    sequence: int
+    message: Message
+    error: str
+    failed_at: str
+
+
+class DeadLetters(Protocol):
+    """Where poison messages go: kept with the error, listable, and replayable."""
+
+    async def put(self, message: Message, error: str) -> None:
+        """Store `message` with its original headers plus `error` and `failed-at`; durable."""
+        ...
+
+    async def list(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest `limit` dead letters."""
+        ...
+
+    async def replay(self, sequence: int, publisher: Publisher) -> PublishResult:
+        """Publish the dead letter again to its original topic, then forget it once acked."""
+        ...
