@@ -33,8 +33,8 @@ class Publisher(Protocol):
 class Subscriber(Protocol):
     """A durable consumer: what is fetched and not acked is delivered again."""
 
-    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Up to `max_messages` deliveries, waiting at most `timeout` s for the first."""
+    async def fetch(self, max_messages: int, wait: float) -> list[Delivery]:
+        """Up to `max_messages` deliveries, waiting at most `wait` s for the first."""
         ...
 
     async def close(self) -> None:
