@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +34,9 @@ _encode_headers = msgspec.json.Encoder().encode
 # Any fixed 64-bit number; every store writing to one PostgreSQL database takes the same one.
 _WRITER_LOCK_KEY = 0x6D73_635F_6576_7473  # "msc_evts"
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :count)"
+)
 # deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
@@ -127,8 +129,8 @@ class SqlEventStore:
                 .group_by(events.c.aggregate_id)
             )
         }
+        accepted: list[tuple[int, AppendRequest]] = []
         results: list[AppendResult] = []
-        accepted: list[RecordedEvent] = []
         for request in requests:
             version = current.get(request.aggregate_id, 0)
             if version != request.expected_version:
@@ -136,20 +138,20 @@ class SqlEventStore:
                     ConcurrencyError(request.aggregate_id, request.expected_version, version)
                 )
                 continue
+            current[request.aggregate_id] = version + len(request.events)
+            accepted.append((len(results), request))
+            results.append([])
+        positions = iter(self._positions(connection, sum(len(r.events) for _, r in accepted)))
+        written: list[RecordedEvent] = []
+        for slot, request in accepted:
             recorded = [
-                _record(request, event, version + offset)
+                _record(request, event, request.expected_version + offset, next(positions))
                 for offset, event in enumerate(request.events, start=1)
             ]
-            current[request.aggregate_id] = version + len(recorded)
-            results.append(recorded)
-            accepted.extend(recorded)
-        positions = iter(self._insert(connection, accepted) if accepted else [])
-        return [
-            result
-            if isinstance(result, ConcurrencyError)
-            else [replace(event, position=next(positions)) for event in result]
-            for result in results
-        ]
+            results[slot] = recorded
+            written.extend(recorded)
+        self._insert(connection, written)
+        return results
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
         current = connection.execute(
@@ -158,34 +160,40 @@ class SqlEventStore:
         current = current or 0
         if current != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, current)
-        recorded = [
-            _record(request, event, request.expected_version + offset)
-            for offset, event in enumerate(request.events, start=1)
-        ]
-        if not recorded:
+        if not request.events:
             return []
         try:
             # A savepoint, so a lost race fails this append and not the batch.
             with connection.begin_nested():
-                positions = self._insert(connection, recorded)
+                positions = self._positions(connection, len(request.events))
+                recorded = [
+                    _record(request, event, current + offset, position)
+                    for (offset, event), position in zip(
+                        enumerate(request.events, start=1), positions, strict=True
+                    )
+                ]
+                self._insert(connection, recorded)
         except IntegrityError:
             return ConcurrencyError(request.aggregate_id, request.expected_version, None)
-        return [
-            replace(event, position=position)
-            for event, position in zip(recorded, positions, strict=True)
-        ]
+        return recorded
 
-    def _insert(self, connection: Connection, recorded: list[RecordedEvent]) -> list[int]:
-        rows = [_event_row(event) for event in recorded]
-        result = connection.execute(
-            insert(events).returning(events.c.id, sort_by_parameter_order=True), rows
-        )
-        positions = list(result.scalars().all())
+    def _positions(self, connection: Connection, count: int) -> list[int]:
+        """The next `count` global positions. Writers take turns, so nobody else takes them."""
+        if count == 0:
+            return []
+        if self._serialise_writers:  # PostgreSQL: from the column's own sequence
+            return list(connection.execute(_NEXT_IDS, {"count": count}).scalars())
+        last = connection.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one()
+        return list(range(last + 1, last + 1 + count))
+
+    def _insert(self, connection: Connection, recorded: list[RecordedEvent]) -> None:
+        if not recorded:
+            return
+        connection.execute(insert(events), [_event_row(event) for event in recorded])
         if self._outbox_topic is not None:
             connection.execute(
                 insert(outbox), [_outbox_row(event, self._outbox_topic) for event in recorded]
             )
-        return positions
 
     def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
@@ -229,9 +237,9 @@ def _is_transient_conflict(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
-def _record(request: AppendRequest, event: NewEvent, version: int) -> RecordedEvent:
+def _record(request: AppendRequest, event: NewEvent, version: int, position: int) -> RecordedEvent:
     return RecordedEvent(
-        position=0,
+        position=position,
         event_id=event.event_id or str(uuid.uuid4()),
         aggregate_id=request.aggregate_id,
         aggregate_type=request.aggregate_type,
@@ -254,6 +262,7 @@ def _event_row(event: RecordedEvent) -> dict[str, Any]:
         causation_id=event.causation_id,
     )
     return {
+        "id": event.position,
         "event_id": event.event_id,
         "aggregate_id": event.aggregate_id,
         "aggregate_type": event.aggregate_type,

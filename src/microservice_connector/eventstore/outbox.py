@@ -1,0 +1,123 @@
+"""The outbox table's reader and marker: what the relay needs, and `msc outbox status`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.schema import outbox
+
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One message waiting to be published, in commit order (`id`)."""
+
+    id: int
+    event_id: str
+    topic: str
+    key: str
+    headers: dict[str, str]
+    payload: bytes
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """How far behind publishing is: pending rows and when the oldest was written."""
+
+    pending: int
+    oldest_created_at: datetime | None
+    published: int
+
+    def oldest_age_seconds(self, now: datetime | None = None) -> float:
+        """Seconds since the oldest pending row was written; 0 when none is pending."""
+        if self.oldest_created_at is None:
+            return 0.0
+        return max(0.0, ((now or datetime.now(UTC)) - self.oldest_created_at).total_seconds())
+
+
+class SqlOutbox:
+    """Reads pending rows oldest first and marks them; a row is marked only once acked."""
+
+    def __init__(self, writer: Engine, reader: Engine) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    def pending(self, limit: int = 500) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first."""
+        query = (
+            select(outbox).where(outbox.c.published_at.is_(None)).order_by(outbox.c.id).limit(limit)
+        )
+        with self._guard(self._reader), self._reader.connect() as connection:
+            return [
+                OutboxRow(
+                    id=row.id,
+                    event_id=row.event_id,
+                    topic=row.topic,
+                    key=row.key,
+                    headers=_decode_headers(row.headers),
+                    payload=bytes(row.payload),
+                    created_at=_utc(row.created_at),
+                    attempts=row.attempts,
+                )
+                for row in connection.execute(query)
+            ]
+
+    def mark_published(self, ids: Sequence[int]) -> None:
+        """Record that the broker acknowledged these rows; they are not published again."""
+        if ids:
+            self._update(ids, published_at=datetime.now(UTC), attempts=outbox.c.attempts + 1)
+
+    def record_failure(self, ids: Sequence[int], error: str) -> None:
+        """Count a failed attempt and keep the error; the rows stay pending."""
+        if ids:
+            self._update(ids, attempts=outbox.c.attempts + 1, last_error=error[:1000])
+
+    def status(self) -> OutboxStatus:
+        """Pending count, the oldest pending row's creation time, and the published count."""
+        pending = func.count().filter(outbox.c.published_at.is_(None))
+        oldest = func.min(outbox.c.created_at).filter(outbox.c.published_at.is_(None))
+        published = func.count().filter(outbox.c.published_at.is_not(None))
+        with self._guard(self._reader), self._reader.connect() as connection:
+            row = connection.execute(select(pending, oldest, published)).one()
+        return OutboxStatus(
+            pending=row[0],
+            oldest_created_at=None if row[1] is None else _utc(row[1]),
+            published=row[2],
+        )
+
+    def _update(self, ids: Sequence[int], **values: object) -> None:
+        with self._guard(self._writer), self._writer.begin() as connection:
+            connection.execute(update(outbox).where(outbox.c.id.in_(ids)).values(**values))
+
+    @staticmethod
+    def _guard(engine: Engine) -> _Guard:
+        return _Guard(engine)
+
+
+class _Guard:
+    """Turns any database failure into `DatabaseUnavailable` naming the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, SQLAlchemyError):
+            raise DatabaseUnavailable(engines.describe_failure(self._engine, exc)) from exc
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
