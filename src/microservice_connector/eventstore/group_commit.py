@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from microservice_connector.events.envelope import RecordedEvent
@@ -30,6 +30,11 @@ class GroupCommitStore:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the writer thread) after every commit that stored events."""
+        self._commit_listeners.append(listener)
 
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Append through the next group commit; raises `ConcurrencyError` on a stale version."""
@@ -96,6 +101,10 @@ class GroupCommitStore:
             outcomes = self.store.append_batch([request for request, _ in batch])
         except Exception as exc:  # the whole commit failed: every caller hears why
             outcomes = [exc] * len(batch)
+        else:
+            if any(isinstance(outcome, list) and outcome for outcome in outcomes):
+                for listener in self._commit_listeners:
+                    listener()
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))

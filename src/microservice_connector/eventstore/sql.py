@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
+from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.schema import events, outbox
@@ -73,6 +74,25 @@ class SqlEventStore:
         )
         self._serialise_writers = not is_sqlite
         engines.create_schema(self._writer)
+
+    @property
+    def outbox(self) -> SqlOutbox:
+        """The outbox rows this store writes, for the relay and for `msc outbox status`."""
+        return SqlOutbox(self._writer, self._reader)
+
+    @property
+    def writer(self) -> Engine:
+        """The engine appends go through; a caller's own writes in its transactions commit
+        atomically with `append_in`."""
+        return self._writer
+
+    def append_in(self, connection: Connection, request: AppendRequest) -> list[RecordedEvent]:
+        """Append inside the caller's transaction on `writer`; raises `ConcurrencyError`."""
+        self._take_turn(connection)
+        [result] = self._append_together(connection, [request])
+        if isinstance(result, ConcurrencyError):
+            raise result
+        return result
 
     @property
     def url(self) -> str:

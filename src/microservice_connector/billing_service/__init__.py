@@ -1,0 +1,1 @@
+"""The billing service: consumes cart events, keeps running bills, issues invoices."""

@@ -1,0 +1,75 @@
+"""Applies cart events to bills: each at most once, in version order, with its effects."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from microservice_connector.billing_service.application.ports import BillingRepository
+from microservice_connector.billing_service.domain import Bill, VersionCheck
+from microservice_connector.events.cart import CartCheckedOut, CartEvent
+
+
+class Outcome(enum.Enum):
+    """What became of one event."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # its version was already applied: nothing changed
+    DEFERRED = "deferred"  # an earlier version is missing: nothing changed, try later
+
+
+@dataclass(frozen=True, slots=True)
+class CartEventIn:
+    """A cart event as billing receives it: its payload and the envelope the gate needs."""
+
+    event_id: str
+    cart_id: str
+    version: int
+    event: CartEvent
+
+
+class BillingLedger:
+    """The version gate: a batch commits its bills, invoices and outbox rows in one
+    transaction, so a redelivered or reordered event can never bill twice or out of order."""
+
+    def __init__(
+        self,
+        repository: BillingRepository,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._repository = repository
+        self._clock = clock
+        self.invoices_issued = 0
+        self.unpriced_lines = 0
+
+    def apply_batch(self, events: Sequence[CartEventIn]) -> list[Outcome]:
+        """Apply `events` (any order, any duplicates) in one transaction; one outcome each."""
+        outcomes: dict[int, Outcome] = {}
+        order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))
+        with self._repository.transaction() as tx:
+            bills: dict[str, Bill] = {}
+            for index in order:
+                incoming = events[index]
+                bill = bills.get(incoming.cart_id) or tx.get_bill(incoming.cart_id)
+                bill = bill or Bill(incoming.cart_id)
+                check = bill.check(incoming.version)
+                if check is VersionCheck.DUPLICATE:
+                    outcomes[index] = Outcome.DUPLICATE
+                    continue
+                if check is VersionCheck.GAP:
+                    outcomes[index] = Outcome.DEFERRED
+                    continue
+                bill.apply(incoming.event, incoming.version, tx.price_of)
+                bills[incoming.cart_id] = bill
+                outcomes[index] = Outcome.APPLIED
+                if isinstance(incoming.event, CartCheckedOut):
+                    invoice = bill.invoice(self._clock())
+                    if tx.issue_invoice(invoice):
+                        self.invoices_issued += 1
+                        self.unpriced_lines += sum(line.unpriced for line in invoice.lines.values())
+            for bill in bills.values():
+                tx.save_bill(bill)
+        return [outcomes[index] for index in range(len(events))]

@@ -1,0 +1,1 @@
+"""Billing's adapters: SQL read model, cart-event decoding, consumer, HTTP API."""

@@ -1,0 +1,86 @@
+"""Billing's batch handler: decode, gate and apply a batch, and say what became of each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from microservice_connector.billing_service.application import BillingLedger, CartEventIn, Outcome
+from microservice_connector.billing_service.infrastructure.cart_messages import (
+    PoisonMessage,
+    to_cart_event,
+)
+from microservice_connector.events.registry import EventRegistry
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.messaging.consumer import Ack, Reject, Retry
+from microservice_connector.messaging.consumer import Outcome as Settlement
+from microservice_connector.messaging.message import Delivery
+
+log = logging.getLogger(__name__)
+
+GAP_RETRY_DELAY_S = 0.2
+# An earlier version that has not come after this many tries is reported as a dead letter.
+MAX_GAP_ATTEMPTS = 300
+_SETTLEMENTS = {Outcome.APPLIED: Ack("applied"), Outcome.DUPLICATE: Ack("duplicate")}
+
+
+class CartEventHandler:
+    """Applies a batch in one transaction; poison is rejected, early events come back later,
+    and while the database is away everything is retried without counting as a failure."""
+
+    def __init__(self, ledger: BillingLedger, registry: EventRegistry) -> None:
+        self._ledger = ledger
+        self._registry = registry
+
+    async def __call__(self, deliveries: Sequence[Delivery]) -> list[Settlement]:
+        """One settlement per delivery, in order."""
+        settlements: list[Settlement | None] = [None] * len(deliveries)
+        decoded: list[tuple[int, CartEventIn]] = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                decoded.append(
+                    (index, to_cart_event(delivery.message, self._registry, delivery.sequence))
+                )
+            except PoisonMessage as exc:
+                settlements[index] = Reject(str(exc))
+        if decoded:
+            for (index, _), settlement in zip(
+                decoded, await self._apply(decoded, deliveries), strict=True
+            ):
+                settlements[index] = settlement
+        return [s if s is not None else Retry(1.0, "not handled") for s in settlements]
+
+    async def _apply(
+        self, decoded: list[tuple[int, CartEventIn]], deliveries: Sequence[Delivery]
+    ) -> list[Settlement]:
+        events = [event for _, event in decoded]
+        try:
+            outcomes = await asyncio.to_thread(self._ledger.apply_batch, events)
+        except DatabaseUnavailable as exc:
+            return [Retry(1.0, str(exc), failure=False) for _ in events]
+        except Exception:
+            if len(events) == 1:
+                log.exception("billing: event %s failed", events[0].event_id)
+                return [Retry(0.5, "billing failed to apply it")]
+            # One bad event must not hold back the others: apply them one at a time.
+            return [(await self._apply([pair], deliveries))[0] for pair in decoded]
+        return [
+            self._settlement(outcome, deliveries[index].attempt, event)
+            for (index, event), outcome in zip(decoded, outcomes, strict=True)
+        ]
+
+    @staticmethod
+    def _settlement(outcome: Outcome, attempt: int, event: CartEventIn) -> Settlement:
+        if outcome is not Outcome.DEFERRED:
+            return _SETTLEMENTS[outcome]
+        if attempt >= MAX_GAP_ATTEMPTS:
+            return Reject(
+                f"cart {event.cart_id}: version {event.version} waited {attempt} times "
+                "for an earlier one"
+            )
+        return Retry(
+            GAP_RETRY_DELAY_S,
+            f"cart {event.cart_id} version {event.version} is early",
+            failure=False,
+        )

@@ -1,0 +1,55 @@
+"""Turns a `cart.events` message into a `CartEventIn`, or says exactly why it cannot."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+from microservice_connector.billing_service.application import CartEventIn
+from microservice_connector.events.cart import CartEvent
+from microservice_connector.events.codec import EventDecodeError
+from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.events.registry import EventRegistry
+from microservice_connector.messaging.message import Message
+
+REQUIRED_HEADERS = ("event-id", "event-type", "aggregate-id", "aggregate-version")
+
+
+class PoisonMessage(ValueError):
+    """A message that no retry can make valid: missing headers, unknown type, bad payload."""
+
+
+def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) -> CartEventIn:
+    """The cart event carried by `message`; `PoisonMessage` names what is wrong."""
+    headers = message.headers
+    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
+    if missing:
+        raise PoisonMessage(f"message {message.id}: missing headers {', '.join(missing)}")
+    try:
+        version = int(headers["aggregate-version"])
+        schema_version = int(headers.get("schema-version") or 1)
+    except ValueError as exc:
+        raise PoisonMessage(f"message {message.id}: bad version header ({exc})") from exc
+    if version < 1:
+        raise PoisonMessage(f"message {message.id}: aggregate-version must be ≥ 1, got {version}")
+    recorded = RecordedEvent(
+        position=sequence,
+        event_id=headers["event-id"],
+        aggregate_id=headers["aggregate-id"],
+        aggregate_type=headers.get("aggregate-type", "ShoppingCart"),
+        version=version,
+        event_type=headers["event-type"],
+        schema_version=schema_version,
+        content_type=headers.get("content-type") or "application/json",
+        event_data=message.payload,
+        timestamp=datetime.now(UTC),
+    )
+    try:
+        event = cast(CartEvent, registry.decode(recorded))
+    except EventDecodeError as exc:
+        raise PoisonMessage(str(exc)) from exc
+    if getattr(event, "cart_id", recorded.aggregate_id) != recorded.aggregate_id:
+        raise PoisonMessage(
+            f"message {message.id}: payload cart_id differs from aggregate-id header"
+        )
+    return CartEventIn(recorded.event_id, recorded.aggregate_id, version, event)

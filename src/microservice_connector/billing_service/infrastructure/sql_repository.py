@@ -1,0 +1,219 @@
+"""Billing's storage on SQLAlchemy: bills, prices, invoices, and InvoiceIssued via the outbox."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import msgspec
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
+from microservice_connector.billing_service.infrastructure.tables import (
+    DEFAULT_PRICES,
+    bills,
+    invoices,
+    metadata,
+    prices,
+)
+from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
+from microservice_connector.events.envelope import NewEvent
+from microservice_connector.eventstore import AppendRequest, ConcurrencyError, SqlEventStore
+from microservice_connector.eventstore.engine import describe_failure
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+
+BILLING_TOPIC = "billing.events"
+
+
+class _Line(msgspec.Struct):
+    quantity: int
+    unit_price_cents: int
+    unpriced: bool = False
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
+
+
+class SqlTransaction:
+    """One billing transaction on the store's writer connection."""
+
+    def __init__(self, connection: Connection, store: SqlEventStore) -> None:
+        self.connection = connection
+        self._store = store
+        self._prices: dict[str, int | None] = {}
+
+    def get_bill(self, cart_id: str) -> Bill | None:
+        """The committed bill of `cart_id`, or None."""
+        row = self.connection.execute(select(bills).where(bills.c.cart_id == cart_id)).first()
+        return (
+            None
+            if row is None
+            else _bill(row.cart_id, row.last_version, row.checked_out, row.lines)
+        )
+
+    def save_bill(self, bill: Bill) -> None:
+        """Insert or replace the bill."""
+        values = {
+            "last_version": bill.last_version,
+            "checked_out": bill.checked_out,
+            "lines": _encode_lines(bill.lines),
+            "updated_at": datetime.now(UTC),
+        }
+        updated = self.connection.execute(
+            update(bills).where(bills.c.cart_id == bill.cart_id).values(**values)
+        )
+        if updated.rowcount == 0:
+            self.connection.execute(insert(bills).values(cart_id=bill.cart_id, **values))
+
+    def price_of(self, item_id: str) -> int | None:
+        """The item's unit price in cents, or None."""
+        if item_id not in self._prices:
+            self._prices[item_id] = self.connection.execute(
+                select(prices.c.unit_price_cents).where(prices.c.item_id == item_id)
+            ).scalar_one_or_none()
+        return self._prices[item_id]
+
+    def issue_invoice(self, invoice: Invoice) -> bool:
+        """Store the invoice and append `InvoiceIssued` to the outbox; False if already issued."""
+        exists = self.connection.execute(
+            select(invoices.c.invoice_id).where(invoices.c.cart_id == invoice.cart_id)
+        ).first()
+        if exists is not None:
+            return False
+        self.connection.execute(
+            insert(invoices).values(
+                invoice_id=invoice.invoice_id,
+                cart_id=invoice.cart_id,
+                lines=_encode_lines(invoice.lines),
+                total_cents=invoice.total_cents,
+                issued_at=invoice.issued_at,
+            )
+        )
+        payload = InvoiceIssued(
+            invoice_id=invoice.invoice_id,
+            cart_id=invoice.cart_id,
+            lines={
+                item: InvoiceLine(ln.quantity, ln.unit_price_cents, ln.amount_cents, ln.unpriced)
+                for item, ln in invoice.lines.items()
+            },
+            total_cents=invoice.total_cents,
+            timestamp=invoice.issued_at,
+        )
+        event = NewEvent("InvoiceIssued", payload, invoice.issued_at)
+        # Already there when a rebuild dropped the read model: it was published then.
+        with contextlib.suppress(ConcurrencyError):
+            self._store.append_in(
+                self.connection, AppendRequest(invoice.invoice_id, "Invoice", 0, [event])
+            )
+        return True
+
+
+class SqlBillingRepository:
+    """Billing's read model and outbox in one database (SQLite `billing.db` or PostgreSQL)."""
+
+    def __init__(self, store: SqlEventStore, *, seed_prices: dict[str, int] | None = None) -> None:
+        self._store = store
+        self._engine = store.writer
+        try:
+            metadata.create_all(self._engine)
+            with self._engine.begin() as connection:
+                if connection.execute(select(prices.c.item_id).limit(1)).first() is None:
+                    seed = DEFAULT_PRICES if seed_prices is None else seed_prices
+                    now = datetime.now(UTC)
+                    if seed:
+                        connection.execute(
+                            insert(prices),
+                            [
+                                {"item_id": k, "unit_price_cents": v, "updated_at": now}
+                                for k, v in seed.items()
+                            ],
+                        )
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+
+    @property
+    def store(self) -> SqlEventStore:
+        """The event store holding billing's own events and outbox."""
+        return self._store
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        """A transaction on the writer; commits when the block ends cleanly."""
+        try:
+            with self._engine.begin() as connection:
+                yield SqlTransaction(connection, self._store)
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+
+    def bill(self, cart_id: str) -> Bill | None:
+        """The cart's running bill, or None before its first event."""
+        with self.transaction() as tx:
+            return tx.get_bill(cart_id)
+
+    def invoice(self, cart_id: str) -> Invoice | None:
+        """The cart's invoice, or None before checkout."""
+        with self.transaction() as tx:
+            row = tx.connection.execute(
+                select(invoices).where(invoices.c.cart_id == cart_id)
+            ).first()
+        if row is None:
+            return None
+        lines = {
+            k: BillLine(v.quantity, v.unit_price_cents, v.unpriced)
+            for k, v in _decode_lines(row.lines).items()
+        }
+        issued_at: datetime = row.issued_at
+        issued_at = (
+            issued_at.replace(tzinfo=UTC) if issued_at.tzinfo is None else issued_at.astimezone(UTC)
+        )
+        return Invoice(row.invoice_id, row.cart_id, lines, row.total_cents, issued_at)
+
+    def prices(self) -> dict[str, int]:
+        """The whole price list, by item id."""
+        with self.transaction() as tx:
+            rows = tx.connection.execute(
+                select(prices.c.item_id, prices.c.unit_price_cents).order_by(prices.c.item_id)
+            )
+            return {item: cents for item, cents in rows}
+
+    def set_price(self, item_id: str, unit_price_cents: int) -> None:
+        """Set one item's price; bills reprice a line when its quantity next changes."""
+        with self.transaction() as tx:
+            values = {"unit_price_cents": unit_price_cents, "updated_at": datetime.now(UTC)}
+            done = tx.connection.execute(
+                update(prices).where(prices.c.item_id == item_id).values(**values)
+            )
+            if done.rowcount == 0:
+                tx.connection.execute(insert(prices).values(item_id=item_id, **values))
+
+    def reset_read_model(self) -> None:
+        """Delete every bill and invoice (prices and billing's own events stay)."""
+        with self.transaction() as tx:
+            tx.connection.execute(delete(bills))
+            tx.connection.execute(delete(invoices))
+
+    def summary(self) -> dict[str, int]:
+        """Every bill's total by cart id, for comparing rebuilds."""
+        with self.transaction() as tx:
+            rows = tx.connection.execute(select(bills.c.cart_id, bills.c.lines))
+            return {cart: _bill(cart, 0, False, lines).total_cents for cart, lines in rows}
+
+
+def _bill(cart_id: str, last_version: int, checked_out: bool, lines: str) -> Bill:
+    decoded = _decode_lines(lines)
+    return Bill(
+        cart_id,
+        last_version,
+        bool(checked_out),
+        {k: BillLine(v.quantity, v.unit_price_cents, v.unpriced) for k, v in decoded.items()},
+    )
+
+
+def _encode_lines(lines: dict[str, BillLine]) -> str:
+    return _encode(
+        {k: _Line(v.quantity, v.unit_price_cents, v.unpriced) for k, v in lines.items()}
+    ).decode()

@@ -1,0 +1,124 @@
+"""The outbox relay: publishes pending outbox rows and marks them only once the broker acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
+from microservice_connector.messaging.message import Message, PublishResult
+from microservice_connector.messaging.ports import Publisher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRound:
+    """What one round did: rows published (acked and marked) and rows that failed."""
+
+    published: int
+    failed: int
+
+
+class OutboxRelay:
+    """Publishes outbox rows oldest first, a batch in flight at a time; a crash between publish
+    and mark republishes, and the broker (`Nats-Msg-Id`) or the consumer drops the duplicate.
+
+    It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
+    backs off exponentially while the broker or the database is unavailable.
+    """
+
+    def __init__(
+        self,
+        outbox: SqlOutbox,
+        publisher: Publisher,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._outbox = outbox
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.published_total = 0
+        self.failed_total = 0
+
+    def wake(self) -> None:
+        """Ask for a round now; safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set, then finish the round in progress and return."""
+        self._loop = asyncio.get_running_loop()
+        backoff = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                round_ = await self.relay_once()
+            except DatabaseUnavailable as exc:
+                log.warning("outbox relay: %s", exc)
+                round_ = RelayRound(published=0, failed=1)
+            if round_.failed:
+                backoff = min(self._max_backoff, max(0.05, backoff * 2))
+                await _wait(stop, backoff)
+            elif round_.published == 0:
+                backoff = 0.0
+                await _wait_any(stop, self._wake, self._poll_interval)
+            else:
+                backoff = 0.0
+
+    async def relay_once(self) -> RelayRound:
+        """Publish one batch of pending rows; mark those the broker acknowledged."""
+        rows = await asyncio.to_thread(self._outbox.pending, self._batch_size)
+        if not rows:
+            return RelayRound(0, 0)
+        results = await self._publisher.publish([_message(row) for row in rows])
+        acked = [row.id for row, result in zip(rows, results, strict=True) if result.acknowledged]
+        failed = [
+            (row, result)
+            for row, result in zip(rows, results, strict=True)
+            if not result.acknowledged
+        ]
+        if acked:
+            await asyncio.to_thread(self._outbox.mark_published, acked)
+        if failed:
+            error = _first_error(failed)
+            log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
+            await asyncio.to_thread(self._outbox.record_failure, [r.id for r, _ in failed], error)
+        self.published_total += len(acked)
+        self.failed_total += len(failed)
+        return RelayRound(len(acked), len(failed))
+
+
+def _message(row: OutboxRow) -> Message:
+    return Message(
+        id=row.event_id, topic=row.topic, payload=row.payload, headers=row.headers, key=row.key
+    )
+
+
+def _first_error(failed: list[tuple[OutboxRow, PublishResult]]) -> str:
+    return failed[0][1].error or "not acknowledged"
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
