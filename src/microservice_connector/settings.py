@@ -21,10 +21,20 @@ class Settings(BaseSettings):
     billing_database_url: str | None = None
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     cart_url: str = "http://127.0.0.1:8080"
+    billing_url: str = "http://127.0.0.1:8081"
+    nats_url: str = "nats://127.0.0.1:4222"
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)
     command_retries: int = Field(default=20, ge=0, le=1000)
+
+    def nats_servers(self) -> list[str]:
+        """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def billing_db_url(self) -> str:
+        """The billing database's URL: `MSC_BILLING_DATABASE_URL`, else `<data_dir>/billing.db`."""
+        return self.billing_database_url or f"sqlite:///{self.data_dir / 'billing.db'}"
 
     def cart_database_url(self) -> str:
         """The cart event store's URL: `MSC_DATABASE_URL`, else `<data_dir>/events.db`."""

@@ -68,7 +68,11 @@ class PlainCart:
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
     store = GroupCommitStore(InMemoryEventStore())
-    app = create_app(CartService(store), checks={}, on_shutdown=store.close)
+
+    async def close() -> None:
+        store.close()
+
+    app = create_app(CartService(store), checks={}, on_shutdown=close)
     with TestClient(app) as client:
         yield client
 

@@ -1,7 +1,8 @@
-"""The cart service's composition root: settings in, a running HTTP server out."""
+"""The cart service's composition root: settings in, a running HTTP server (and relay) out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import uvicorn
@@ -11,14 +12,21 @@ from prometheus_client import REGISTRY
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
+from microservice_connector.eventstore.relay import OutboxRelay
+from microservice_connector.messaging.nats.publisher import NatsPublisher
+from microservice_connector.runtime.background import Background, until_stopped
+from microservice_connector.runtime.nats_link import NatsLink
 from microservice_connector.settings import Settings
+from microservice_connector.web.health import Check
 from microservice_connector.web.metrics import metrics_router
 
 CART_TOPIC = "cart.events"
+log = logging.getLogger(__name__)
 
 
-def build_cart_app(settings: Settings) -> FastAPI:
-    """Open the event store (creating its schema) and wire the API; raises `DatabaseUnavailable`."""
+def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
+    """Open the event store (creating its schema) and wire the API, and unless `relay` is
+    False, the outbox relay to NATS; raises `DatabaseUnavailable`."""
     sql_store = SqlEventStore(
         settings.cart_database_url(),
         outbox_topic=CART_TOPIC,
@@ -27,13 +35,46 @@ def build_cart_app(settings: Settings) -> FastAPI:
     sql_store.ping()
     store = GroupCommitStore(sql_store)
     service = CartService(store, max_retries=settings.command_retries)
-    app = create_app(service, checks={"database": store.ping}, on_shutdown=store.close)
+    checks: dict[str, Check] = {"database": store.ping}
+    background: Background | None = None
+    link: NatsLink | None = None
+    if relay:
+        link = NatsLink(settings.nats_servers(), name="cart-service")
+        checks["broker"] = link.check
+
+    async def start() -> None:
+        nonlocal background
+        if link is None:
+            return
+        background = Background()
+        outbox_relay: OutboxRelay | None = None
+
+        async def run_relay(stop: asyncio.Event) -> None:
+            nonlocal outbox_relay
+            js = await until_stopped(link.ready(), stop)
+            if js is None:
+                return
+            outbox_relay = OutboxRelay(sql_store.outbox, NatsPublisher(js))
+            store.on_commit(outbox_relay.wake)
+            await outbox_relay.run(stop)
+
+        background.start("nats-link", link.run)
+        background.start("outbox-relay", run_relay)
+
+    async def stop() -> None:
+        if background is not None:
+            await background.stop()
+        if link is not None:
+            await link.close()
+        store.close()
+
+    app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
     app.include_router(metrics_router(REGISTRY))
     return app
 
 
-def run_cart_service(settings: Settings, *, host: str, port: int) -> None:
-    """Serve the cart API until SIGINT/SIGTERM; in-flight requests finish first."""
-    app = build_cart_app(settings)
-    logging.getLogger(__name__).info("cart service on http://%s:%d", host, port)
+def run_cart_service(settings: Settings, *, host: str, port: int, relay: bool = True) -> None:
+    """Serve the cart API until SIGINT/SIGTERM; in-flight requests finish, the relay flushes."""
+    app = build_cart_app(settings, relay=relay)
+    log.info("cart service on http://%s:%d", host, port)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
+
+import msgspec
 
 from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.events.cart import CartEvent
@@ -53,3 +56,21 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
             f"message {message.id}: payload cart_id differs from aggregate-id header"
         )
     return CartEventIn(recorded.event_id, recorded.aggregate_id, version, event)
+
+
+def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEventIn:
+    """The cart event of one `GET /events` feed entry (for `msc billing rebuild`)."""
+    message = Message(
+        id=str(item["event_id"]),
+        topic="cart.events",
+        payload=msgspec.json.encode(item["data"]),
+        headers={
+            "event-id": str(item["event_id"]),
+            "event-type": str(item["event_type"]),
+            "aggregate-id": str(item["aggregate_id"]),
+            "aggregate-version": str(item["version"]),
+            "schema-version": str(item["schema_version"]),
+            "content-type": "application/json",
+        },
+    )
+    return to_cart_event(message, registry, int(item["position"]))

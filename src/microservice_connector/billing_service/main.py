@@ -1,0 +1,107 @@
+"""The billing service's composition root: its database, consumer, relay and HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from microservice_connector.billing_service.application import BillingLedger
+from microservice_connector.billing_service.infrastructure.cart_event_handler import (
+    CartEventHandler,
+)
+from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
+from microservice_connector.billing_service.infrastructure.sql_repository import (
+    BILLING_TOPIC,
+    SqlBillingRepository,
+)
+from microservice_connector.events.registry import default_registry
+from microservice_connector.eventstore import SqlEventStore
+from microservice_connector.eventstore.relay import OutboxRelay
+from microservice_connector.messaging.consumer import Consumer
+from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
+from microservice_connector.messaging.nats.publisher import NatsPublisher
+from microservice_connector.messaging.nats.subscriber import NatsSubscriber
+from microservice_connector.runtime.background import Background, until_stopped
+from microservice_connector.runtime.nats_link import NatsLink
+from microservice_connector.settings import Settings
+from microservice_connector.web.metrics import metrics_router
+
+log = logging.getLogger(__name__)
+CART_STREAM, CART_TOPIC, DURABLE = "CART", "cart.events", "billing"
+
+
+def open_billing_repository(settings: Settings) -> SqlBillingRepository:
+    """Billing's database with its schema and default prices; raises `DatabaseUnavailable`."""
+    store = SqlEventStore(
+        settings.billing_db_url(),
+        outbox_topic=BILLING_TOPIC,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+    store.ping()
+    return SqlBillingRepository(store)
+
+
+def build_billing_app(settings: Settings) -> FastAPI:
+    """Wire billing: consume `cart.events` as durable `billing`, publish `billing.events`."""
+    repository = open_billing_repository(settings)
+    ledger = BillingLedger(repository)
+    handler = CartEventHandler(ledger, default_registry())
+    link = NatsLink(settings.nats_servers(), name="billing-service")
+    background = Background()
+
+    async def consume(stop: asyncio.Event) -> None:
+        js = await until_stopped(link.ready(), stop)
+        if js is None:
+            return
+        while not stop.is_set():
+            try:
+                subscriber = await NatsSubscriber.create(
+                    js, stream=CART_STREAM, subject=CART_TOPIC, durable=DURABLE
+                )
+                break
+            except Exception as exc:  # the broker went away between connect and bind
+                log.warning("billing: cannot bind consumer %s yet (%s)", DURABLE, exc)
+                await until_stopped(asyncio.sleep(1.0), stop)
+        else:
+            return
+        consumer = Consumer(subscriber, handler, NatsDeadLetters(js))
+        await consumer.run(stop)
+
+    async def relay(stop: asyncio.Event) -> None:
+        js = await until_stopped(link.ready(), stop)
+        if js is None:
+            return
+        await OutboxRelay(repository.store.outbox, NatsPublisher(js)).run(stop)
+
+    async def start() -> None:
+        background.start("nats-link", link.run)
+        background.start("billing-consumer", consume)
+        background.start("billing-relay", relay)
+
+    async def stop() -> None:
+        await background.stop()
+        await link.close()
+        repository.store.close()
+
+    async def database() -> None:
+        await asyncio.to_thread(repository.store.ping)
+
+    app = create_billing_app(
+        repository,
+        checks={"database": database, "broker": link.check},
+        on_startup=start,
+        on_shutdown=stop,
+    )
+    app.include_router(metrics_router(REGISTRY))
+    return app
+
+
+def run_billing_service(settings: Settings, *, host: str, port: int) -> None:
+    """Serve billing until SIGINT/SIGTERM; the consumer acks only what it applied."""
+    app = build_billing_app(settings)
+    log.info("billing service on http://%s:%d", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

@@ -1,0 +1,176 @@
+"""`msc outbox`, `msc deadletter`, `msc billing`: inspect and repair the stores."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from microservice_connector.cli.common import DataDirOption, console, fail, load_settings
+from microservice_connector.cli.services import NatsUrlOption
+from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
+outbox_app = typer.Typer(
+    help="The transactional outbox: what is still to publish.", no_args_is_help=True
+)
+deadletter_app = typer.Typer(help="Messages billing could not process.", no_args_is_help=True)
+billing_app = typer.Typer(help="Billing's read model.", no_args_is_help=True)
+
+
+@outbox_app.command("status")
+def outbox_status(
+    data_dir: DataDirOption = None,
+    billing: Annotated[
+        bool, typer.Option("--billing", help="Billing's outbox instead of the cart's.")
+    ] = False,
+) -> None:
+    """Pending rows, the oldest one's age, and how many were published."""
+    settings = load_settings(data_dir=data_dir)
+    url = settings.billing_db_url() if billing else settings.cart_database_url()
+    try:
+        store = SqlEventStore(url, outbox_topic=None)
+        try:
+            status = store.outbox.status()
+        finally:
+            store.close()
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+    console.print(f"outbox of {store.url}")
+    console.print(f"  pending:   {status.pending}")
+    console.print(
+        f"  oldest:    {status.oldest_age_seconds():.1f} s old"
+        if status.pending
+        else "  oldest:    -"
+    )
+    console.print(f"  published: {status.published}")
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50, nats_url: NatsUrlOption = None
+) -> None:
+    """List dead letters with their error."""
+    letters = asyncio.run(_with_dead_letters(nats_url, lambda dl, _: dl.list(limit)))
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for column in ("seq", "topic", "event", "aggregate", "failed at", "error"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        headers = letter.message.headers
+        table.add_row(
+            str(letter.sequence),
+            letter.message.topic,
+            headers.get("event-type", "?"),
+            f"{headers.get('aggregate-id', '?')} v{headers.get('aggregate-version', '?')}",
+            letter.failed_at,
+            letter.error,
+        )
+    console.print(table)
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    sequences: Annotated[
+        list[int] | None, typer.Argument(help="Dead letters to replay (seq).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
+    nats_url: NatsUrlOption = None,
+) -> None:
+    """Publish dead letters again to their original topic; each is removed once acked."""
+    if not sequences and not all_:
+        fail("name the dead letters to replay (see `msc deadletter list`), or pass --all")
+
+    async def replay(dead_letters, js):  # type: ignore[no-untyped-def]
+        from microservice_connector.messaging.nats.publisher import NatsPublisher
+
+        publisher = NatsPublisher(js)
+        chosen = sequences or [letter.sequence for letter in await dead_letters.list(10_000)]
+        return [(seq, await dead_letters.replay(seq, publisher)) for seq in chosen]
+
+    results = asyncio.run(_with_dead_letters(nats_url, replay))
+    failures = 0
+    for sequence, result in results:
+        if result.acknowledged:
+            console.print(f"[green]✓[/] {sequence} replayed")
+        else:
+            failures += 1
+            console.print(f"[red]✗[/] {sequence}: {result.error}")
+    if failures:
+        raise typer.Exit(1)
+
+
+async def _with_dead_letters(nats_url: str | None, work):  # type: ignore[no-untyped-def]
+    from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
+    from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
+
+    settings = load_settings(nats_url=nats_url)
+    try:
+        client = await asyncio.wait_for(
+            connect_nats(settings.nats_servers(), name="msc-cli", max_reconnect_attempts=0), 5.0
+        )
+    except Exception as exc:
+        fail(f"cannot reach NATS at {settings.nats_url} ({exc or type(exc).__name__})", 2)
+    try:
+        js = client.jetstream()
+        await ensure_stream(js, "DEADLETTER", ["deadletter.>"])
+        return await work(NatsDeadLetters(js), js)
+    finally:
+        await client.close()
+
+
+@billing_app.command("rebuild")
+def billing_rebuild(
+    data_dir: DataDirOption = None,
+    cart_url: Annotated[str | None, typer.Option("--cart-url", help="[env MSC_CART_URL]")] = None,
+    page: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
+) -> None:
+    """Drop billing's bills and invoices and replay every cart event from the cart service's
+    `GET /events` feed, reaching the same bills (prices as they are now)."""
+    from microservice_connector.billing_service.application import BillingLedger
+    from microservice_connector.billing_service.infrastructure.cart_messages import (
+        event_from_feed,
+    )
+    from microservice_connector.billing_service.main import open_billing_repository
+    from microservice_connector.events.registry import default_registry
+
+    settings = load_settings(data_dir=data_dir, cart_url=cart_url)
+    try:
+        repository = open_billing_repository(settings)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+    ledger, registry = BillingLedger(repository), default_registry()
+    after, applied = 0, 0
+    try:
+        repository.reset_read_model()
+        with (
+            httpx.Client(base_url=settings.cart_url, timeout=30) as http,
+            Progress(
+                TextColumn("rebuilding bills"),
+                BarColumn(),
+                TextColumn("{task.completed} events"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress,
+        ):
+            task = progress.add_task("rebuild", total=None)
+            while True:
+                try:
+                    feed = (
+                        http.get("/events", params={"after": after, "limit": page})
+                        .raise_for_status()
+                        .json()
+                    )
+                except httpx.HTTPError as exc:
+                    fail(f"cannot read the feed at {settings.cart_url}/events ({exc})", 2)
+                if not feed["events"]:
+                    break
+                ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                applied += len(feed["events"])
+                after = feed["next_after"]
+                progress.update(task, completed=applied)
+    finally:
+        repository.store.close()
+    console.print(f"rebuilt billing from {applied} cart events")

@@ -1,0 +1,193 @@
+"""`msc up`, `msc demo`, `msc cart-service`, `msc billing-service`: run the system."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from microservice_connector.cli.common import (
+    DatabaseUrlOption,
+    DataDirOption,
+    console,
+    fail,
+    load_settings,
+)
+from microservice_connector.eventstore import DatabaseUnavailable
+from microservice_connector.runtime.system import StartupFailed, System, free_port
+
+HostOption = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on [env MSC_HOST; 127.0.0.1]")
+]
+NatsUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url",
+        help="NATS server URL(s), comma-separated [env MSC_NATS_URL; default nats://127.0.0.1:4222]",
+    ),
+]
+
+
+def configure_logging() -> None:
+    """Readable log lines on stderr."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the run commands to `app`."""
+    app.command("cart-service")(cart_service)
+    app.command("billing-service")(billing_service)
+    app.command("up")(up)
+    app.command("demo")(demo)
+
+
+def cart_service(
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="[env MSC_CART_PORT; 8080]")
+    ] = None,
+    host: HostOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+    nats_url: NatsUrlOption = None,
+    relay: Annotated[
+        bool, typer.Option(help="Publish the outbox to NATS (off: events stay in the outbox).")
+    ] = True,
+) -> None:
+    """Run the cart service's HTTP API and its outbox relay (what its container runs)."""
+    from microservice_connector.cart_service.main import run_cart_service
+
+    settings = load_settings(
+        data_dir=data_dir, database_url=database_url, cart_port=port, host=host, nats_url=nats_url
+    )
+    configure_logging()
+    try:
+        run_cart_service(settings, host=settings.host, port=settings.cart_port, relay=relay)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+
+
+def billing_service(
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="[env MSC_BILLING_PORT; 8081]")
+    ] = None,
+    host: HostOption = None,
+    data_dir: DataDirOption = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Billing database URL [env MSC_BILLING_DATABASE_URL; sqlite:///<data-dir>/billing.db]",
+        ),
+    ] = None,
+    nats_url: NatsUrlOption = None,
+) -> None:
+    """Run the billing service: consumes cart.events, serves bills, invoices and prices."""
+    from microservice_connector.billing_service.main import run_billing_service
+
+    settings = load_settings(
+        data_dir=data_dir,
+        billing_database_url=database_url,
+        billing_port=port,
+        host=host,
+        nats_url=nats_url,
+    )
+    configure_logging()
+    try:
+        run_billing_service(settings, host=settings.host, port=settings.billing_port)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+
+
+def up(
+    data_dir: DataDirOption = None,
+    cart_port: Annotated[int, typer.Option(min=1, max=65535, help="Cart API port.")] = 8080,
+    billing_port: Annotated[int, typer.Option(min=1, max=65535, help="Billing API port.")] = 8081,
+    nats_url: NatsUrlOption = None,
+    host: HostOption = None,
+) -> None:
+    """Run the whole system in the foreground: an embedded nats-server with JetStream (unless
+    --nats-url or MSC_NATS_URL names one), the cart service with its relay, and billing. All
+    data lives under --data-dir; run it again on the same folder to carry on. Ctrl-C stops."""
+    settings = load_settings(data_dir=data_dir, host=host)
+    given = nats_url or _env_nats_url()
+    system = System(
+        settings.data_dir.resolve(), cart_port, billing_port, settings.host, nats_url=given
+    )
+    _run_until_signalled(system)
+
+
+def _env_nats_url() -> str | None:
+    import os
+
+    return os.environ.get("MSC_NATS_URL") or None
+
+
+def _run_until_signalled(system: System) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    console.print("starting… (logs in " + str(system.data_dir / "logs") + ")")
+    try:
+        system.start()
+    except StartupFailed as exc:
+        fail(str(exc), 2)
+    except KeyboardInterrupt:
+        console.print("stopped before it was up")
+        return
+    _print_addresses(system)
+    try:
+        while (failed := system.failed_part()) is None:
+            time.sleep(0.5)
+        console.print(f"[red]{failed.name} exited unexpectedly:[/]\n{failed.tail()}")
+        system.stop()
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping: letting requests finish, the relay flush, the consumer ack…")
+        system.stop()
+        console.print("stopped cleanly")
+
+
+def _print_addresses(system: System) -> None:
+    table = Table(title="Microservice Connector is up", show_header=False)
+    table.add_row("cart API", f"http://{system.host}:{system.cart_port}")
+    table.add_row("billing API", f"http://{system.host}:{system.billing_port}")
+    table.add_row("NATS", system.nats_url or "")
+    table.add_row("data", str(system.data_dir))
+    table.add_row(
+        "try",
+        f"curl -X POST http://{system.host}:{system.cart_port}/carts/cart-123/items "
+        '-H \'Content-Type: application/json\' -d \'{"item_id": "item-001", "quantity": 2}\'',
+    )
+    console.print(table)
+    console.print("Ctrl-C stops everything cleanly.")
+
+
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here (default: a temporary folder).")
+    ] = None,
+    cart_id: Annotated[str, typer.Option(help="The cart to fill.")] = "cart-123",
+) -> None:
+    """Start the system, replay the original scenario (add, remove, checkout), print the cart,
+    its events and the invoice, and stop."""
+    from microservice_connector.cli.demo_scenario import run_scenario
+
+    with tempfile.TemporaryDirectory(prefix="msc-demo-") as scratch:
+        folder = data_dir or Path(scratch)
+        system = System(folder.resolve(), free_port(), free_port())
+        console.print(f"starting the system in {folder} …")
+        try:
+            with system:
+                run_scenario(system, cart_id)
+        except StartupFailed as exc:
+            fail(str(exc), 2)

@@ -1,0 +1,144 @@
+"""The NATS connection: reconnects forever, and the JetStream streams the project uses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.errors import BadRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+# The streams of DESIGN §3.3: name -> subjects.
+PROJECT_STREAMS: Mapping[str, tuple[str, ...]] = {
+    "CART": ("cart.events",),
+    "BILLING": ("billing.events",),
+    "DEADLETTER": ("deadletter.>",),
+}
+
+_STREAM_NAME_IN_USE = 10058  # JetStream: "stream name already in use with a different config"
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+Callback = Callable[[], Awaitable[None]]
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker did not answer or refused the request; retrying later may succeed."""
+
+
+class BrokerRefusedCredentials(PermissionError):
+    """The broker refused the connection's credentials; retrying will not help."""
+
+
+async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> Client:
+    """A client that retries until a server answers, then reconnects forever after losses.
+
+    Waits (without limit) for a server to come up, so a service may start before its broker;
+    bound it with `asyncio.wait_for` if needed. Refused credentials raise
+    `BrokerRefusedCredentials` at once. `options` go to `nats.aio.client.Client.connect`
+    (`user`, `password`, `token`, `user_credentials`, `tls`, callbacks…) and override the
+    defaults here.
+    """
+    client = Client()
+    connected = False
+    refused: list[Exception] = []
+    user_error_cb: ErrorCallback | None = options.pop("error_cb", None)
+    user_disconnected_cb: Callback | None = options.pop("disconnected_cb", None)
+    user_reconnected_cb: Callback | None = options.pop("reconnected_cb", None)
+
+    async def on_error(exc: Exception) -> None:
+        if not connected and _is_refused_credentials(exc):
+            refused.append(exc)
+            # nats-py re-reads this option after each failed attempt: stop retrying.
+            client.options["allow_reconnect"] = False
+        else:
+            log.debug("nats %s: %s", name, exc)
+        if user_error_cb is not None:
+            await user_error_cb(exc)
+
+    async def on_disconnected() -> None:
+        if connected:
+            log.warning("nats %s: disconnected; reconnecting", name)
+        if user_disconnected_cb is not None:
+            await user_disconnected_cb()
+
+    async def on_reconnected() -> None:
+        log.info("nats %s: reconnected to %s", name, client.connected_url)
+        if user_reconnected_cb is not None:
+            await user_reconnected_cb()
+
+    settings: dict[str, Any] = {
+        "name": name,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+        **options,
+    }
+    try:
+        await client.connect(list(servers), **settings)
+    except Exception as exc:
+        await client.close()
+        if refused:
+            raise BrokerRefusedCredentials(
+                f"NATS refused the credentials of {name}: {exc}"
+            ) from exc
+        raise BrokerUnavailable(f"cannot connect {name} to NATS at {list(servers)}: {exc}") from exc
+    connected = True
+    return client
+
+
+def _is_refused_credentials(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str,
+    subjects: Sequence[str],
+    *,
+    max_age: float | None = None,
+    duplicate_window: float = 120.0,
+) -> StreamInfo:
+    """The stream `name` holding exactly `subjects`: created (file storage), or updated if it
+    holds other subjects. Idempotent, and safe to call from several processes at once;
+    `max_age` and `duplicate_window` (seconds) apply when it is created."""
+    wanted = list(subjects)
+    for _ in range(3):  # another process may create it between our look and our create
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            config = StreamConfig(
+                name=name,
+                subjects=wanted,
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=max_age,
+                duplicate_window=duplicate_window,
+            )
+            try:
+                return await js.add_stream(config)
+            except BadRequestError as exc:
+                if exc.err_code != _STREAM_NAME_IN_USE:
+                    raise
+                continue
+        if sorted(info.config.subjects or []) == sorted(wanted):
+            return info
+        log.info("stream %s: subjects %s -> %s", name, info.config.subjects, wanted)
+        return await js.update_stream(info.config.evolve(subjects=wanted))
+    raise BrokerUnavailable(f"stream {name} keeps changing under us; gave up ensuring it")
+
+
+def client_of(js: JetStreamContext) -> Client:
+    """The connection a JetStream context talks through."""
+    # nats-py keeps it private, but its own KV and object stores read it the same way.
+    client: Client = js._nc
+    return client

