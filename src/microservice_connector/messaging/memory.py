@@ -9,6 +9,7 @@ after its delay with `attempt` one higher. Use one broker per event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -96,10 +97,8 @@ class InMemoryBroker:
             due = consumer.next_due()
             wake = deadline if due is None else min(deadline, due)
             changed = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=max(wake - now, 0.0))
-            except TimeoutError:
-                pass
 
     def consumer(self, topic: str, durable: str, ack_wait: float, max_ack_pending: int) -> None:
         """Create the durable consumer, or update its settings if it exists."""

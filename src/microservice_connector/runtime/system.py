@@ -4,6 +4,8 @@ services. What `msc up` and `msc demo` run, and what the end-to-end tests start.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 
 STOP_TIMEOUT_S = 15.0
+PR_SET_PDEATHSIG = 1
 START_TIMEOUT_S = 60.0
 
 
@@ -137,6 +140,7 @@ class System:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+                preexec_fn=_die_with_parent,
             )
         part = Part(name, process, log, url)
         self.parts.append(part)
@@ -164,6 +168,13 @@ class System:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if `msc up` itself dies (Linux), so no part is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _dead(part: Part) -> bool:

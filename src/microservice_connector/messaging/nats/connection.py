@@ -61,7 +61,7 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
             await user_error_cb(exc)
 
     async def on_disconnected() -> None:
-        if connected:
+        if connected and not client.is_closed:
             log.warning("nats %s: disconnected; reconnecting", name)
         if user_disconnected_cb is not None:
             await user_disconnected_cb()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError, NoStreamResponseError, TooManyStalledMsgsError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats.connection import client_of
@@ -16,14 +17,15 @@ from microservice_connector.messaging.ports import Features
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+DISCONNECTED = "disconnected from NATS"
 
 
 class NatsPublisher:
     """Publishes to JetStream with `Nats-Msg-Id` = message id, so a republished id within the
     stream's duplicate window is stored once. Many publishes are in flight at a time; each
-    waits at most `ack_timeout` s for its acknowledgement. While disconnected it fails fast
-    rather than buffer, so an error result means the message was not handed to the broker
-    (unless the acknowledgement itself was lost: republish, the broker dedupes)."""
+    waits at most `ack_timeout` s for its acknowledgement. An error result means "not known
+    to be stored" (it may still land, e.g. flushed after a reconnect): publish it again, the
+    broker dedupes. While disconnected it fails fast instead of buffering."""
 
     def __init__(self, js: JetStreamContext, *, ack_timeout: float = 5.0) -> None:
         self._js = js
@@ -38,16 +40,22 @@ class NatsPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        if not self._client.is_connected:
-            return [PublishResult(m.id, error="disconnected from NATS") for m in messages]
         sent: list[asyncio.Future[PubAck] | str] = []
         try:
-            for message in messages:
-                sent.append(await self._send(message))
+            # One deadline for the whole batch: a per-message `wait_stall` costs a task each.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ack_timeout):
+                    for message in messages:
+                        sent.append(await self._send(message))
+            stalled = f"too many publishes in flight for {self._ack_timeout:g} s"
+            sent += [stalled] * (len(messages) - len(sent))
             futures = [future for future in sent if not isinstance(future, str)]
             if futures:
                 await asyncio.wait(futures, timeout=self._ack_timeout)
-            return [_result(m, outcome, self._ack_timeout) for m, outcome in zip(messages, sent)]
+            return [
+                _result(message, outcome, self._ack_timeout)
+                for message, outcome in zip(messages, sent, strict=True)
+            ]
         finally:
             # A pending future holds one of nats-py's in-flight slots until it is done.
             for outcome in sent:
@@ -59,16 +67,13 @@ class NatsPublisher:
         self._closed = True
 
     async def _send(self, message: Message) -> asyncio.Future[PubAck] | str:
+        if not self._client.is_connected:
+            # nats-py would buffer it until a reconnect, and leaks an in-flight slot when
+            # that buffer is full.
+            return DISCONNECTED
         headers = {**message.headers, MSG_ID_HEADER: message.id}
         try:
-            return await self._js.publish_async(
-                message.topic,
-                message.payload,
-                wait_stall=self._ack_timeout,
-                headers=headers,
-            )
-        except TooManyStalledMsgsError:
-            return f"too many publishes in flight for {self._ack_timeout:g} s"
+            return await self._js.publish_async(message.topic, message.payload, headers=headers)
         except Exception as exc:  # one bad message (header, size, closed connection) fails alone
             return _describe(exc)
 

@@ -1,0 +1,123 @@
+"""Consuming from JetStream: a durable pull consumer with explicit acks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from microservice_connector.messaging.message import Delivery, Message
+from microservice_connector.messaging.nats.connection import BrokerUnavailable, client_of
+from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
+
+EVENT_ID_HEADER = "event-id"
+
+
+class NatsSubscriber:
+    """A durable pull consumer of one subject: what is fetched and not acked within `ack_wait`
+    is delivered again (attempt + 1); `nak(delay)` redelivers after `delay`. First deliveries
+    come in stream order; redeliveries may overtake them."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subscription: JetStreamContext.PullSubscription,
+        *,
+        stream: str,
+        durable: str,
+    ) -> None:
+        self._js = js
+        self._client = client_of(js)
+        self._subscription = subscription
+        self._stream = stream
+        self._durable = durable
+        self._closed = False
+
+    @classmethod
+    async def create(
+        cls,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        subject: str,
+        durable: str,
+        ack_wait: float = 30.0,
+        max_ack_pending: int = 1000,
+    ) -> NatsSubscriber:
+        """Create the durable consumer, or bring an existing one to these settings, and bind
+        to it; idempotent and safe from several processes (they then share the work)."""
+        config = ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+            filter_subject=subject,
+        )
+        await js.add_consumer(stream, config)
+        subscription = await js.pull_subscribe_bind(durable, stream=stream)
+        return cls(js, subscription, stream=stream, durable=durable)
+
+    async def fetch(self, max_messages: int, wait: float) -> list[Delivery]:
+        """Up to `max_messages` deliveries, waiting at most `wait` s for the first; [] if none
+        came. Raises `BrokerUnavailable` (a `ConnectionError`) after `wait` s while the broker
+        is unreachable, and at once if the connection is closed."""
+        if self._closed:
+            raise RuntimeError("fetch on a closed subscriber")
+        if self._client.is_closed:
+            raise BrokerUnavailable("the NATS connection is closed")
+        if not self._client.is_connected:
+            # A pull request sent now would be buffered and linger after the reconnect.
+            await asyncio.sleep(wait)
+            raise BrokerUnavailable(f"disconnected from NATS; nothing fetched in {wait:g} s")
+        try:
+            messages = await self._subscription.fetch(max_messages, timeout=max(wait, 0.01))
+        except NatsTimeoutError:
+            return []
+        except (ConnectionClosedError, OutboundBufferLimitError) as exc:
+            raise BrokerUnavailable(f"cannot fetch from NATS: {exc!r}") from exc
+        except NatsError as exc:  # e.g. JetStream answering 503 while it starts up
+            raise BrokerUnavailable(f"JetStream refused the fetch: {exc}") from exc
+        return [self._delivery(message) for message in messages]
+
+    async def pending(self) -> int:
+        """Messages not yet delivered plus deliveries not yet acked: the consumer's lag."""
+        try:
+            info = await self._js.consumer_info(self._stream, self._durable)
+        except (TimeoutError, NatsError) as exc:
+            raise BrokerUnavailable(f"cannot read consumer {self._durable}: {exc!r}") from exc
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+    async def close(self) -> None:
+        """Stop fetching; the durable consumer stays, and its unacked deliveries come back to
+        whoever fetches next, after `ack_wait`."""
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(NatsError):
+                await self._subscription.unsubscribe()
+
+    def _delivery(self, msg: Msg) -> Delivery:
+        metadata = msg.metadata
+        sequence = metadata.sequence.stream
+        headers = {str(name): str(value) for name, value in (msg.headers or {}).items()}
+        message_id = (
+            headers.pop(MSG_ID_HEADER, None) or headers.get(EVENT_ID_HEADER) or f"nats-{sequence}"
+        )
+
+        async def nak(delay: float) -> None:
+            await msg.nak(delay=delay)
+
+        return Delivery(
+            message=Message(message_id, msg.subject, msg.data, headers),
+            attempt=metadata.num_delivered,
+            sequence=sequence,
+            _ack=msg.ack,
+            _nak=nak,
+        )
