@@ -1,0 +1,80 @@
+"""`msc up` and `msc demo` as a new user meets them: one command, then Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from support.processes import MSC, free_port, run_msc, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_msc_demo_prints_an_invoice() -> None:
+    result = run_msc("demo", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "invoice inv-cart-123" in result.stdout
+    assert "CartCheckedOut" in result.stdout
+    # 2 × item-001 at 19.99 plus 2 × item-002 at 5.50
+    assert "50.98" in result.stdout
+
+
+def _up(data_dir: Path, cart_port: int, billing_port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            MSC,
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--cart-port",
+            str(cart_port),
+            "--billing-port",
+            str(billing_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> None:
+    cart_port, billing_port = free_port(), free_port()
+    cart, billing = f"http://127.0.0.1:{cart_port}", f"http://127.0.0.1:{billing_port}"
+    up = _up(tmp_path, cart_port, billing_port)
+    try:
+        wait_for(lambda: _answers(f"{billing}/readyz") and _answers(f"{cart}/readyz"), 60, "msc up")
+        added = httpx.post(f"{cart}/carts/c-1/items", json={"item_id": "item-001", "quantity": 2})
+        assert added.status_code == 200
+        wait_for(lambda: _answers(f"{billing}/billing/carts/c-1"), 30, "billing to see c-1")
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "stopped cleanly" in output
+    assert f"http://127.0.0.1:{cart_port}" in output  # it said where it listens
+    assert (tmp_path / "events.db").exists() and (tmp_path / "billing.db").exists()
+    assert (tmp_path / "nats").is_dir()
+
+    again = _up(tmp_path, cart_port, billing_port)
+    try:
+        wait_for(lambda: _answers(f"{billing}/readyz"), 60, "msc up, second time")
+        httpx.post(f"{cart}/carts/c-1/checkout").raise_for_status()
+        wait_for(lambda: _answers(f"{billing}/invoices/c-1"), 30, "the invoice after a restart")
+        invoice = httpx.get(f"{billing}/invoices/c-1").json()
+        assert invoice["total_cents"] == 2 * 1999
+    finally:
+        again.send_signal(signal.SIGTERM)
+        output, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, output
+    status = run_msc("outbox", "status", "--data-dir", str(tmp_path))
+    assert "pending:   0" in status.stdout
