@@ -14,13 +14,13 @@ import httpx
 import msgspec
 import nats
 import pytest
-from support.processes import run_msc, wait_for
-from support.system import Flow, running_flow, shop
 
 from microservice_connector.events.cart import CartCheckedOut, ItemAdded, ItemRemoved
 from microservice_connector.messaging.message import Message
 from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
 from microservice_connector.messaging.nats.publisher import NatsPublisher
+from support.processes import run_msc, wait_for
+from support.system import Flow, running_flow, shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 

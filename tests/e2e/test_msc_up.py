@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support.processes import MSC, free_port, run_msc, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -18,7 +19,7 @@ def test_msc_demo_prints_an_invoice() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "invoice inv-cart-123" in result.stdout
     assert "CartCheckedOut" in result.stdout
-    # 2 × item-001 at 19.99 plus 2 × item-002 at 5.50
+    # 2 of item-001 at 19.99 plus 2 of item-002 at 5.50
     assert "50.98" in result.stdout
 
 
@@ -62,7 +63,8 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
     assert up.returncode == 0, output
     assert "stopped cleanly" in output
     assert f"http://127.0.0.1:{cart_port}" in output  # it said where it listens
-    assert (tmp_path / "events.db").exists() and (tmp_path / "billing.db").exists()
+    assert (tmp_path / "events.db").exists()
+    assert (tmp_path / "billing.db").exists()
     assert (tmp_path / "nats").is_dir()
 
     again = _up(tmp_path, cart_port, billing_port)

@@ -14,7 +14,7 @@ from microservice_connector.settings import Settings
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(build_cart_app(Settings(data_dir=tmp_path))) as client:
+    with TestClient(build_cart_app(Settings(data_dir=tmp_path), relay=False)) as client:
         yield client
 
 

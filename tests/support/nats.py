@@ -64,7 +64,9 @@ class NatsServer:
         args: Sequence[str] = (),
     ) -> None:
         self._owned_dir = store_dir is None
-        self.store_dir = Path(tempfile.mkdtemp(prefix="msc-nats-")) if store_dir is None else store_dir
+        self.store_dir = (
+            Path(tempfile.mkdtemp(prefix="msc-nats-")) if store_dir is None else store_dir
+        )
         self.port = port if port is not None else free_port()
         self.args = list(args)
         self.log = self.store_dir / "nats-server.log"

@@ -87,7 +87,7 @@ def msc_service(
 def cart_service(data_dir: Path, *, database_url: str | None = None) -> Iterator[str]:
     """A real `msc cart-service` on a free port; yields its base URL."""
     port = free_port()
-    args = ["cart-service", "--port", str(port), "--data-dir", str(data_dir)]
+    args = ["cart-service", "--port", str(port), "--data-dir", str(data_dir), "--no-relay"]
     if database_url is not None:
         args += ["--database-url", database_url]
     base = f"http://127.0.0.1:{port}"

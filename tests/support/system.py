@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support.nats import NatsServer
-from support.processes import free_port, msc_service, wait_for
 
 from microservice_connector.billing_service.infrastructure.tables import DEFAULT_PRICES
+from support.nats import NatsServer
+from support.processes import free_port, msc_service, wait_for
 
 
 @dataclass

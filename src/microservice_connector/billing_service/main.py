@@ -22,6 +22,13 @@ from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
+from microservice_connector.messaging.middleware import (
+    chain,
+    dead_letter,
+    log_outcomes,
+    recover,
+    retry_with_backoff,
+)
 from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
 from microservice_connector.messaging.nats.publisher import NatsPublisher
 from microservice_connector.messaging.nats.subscriber import NatsSubscriber
@@ -32,6 +39,7 @@ from microservice_connector.web.metrics import metrics_router
 
 log = logging.getLogger(__name__)
 CART_STREAM, CART_TOPIC, DURABLE = "CART", "cart.events", "billing"
+MAX_ATTEMPTS = 5
 
 
 def open_billing_repository(settings: Settings) -> SqlBillingRepository:
@@ -68,8 +76,14 @@ def build_billing_app(settings: Settings) -> FastAPI:
                 await until_stopped(asyncio.sleep(1.0), stop)
         else:
             return
-        consumer = Consumer(subscriber, handler, NatsDeadLetters(js))
-        await consumer.run(stop)
+        pipeline = chain(
+            handler,
+            log_outcomes(),
+            dead_letter(NatsDeadLetters(js), max_attempts=MAX_ATTEMPTS),
+            retry_with_backoff(),
+            recover,
+        )
+        await Consumer(subscriber, pipeline).run(stop)
 
     async def relay(stop: asyncio.Event) -> None:
         js = await until_stopped(link.ready(), stop)

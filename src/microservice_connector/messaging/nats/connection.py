@@ -43,6 +43,7 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
     (`user`, `password`, `token`, `user_credentials`, `tls`, callbacks…) and override the
     defaults here.
     """
+    urls = [servers] if isinstance(servers, str) else list(servers)
     client = Client()
     connected = False
     refused: list[Exception] = []
@@ -83,14 +84,14 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
         **options,
     }
     try:
-        await client.connect(list(servers), **settings)
+        await client.connect(urls, **settings)
     except Exception as exc:
         await client.close()
         if refused:
             raise BrokerRefusedCredentials(
                 f"NATS refused the credentials of {name}: {exc}"
             ) from exc
-        raise BrokerUnavailable(f"cannot connect {name} to NATS at {list(servers)}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot connect {name} to NATS at {urls}: {exc}") from exc
     connected = True
     return client
 
