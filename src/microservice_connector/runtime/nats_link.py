@@ -52,12 +52,16 @@ class NatsLink:
         """Connect and set up streams, retrying until done or `stop` is set."""
         delay = 0.1
         while not stop.is_set():
+            client: Client | None = None
             try:
                 client = await connect_nats(self._servers, name=self._name)
                 js = client.jetstream()
                 for stream, subjects in STREAMS.items():
                     await ensure_stream(js, stream, subjects)
             except Exception as exc:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.close()
                 log.warning("NATS at %s not ready (%s); retrying", ", ".join(self._servers), exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)

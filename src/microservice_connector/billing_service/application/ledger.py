@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from microservice_connector.billing_service.application.ports import BillingRepository
-from microservice_connector.billing_service.domain import Bill, VersionCheck
+from microservice_connector.billing_service.domain import Bill, Invoice, VersionCheck
 from microservice_connector.events.cart import CartCheckedOut, CartEvent
 
 
@@ -48,6 +48,7 @@ class BillingLedger:
     def apply_batch(self, events: Sequence[CartEventIn]) -> list[Outcome]:
         """Apply `events` (any order, any duplicates) in one transaction; one outcome each."""
         outcomes: dict[int, Outcome] = {}
+        issued: list[Invoice] = []
         order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))
         with self._repository.transaction() as tx:
             bills: dict[str, Bill] = {}
@@ -68,8 +69,10 @@ class BillingLedger:
                 if isinstance(incoming.event, CartCheckedOut):
                     invoice = bill.invoice(self._clock())
                     if tx.issue_invoice(invoice):
-                        self.invoices_issued += 1
-                        self.unpriced_lines += sum(line.unpriced for line in invoice.lines.values())
+                        issued.append(invoice)
             for bill in bills.values():
                 tx.save_bill(bill)
+        # Counted once committed, so a rolled-back batch counts nothing.
+        self.invoices_issued += len(issued)
+        self.unpriced_lines += sum(line.unpriced for inv in issued for line in inv.lines.values())
         return [outcomes[index] for index in range(len(events))]

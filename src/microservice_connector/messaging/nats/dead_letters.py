@@ -27,10 +27,7 @@ _ADDED_HEADERS = frozenset(
     {ERROR_HEADER, FAILED_AT_HEADER, ORIGINAL_TOPIC_HEADER, ORIGINAL_ID_HEADER, ORIGINAL_KEY_HEADER}
 )
 ERROR_MAX_CHARS = 1000
-DUPLICATE_REPLAY = (
-    "the broker dropped the replay as a duplicate (same id within its dedupe window); "
-    "the dead letter is kept: replay it again later"
-)
+REPLAY_MARK = "#replay-"
 
 
 class NatsDeadLetters:
@@ -85,18 +82,18 @@ class NatsDeadLetters:
         return letters
 
     async def replay(self, sequence: int, publisher: Publisher) -> PublishResult:
-        """Publish the original message (topic, headers, id) again, and delete the dead letter
-        once the broker has stored it anew. `KeyError` if there is no such dead letter."""
+        """Publish the original message (topic, payload, headers) again under the id
+        `replay_id(original id, sequence)`, and delete the dead letter once acked. Replaying
+        one dead letter twice is deduped; `KeyError` if there is no such dead letter."""
         try:
             raw = await self._js.get_msg(self._stream, sequence)
         except NotFoundError:
             raise KeyError(f"no dead letter at sequence {sequence}") from None
         except (TimeoutError, NatsError) as exc:
             raise BrokerUnavailable(f"cannot read {self._stream}: {exc!r}") from exc
-        letter = dead_letter(raw)
-        result = (await publisher.publish([letter.message]))[0]
-        if result.duplicate:
-            return replace(result, error=DUPLICATE_REPLAY)
+        message = dead_letter(raw).message
+        again = replace(message, id=replay_id(message.id, sequence))
+        result = (await publisher.publish([again]))[0]
         if result.acknowledged:
             try:
                 await self._js.delete_msg(self._stream, sequence)
@@ -105,6 +102,12 @@ class NatsDeadLetters:
                     f"replayed, but dead letter {sequence} was not deleted: {exc!r}"
                 ) from exc
         return result
+
+
+def replay_id(message_id: str, sequence: int) -> str:
+    """The id a replay of dead letter `sequence` is published under: its own, so the broker
+    does not drop it as a duplicate of the original, and the same on every replay of it."""
+    return f"{message_id.split(REPLAY_MARK)[0]}{REPLAY_MARK}{sequence}"
 
 
 def dead_letter(raw: RawStreamMsg) -> DeadLetter:
