@@ -80,3 +80,36 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
     assert again.returncode == 0, output
     status = run_msc("outbox", "status", "--data-dir", str(tmp_path))
     assert "pending:   0" in status.stdout
+
+
+def readme_curl_commands() -> list[str]:
+    """The curl lines of the README's "Try it" block, continuation lines joined."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [
+        line.split("#")[0].strip()
+        for line in joined.splitlines()
+        if line.strip().startswith("curl")
+    ]
+
+
+def test_the_readmes_curl_examples_work(tmp_path: Path) -> None:
+    commands = readme_curl_commands()
+    assert len(commands) >= 10
+    cart_port, billing_port = free_port(), free_port()
+    up = _up(tmp_path, cart_port, billing_port)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{billing_port}/readyz"), 60, "msc up")
+        for command in commands:
+            command = command.replace(":8080", f":{cart_port}").replace(":8081", f":{billing_port}")
+            command = command.replace("curl ", "curl -sS -f ", 1)
+
+            def succeeds(command: str = command) -> bool:
+                return subprocess.run(["bash", "-c", command], capture_output=True).returncode == 0
+
+            # The invoice appears once billing has applied the checkout: poll, don't sleep.
+            wait_for(succeeds, 10, command)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.communicate(timeout=60)
