@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,8 +13,16 @@ from typing import cast
 
 from microservice_connector.cart_service.application.cart_cache import CartCache
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
+from microservice_connector.cart_service.application.observer import (
+    CommandObserver,
+    NoObserver,
+)
 from microservice_connector.cart_service.application.ports import AsyncEventStore
-from microservice_connector.cart_service.domain import ShoppingCart
+from microservice_connector.cart_service.domain import (
+    CartRuleViolation,
+    InvalidCommand,
+    ShoppingCart,
+)
 from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.events.registry import EventRegistry, default_registry
@@ -31,6 +40,16 @@ class CartNotFound(LookupError):
 
 class RetriesExhausted(Exception):
     """Concurrent writers kept winning the race for this cart; the command was not applied."""
+
+
+def _outcome_of(exc: Exception) -> str:
+    if isinstance(exc, CartRuleViolation):
+        return "rejected"
+    if isinstance(exc, InvalidCommand):
+        return "invalid"
+    if isinstance(exc, CartNotFound):
+        return "not_found"
+    return "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +79,10 @@ class CartService:
         clock: Clock = lambda: datetime.now(UTC),
         max_retries: int = 20,
         cache_size: int = 10_000,
+        observer: CommandObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer or NoObserver()
         self._registry = registry or default_registry()
         self._clock = clock
         self._max_retries = max_retries
@@ -73,6 +94,7 @@ class CartService:
     ) -> CartView:
         """Add `quantity` of `item_id`; creates the cart on its first item."""
         return await self._execute(
+            "add_item",
             cart_id,
             lambda cart, now: cart.add_item(item_id, quantity, now),
             correlation_id,
@@ -89,12 +111,17 @@ class CartService:
     ) -> CartView:
         """Remove `quantity` of `item_id`, or all of it when `quantity` is None."""
         return await self._execute(
-            cart_id, lambda cart, now: cart.remove_item(item_id, quantity, now), correlation_id
+            "remove_item",
+            cart_id,
+            lambda cart, now: cart.remove_item(item_id, quantity, now),
+            correlation_id,
         )
 
     async def checkout(self, cart_id: str, *, correlation_id: str | None = None) -> CartView:
         """Check out the cart; afterwards it accepts no change."""
-        return await self._execute(cart_id, lambda cart, now: cart.checkout(now), correlation_id)
+        return await self._execute(
+            "checkout", cart_id, lambda cart, now: cart.checkout(now), correlation_id
+        )
 
     async def get_cart(self, cart_id: str, version: int | None = None) -> CartView:
         """The cart now, or as it was right after its `version`-th event."""
@@ -125,11 +152,32 @@ class CartService:
 
     async def _execute(
         self,
+        command: str,
         cart_id: str,
         decide: Decision,
         correlation_id: str | None,
         *,
         must_exist: bool = True,
+    ) -> CartView:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            view = await self._attempt(command, cart_id, decide, correlation_id, must_exist)
+            outcome = "ok"
+            return view
+        except (CartRuleViolation, RetriesExhausted, InvalidCommand, CartNotFound) as exc:
+            outcome = _outcome_of(exc)
+            raise
+        finally:
+            self._observer.command_finished(command, outcome, time.perf_counter() - started)
+
+    async def _attempt(
+        self,
+        command: str,
+        cart_id: str,
+        decide: Decision,
+        correlation_id: str | None,
+        must_exist: bool,
     ) -> CartView:
         correlation_id = correlation_id or str(uuid.uuid4())
         async with self._locks.hold(cart_id):
@@ -147,12 +195,14 @@ class CartService:
                 try:
                     recorded = await self._store.append(request)
                 except ConcurrencyError:
+                    self._observer.conflict_retried(command)
                     self._cache.evict(cart_id)
                     await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                     continue
                 for event in recorded:
                     cart.apply(self._decode(event))
                 self._cache.put(cart)
+                self._observer.events_appended(recorded)
                 return CartView.of(cart)
         raise RetriesExhausted(
             f"cart {cart_id} kept changing underneath; gave up after {self._max_retries} retries"
