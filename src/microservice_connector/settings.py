@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)
+    log_format: Literal["text", "json"] = "text"
     command_retries: int = Field(default=20, ge=0, le=1000)
+    snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
+    serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""

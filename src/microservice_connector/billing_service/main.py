@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
@@ -36,11 +36,13 @@ from microservice_connector.messaging.nats.subscriber import NatsSubscriber
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.nats_link import NatsLink
 from microservice_connector.settings import Settings
-from microservice_connector.web.metrics import metrics_router
+from microservice_connector.web.http_metrics import instrument
+from microservice_connector.web.metrics import metrics_router, service_registry
 
 log = logging.getLogger(__name__)
 CART_STREAM, CART_TOPIC, DURABLE = "CART", "cart.events", "billing"
 MAX_ATTEMPTS = 5
+LAG_INTERVAL_S = 2.0
 
 
 def open_billing_repository(settings: Settings) -> SqlBillingRepository:
@@ -61,7 +63,7 @@ def build_billing_app(settings: Settings) -> FastAPI:
     handler = CartEventHandler(ledger, default_registry())
     link = NatsLink(settings.nats_servers(), name="billing-service")
     background = Background()
-    registry = CollectorRegistry()
+    registry = service_registry()
     metrics = BillingMetrics(registry, ledger)
 
     async def consume(stop: asyncio.Event) -> None:
@@ -80,12 +82,13 @@ def build_billing_app(settings: Settings) -> FastAPI:
         else:
             return
         pipeline = chain(
-            handler,
+            metrics.timed(handler),
             log_outcomes(),
             dead_letter(NatsDeadLetters(js), max_attempts=MAX_ATTEMPTS),
             retry_with_backoff(),
             recover,
         )
+        background.start("consumer-lag", lambda stop: _track_lag(subscriber, metrics, stop))
         await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
 
     async def relay(stop: asyncio.Event) -> None:
@@ -113,12 +116,25 @@ def build_billing_app(settings: Settings) -> FastAPI:
         on_startup=start,
         on_shutdown=stop,
     )
+    instrument(app, registry)
     app.include_router(metrics_router(registry))
     return app
+
+
+async def _track_lag(
+    subscriber: NatsSubscriber, metrics: BillingMetrics, stop: asyncio.Event
+) -> None:
+    """Refresh the consumer-lag gauge every few seconds while the consumer runs."""
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            metrics.lag.set(await subscriber.pending())
+        await until_stopped(asyncio.sleep(LAG_INTERVAL_S), stop)
 
 
 def run_billing_service(settings: Settings, *, host: str, port: int) -> None:
     """Serve billing until SIGINT/SIGTERM; the consumer acks only what it applied."""
     app = build_billing_app(settings)
     log.info("billing service on http://%s:%d", host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, log_level="info", timeout_graceful_shutdown=10
+    )

@@ -7,10 +7,11 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 
 from microservice_connector.cart_service.application import CartService
+from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
+from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.nats.publisher import NatsPublisher
@@ -18,7 +19,8 @@ from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.nats_link import NatsLink
 from microservice_connector.settings import Settings
 from microservice_connector.web.health import Check
-from microservice_connector.web.metrics import metrics_router
+from microservice_connector.web.http_metrics import instrument
+from microservice_connector.web.metrics import metrics_router, service_registry
 
 CART_TOPIC = "cart.events"
 log = logging.getLogger(__name__)
@@ -34,7 +36,11 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     )
     sql_store.ping()
     store = GroupCommitStore(sql_store)
-    service = CartService(store, max_retries=settings.command_retries)
+    registry = service_registry()
+    metrics = CartMetrics(registry, sql_store.outbox)
+    service = CartService(
+        store, max_retries=settings.command_retries, observer=LoggingObserver(metrics)
+    )
     checks: dict[str, Check] = {"database": store.ping}
     background: Background | None = None
     link: NatsLink | None = None
@@ -54,7 +60,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
             js = await until_stopped(link.ready(), stop)
             if js is None:
                 return
-            outbox_relay = OutboxRelay(sql_store.outbox, NatsPublisher(js))
+            outbox_relay = OutboxRelay(sql_store.outbox, NatsPublisher(js), observer=metrics)
             store.on_commit(outbox_relay.wake)
             await outbox_relay.run(stop)
 
@@ -69,7 +75,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         store.close()
 
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
-    app.include_router(metrics_router(REGISTRY))
+    instrument(app, registry)
+    app.include_router(metrics_router(registry))
     return app
 
 
@@ -77,4 +84,6 @@ def run_cart_service(settings: Settings, *, host: str, port: int, relay: bool = 
     """Serve the cart API until SIGINT/SIGTERM; in-flight requests finish, the relay flushes."""
     app = build_cart_app(settings, relay=relay)
     log.info("cart service on http://%s:%d", host, port)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, log_level="info", timeout_graceful_shutdown=10
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import tempfile
 import time
@@ -21,6 +20,7 @@ from microservice_connector.cli.common import (
     load_settings,
 )
 from microservice_connector.eventstore import DatabaseUnavailable
+from microservice_connector.runtime.logs import configure_logging
 from microservice_connector.runtime.system import StartupFailed, System, free_port
 
 HostOption = Annotated[
@@ -33,13 +33,6 @@ NatsUrlOption = Annotated[
         help="NATS server URL(s), comma-separated [env MSC_NATS_URL; default nats://127.0.0.1:4222]",
     ),
 ]
-
-
-def configure_logging() -> None:
-    """Readable log lines on stderr."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +61,7 @@ def cart_service(
     settings = load_settings(
         data_dir=data_dir, database_url=database_url, cart_port=port, host=host, nats_url=nats_url
     )
-    configure_logging()
+    configure_logging(settings.log_format)
     try:
         run_cart_service(settings, host=settings.host, port=settings.cart_port, relay=relay)
     except DatabaseUnavailable as exc:
@@ -100,7 +93,7 @@ def billing_service(
         host=host,
         nats_url=nats_url,
     )
-    configure_logging()
+    configure_logging(settings.log_format)
     try:
         run_billing_service(settings, host=settings.host, port=settings.billing_port)
     except DatabaseUnavailable as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
@@ -24,6 +26,15 @@ class RelayRound:
     failed: int
 
 
+class RelayObserver(Protocol):
+    """Told what each round did; metrics implement it. Must be cheap and must not raise."""
+
+    def round_finished(self, published: int, failed: int, publish_seconds: float) -> None:
+        """A round published `published` rows and failed `failed`, the broker answering all
+        of them within `publish_seconds`."""
+        ...
+
+
 class OutboxRelay:
     """Publishes outbox rows oldest first, a batch in flight at a time; a crash between publish
     and mark republishes, and the broker (`Nats-Msg-Id`) or the consumer drops the duplicate.
@@ -40,12 +51,14 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         max_backoff: float = 5.0,
+        observer: RelayObserver | None = None,
     ) -> None:
         self._outbox = outbox
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
+        self._observer = observer
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
@@ -91,7 +104,9 @@ class OutboxRelay:
         rows = await asyncio.to_thread(self._outbox.pending, self._batch_size)
         if not rows:
             return RelayRound(0, 0)
+        started = time.perf_counter()
         results = await self._publisher.publish([_message(row) for row in rows])
+        publish_seconds = time.perf_counter() - started
         acked = [row.id for row, result in zip(rows, results, strict=True) if result.acknowledged]
         failed = [
             (row, result)
@@ -106,6 +121,8 @@ class OutboxRelay:
             await asyncio.to_thread(self._outbox.record_failure, [r.id for r, _ in failed], error)
         self.published_total += len(acked)
         self.failed_total += len(failed)
+        if self._observer is not None:
+            self._observer.round_finished(len(acked), len(failed), publish_seconds)
         return RelayRound(len(acked), len(failed))
 
 

@@ -95,7 +95,9 @@ def log_outcomes(level_of: Callable[[Outcome], int] | None = None) -> Middleware
 
     def default_level(outcome: Outcome) -> int:
         if isinstance(outcome, Ack):
-            return logging.WARNING if outcome.label == "dead-lettered" else logging.DEBUG
+            return {"dead-lettered": logging.WARNING, "applied": logging.INFO}.get(
+                outcome.label, logging.DEBUG
+            )
         return logging.INFO
 
     level = level_of or default_level
@@ -107,15 +109,19 @@ def log_outcomes(level_of: Callable[[Outcome], int] | None = None) -> Middleware
                 lvl = level(outcome)
                 if log.isEnabledFor(lvl):
                     headers = delivery.message.headers
+                    ids = {
+                        "event_id": headers.get("event-id", delivery.message.id),
+                        "aggregate_id": headers.get("aggregate-id", "?"),
+                        "correlation_id": headers.get("correlation-id") or "-",
+                        "version": headers.get("aggregate-version", "?"),
+                        "outcome": _describe(outcome),
+                    }
                     log.log(
                         lvl,
-                        "%s event_id=%s aggregate_id=%s version=%s correlation_id=%s attempt=%d",
-                        _describe(outcome),
-                        headers.get("event-id", delivery.message.id),
-                        headers.get("aggregate-id", "?"),
-                        headers.get("aggregate-version", "?"),
-                        headers.get("correlation-id", "-") or "-",
-                        delivery.attempt,
+                        "%(outcome)s event_id=%(event_id)s aggregate_id=%(aggregate_id)s "
+                        "version=%(version)s correlation_id=%(correlation_id)s",
+                        ids,
+                        extra=ids,
                     )
             return outcomes
 

@@ -1,30 +1,72 @@
-"""Billing's Prometheus metrics: what the consumer did with each event, and what it billed."""
+"""Billing's Prometheus metrics: what the consumer did with each event, how fast, how far
+behind, and what it billed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from microservice_connector.billing_service.application import BillingLedger
+from microservice_connector.events.cart import CART_EVENTS
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.outcome import Ack, Outcome, Retry
+from microservice_connector.messaging.outcome import Ack, BatchHandler, Outcome, Retry
+
+KNOWN_TYPES = frozenset(cls.__name__ for cls in CART_EVENTS)
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
 class BillingMetrics:
-    """Counters registered on `registry`; `on_outcome` is the consumer's listener."""
+    """Counters and histograms on `registry`; `on_outcome` is the consumer's listener and
+    `timed` wraps its handler."""
 
     def __init__(self, registry: CollectorRegistry, ledger: BillingLedger) -> None:
         self.events = Counter(
             "msc_billing_events_total",
-            "Cart events billing handled, by outcome "
+            "Cart events billing handled, by type and outcome "
             "(applied, duplicate, deferred, retried, dead_lettered).",
-            ["outcome"],
+            ["event_type", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "msc_billing_dead_letters_total",
+            "Messages billing gave up on and sent to the dead-letter stream.",
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "msc_billing_batch_duration_seconds",
+            "Time to decode, gate and commit one fetched batch.",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.event_age = Histogram(
+            "msc_billing_event_age_seconds",
+            "Time from an event's occurrence (its occurred-at header) to billing applying it.",
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "msc_billing_consumer_lag_events",
+            "Events in the stream that billing's durable consumer has not acknowledged yet.",
             registry=registry,
         )
         registry.register(_LedgerCollector(ledger))
+
+    def timed(self, handler: BatchHandler) -> BatchHandler:
+        """`handler`, its batches timed."""
+
+        async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+            started = time.perf_counter()
+            try:
+                return await handler(deliveries)
+            finally:
+                self.batch_latency.observe(time.perf_counter() - started)
+
+        return wrapped
 
     def on_outcome(self, delivery: Delivery, outcome: Outcome) -> None:
         """Count one settled delivery."""
@@ -34,7 +76,22 @@ class BillingMetrics:
             label = "retried" if outcome.failure else "deferred"
         else:
             label = "rejected"
-        self.events.labels(outcome=label).inc()
+        event_type = delivery.message.headers.get("event-type", "")
+        event_type = event_type if event_type in KNOWN_TYPES else "unknown"
+        self.events.labels(event_type=event_type, outcome=label).inc()
+        if label == "dead_lettered":
+            self.dead_letters.inc()
+        elif label == "applied":
+            self._observe_age(delivery.message.headers.get("occurred-at"))
+
+    def _observe_age(self, occurred_at: str | None) -> None:
+        if not occurred_at:
+            return
+        try:
+            moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+        except ValueError:
+            return
+        self.event_age.observe(max(0.0, (datetime.now(UTC) - moment).total_seconds()))
 
 
 class _LedgerCollector(Collector):
@@ -46,7 +103,7 @@ class _LedgerCollector(Collector):
             "msc_billing_invoices_issued", "Invoices issued.", value=self._ledger.invoices_issued
         )
         yield CounterMetricFamily(
-            "msc_billing_unpriced_lines",
+            "msc_billing_unpriced_items",
             "Invoice lines billed at 0 because the item had no price.",
             value=self._ledger.unpriced_lines,
         )
