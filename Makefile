@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup tools run test lint format bench proto clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/msc up
 
-test: setup
+test: setup tools
 	$(BIN)/pytest -q
+
+# Debian packages some tests run for real: Prometheus and promtool, docker-compose (config
+# check only). Installed when missing and we are root, as on this project's machines and CI.
+tools:
+	@command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing prometheus and docker-compose (Debian packages) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus docker-compose >/dev/null; \
+	  else echo "note: install prometheus and docker-compose to run the deployment tests"; fi; }
 
 lint: setup
 	$(BIN)/ruff check src tests bench
@@ -32,6 +42,11 @@ format: setup
 
 bench: setup
 	$(BIN)/python bench/commands.py
+
+# Regenerate the committed Protobuf code from the .proto files (grpcio-tools, dev only).
+PROTO := src/microservice_connector/events/proto
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO) --python_out=$(PROTO) --pyi_out=$(PROTO) $(PROTO)/cart.proto $(PROTO)/billing.proto
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

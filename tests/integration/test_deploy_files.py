@@ -1,0 +1,135 @@
+"""The deployment files agree with the code: commands exist, settings are real, tools agree."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from microservice_connector.cli import app
+from microservice_connector.settings import Settings
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; `make test` installs it (Debian package)")
+    return found
+
+
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+def cli_commands() -> set[str]:
+    return {command.name or "" for command in app.registered_commands}
+
+
+def test_every_service_command_exists_in_the_cli() -> None:
+    services = compose()["services"]
+    ours = {
+        name: s for name, s in services.items() if s.get("image", "").startswith("microservice")
+    }
+    assert set(ours) == {"cart-service", "billing-service"}
+    for name, service in ours.items():
+        assert service["command"][0] in cli_commands(), name
+
+
+def test_ports_and_environment_match_the_settings() -> None:
+    services = compose()["services"]
+    fields = {f"MSC_{name.upper()}" for name in Settings.model_fields}
+    defaults = Settings()
+    for name, port in (
+        ("cart-service", defaults.cart_port),
+        ("billing-service", defaults.billing_port),
+    ):
+        service = services[name]
+        assert service["ports"] == [f"{port}:{port}"]
+        assert service["command"][service["command"].index("--port") + 1] == str(port)
+        unknown = set(service["environment"]) - fields
+        assert not unknown, f"{name} sets variables no setting reads: {unknown}"
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {t for job in scrape for config in job["static_configs"] for t in config["targets"]}
+    assert targets == {
+        f"cart-service:{defaults.cart_port}",
+        f"billing-service:{defaults.billing_port}",
+    }
+
+
+def test_the_dockerfile_runs_msc_as_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.count("FROM ") == 2  # multi-stage
+    assert "USER msc" in dockerfile
+    assert 'ENTRYPOINT ["msc"]' in dockerfile
+
+
+def test_promtool_accepts_the_config_and_the_rules() -> None:
+    promtool = tool("promtool")
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
+        result = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("profiles", [[], ["kafka"], ["postgres"]])
+def test_docker_compose_accepts_the_file(profiles: list[str]) -> None:
+    args = [tool("docker-compose")]
+    for profile in profiles:
+        args += ["--profile", profile]
+    result = subprocess.run([*args, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_dashboard_only_queries_metrics_the_services_export() -> None:
+    dashboard = (DEPLOY / "grafana" / "dashboards" / "microservice-connector.json").read_text()
+    alerts = (DEPLOY / "alerts.yml").read_text()
+    exported = set(_exported_names())
+    for text in (dashboard, alerts):
+        for name in {word for word in _metric_words(text)}:
+            assert name in exported, f"{name} is queried but no service exports it"
+
+
+def _metric_words(text: str) -> set[str]:
+    import re
+
+    return {m for m in re.findall(r"msc_[a-z_]+", text)}
+
+
+def _exported_names() -> list[str]:
+    from prometheus_client import generate_latest
+
+    from microservice_connector.billing_service.application import BillingLedger
+    from microservice_connector.billing_service.infrastructure.metrics import BillingMetrics
+    from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
+    from microservice_connector.web.metrics import service_registry
+
+    class NoRepository:
+        def transaction(self) -> Any:
+            raise NotImplementedError
+
+    class FakeOutbox:
+        def status(self) -> Any:
+            from microservice_connector.eventstore.outbox import OutboxStatus
+
+            return OutboxStatus(pending=0, oldest_created_at=None, published=0)
+
+    registry = service_registry()
+    cart = CartMetrics(registry, FakeOutbox())  # type: ignore[arg-type]
+    billing = BillingMetrics(registry, BillingLedger(NoRepository()))
+    cart.command_finished("add_item", "ok", 0.001)
+    cart.conflict_retried("add_item")
+    billing.lag.set(0)
+    text = generate_latest(registry).decode()
+    names = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name = line.split()[2]
+            names += [name, f"{name}_total", f"{name}_bucket", f"{name}_count", f"{name}_sum"]
+    return names
