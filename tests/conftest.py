@@ -9,6 +9,7 @@ import pytest
 
 from support import postgres
 from support.nats import NatsServer
+from support.tansu import TansuServer, tansu_or_skip
 
 
 @pytest.fixture(scope="session")
@@ -39,4 +40,13 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A real nats-server with JetStream on a free 127.0.0.1 port, its store under
     `tmp_path`; stopped after the test."""
     with NatsServer(tmp_path / "nats") as server:
+        yield server
+
+
+@pytest.fixture
+def tansu_server(tmp_path: Path) -> Iterator[TansuServer]:
+    """A real Tansu (Kafka-compatible, memory-only) broker on a free 127.0.0.1 port, stopped
+    after the test; skips where no Tansu build exists for the platform."""
+    tansu_or_skip()
+    with TansuServer(tmp_path / "tansu") as server:
         yield server

@@ -1,11 +1,12 @@
 """The messaging contract (DESIGN §3.3, §4): every broker adapter keeps the same promises.
 
-One story, told to the in-memory broker and to a real `nats-server` alike: a message is
-published and acknowledged with its sequence, delivered intact to a durable consumer, and
-delivered again until it is acked — at once after an ack wait, later after a nak — while a
-republished id is stored once. A consumer that comes back resumes after its last ack, and a
-message nobody can process becomes a dead letter that can be listed and replayed. Each
-adapter declares its `Features`; a test of a feature runs where the adapter claims it.
+One story, told to the in-memory broker, a real `nats-server` and a real Tansu (Kafka) alike:
+a message is published and acknowledged with its sequence, delivered intact to a durable
+consumer, and delivered again until it is acked — at once after an ack wait, later after a
+nak — while a republished id is stored once. A consumer that comes back resumes after its
+last ack, and a message nobody can process becomes a dead letter that can be listed and
+replayed. Each adapter declares its `Features`; a test of a feature runs where the adapter
+claims it.
 NATS alone is then taken away and brought back: nothing hangs, nothing raises that should
 not, and the same connection carries on.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -34,6 +36,16 @@ from microservice_connector.messaging import (
     Publisher,
     PublishResult,
     Subscriber,
+)
+from microservice_connector.messaging.kafka import (
+    DEAD_LETTER_TOPIC,
+    KAFKA_FEATURES,
+    KafkaConfig,
+    KafkaDeadLetters,
+    KafkaPublisher,
+    KafkaSubscriber,
+    ensure_topics,
+    start_producer,
 )
 from microservice_connector.messaging.memory import (
     MEMORY_FEATURES,
@@ -52,6 +64,7 @@ from microservice_connector.messaging.nats import (
     ensure_stream,
 )
 from support.nats import NatsServer
+from support.tansu import TansuServer
 
 TOPIC = "cart.events"
 ACK_WAIT = 0.5  # short, so redelivery after an ack wait is quick to see
@@ -182,6 +195,53 @@ class NatsAdapter:
         self.server.start()
 
 
+# Tansu delays a group join by about half the session timeout: keep it short here.
+KAFKA_SESSION_TIMEOUT_MS = 1000
+# Tansu keeps everything in memory: a broker restart loses it (a real cluster would not).
+TANSU_FEATURES = replace(KAFKA_FEATURES, persistent=False)
+
+
+@dataclass
+class KafkaAdapter:
+    server: TansuServer
+    config: KafkaConfig
+    producer: AIOKafkaProducer
+    features: Features = TANSU_FEATURES
+    opened: list[Subscriber] = field(default_factory=list)
+
+    async def publisher(self) -> Publisher:
+        return KafkaPublisher(self.producer, ack_timeout=2.0)
+
+    async def subscriber(self, durable: str = "billing", *, ack_wait: float = 30.0) -> Consumer:
+        subscriber = await KafkaSubscriber.create(
+            self.config,
+            topic=TOPIC,
+            group=durable,
+            ack_wait=ack_wait,
+            session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
+        )
+        self.opened.append(subscriber)
+        return subscriber
+
+    async def dead_letters(self) -> DeadLetters:
+        return KafkaDeadLetters(self.config, self.producer)
+
+    async def restart_broker(self) -> None:
+        raise NotImplementedError("Tansu keeps nothing across a restart")
+
+    async def close(self) -> None:
+        for subscriber in self.opened:
+            await subscriber.close()
+        await self.producer.stop()
+
+
+async def kafka_adapter(server: TansuServer) -> KafkaAdapter:
+    config = KafkaConfig(server.bootstrap, client_id="contract-test")
+    # Several partitions, so that keyed order and per-partition offsets are really tested.
+    await ensure_topics(config, {TOPIC: 3, DEAD_LETTER_TOPIC: 1})
+    return KafkaAdapter(server, config, await start_producer(config))
+
+
 async def nats_adapter(server: NatsServer) -> NatsAdapter:
     client = await connect_nats([server.url], name="contract-test", reconnect_time_wait=0.1)
     js = client.jetstream()
@@ -190,11 +250,24 @@ async def nats_adapter(server: NatsServer) -> NatsAdapter:
     return NatsAdapter(server, client, js)
 
 
-@pytest.fixture(params=["memory", pytest.param("nats", marks=pytest.mark.nats)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
 async def adapter(request: pytest.FixtureRequest) -> AsyncIterator[Adapter]:
     """Every broker adapter, on a broker of its own."""
     if request.param == "memory":
         yield MemoryAdapter()
+        return
+    if request.param == "kafka":
+        kafka = await kafka_adapter(request.getfixturevalue("tansu_server"))
+        try:
+            yield kafka
+        finally:
+            await kafka.close()
         return
     nats = await nats_adapter(request.getfixturevalue("nats_server"))
     try:
@@ -388,7 +461,7 @@ class TestDelivery:
     async def test_the_lag_counts_what_is_undelivered_or_unacked(self, adapter: Adapter) -> None:
         publisher, subscriber = await adapter.publisher(), await adapter.subscriber()
         await publisher.publish(events(3))
-        assert await subscriber.pending() == 3
+        await eventually(lambda: _lag_is(subscriber, 3), "the lag to count 3")
 
         [delivery, _] = await receive(subscriber, 2)
         assert await subscriber.pending() == 3
