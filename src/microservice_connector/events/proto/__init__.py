@@ -1,0 +1,1 @@
+"""Generated Protobuf messages of every event (`make proto` regenerates them; do not edit)."""
