@@ -19,7 +19,8 @@ from microservice_connector.billing_service.infrastructure.sql_repository import
     BILLING_TOPIC,
     SqlBillingRepository,
 )
-from microservice_connector.events.registry import default_registry
+from microservice_connector.events.codecs import codec_named
+from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
@@ -51,16 +52,18 @@ def open_billing_repository(settings: Settings) -> SqlBillingRepository:
         settings.billing_db_url(),
         outbox_topic=BILLING_TOPIC,
         sqlite_synchronous=settings.sqlite_synchronous,
+        codec=codec_named(settings.serializer),
     )
     store.ping()
     return SqlBillingRepository(store)
 
 
-def build_billing_app(settings: Settings) -> FastAPI:
-    """Wire billing: consume `cart.events` as durable `billing`, publish `billing.events`."""
+def build_billing_app(settings: Settings, *, events: EventRegistry | None = None) -> FastAPI:
+    """Wire billing: consume `cart.events` as durable `billing`, publish `billing.events`;
+    cart events are decoded (and upcast) by `events`, the default registry if None."""
     repository = open_billing_repository(settings)
     ledger = BillingLedger(repository)
-    handler = CartEventHandler(ledger, default_registry())
+    handler = CartEventHandler(ledger, events or default_registry())
     link = NatsLink(settings.nats_servers(), name="billing-service")
     background = Background()
     registry = service_registry()

@@ -12,6 +12,7 @@ from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
+from microservice_connector.events.codecs import codec_named
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.nats.publisher import NatsPublisher
@@ -33,13 +34,18 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         settings.cart_database_url(),
         outbox_topic=CART_TOPIC,
         sqlite_synchronous=settings.sqlite_synchronous,
+        codec=codec_named(settings.serializer),
     )
     sql_store.ping()
     store = GroupCommitStore(sql_store)
     registry = service_registry()
     metrics = CartMetrics(registry, sql_store.outbox)
     service = CartService(
-        store, max_retries=settings.command_retries, observer=LoggingObserver(metrics)
+        store,
+        max_retries=settings.command_retries,
+        observer=LoggingObserver(metrics),
+        snapshots=sql_store.snapshots,
+        snapshot_every=settings.snapshot_every,
     )
     checks: dict[str, Check] = {"database": store.ping}
     background: Background | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.table import Table
 
@@ -14,7 +15,16 @@ from microservice_connector.cli.common import (
     fail,
     load_settings,
 )
+from microservice_connector.events import (
+    JSON_CONTENT_TYPE,
+    PROTOBUF_CONTENT_TYPE,
+    EventDecodeError,
+    RecordedEvent,
+    payload_builtins,
+)
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
+_CODEC_NAMES = {JSON_CONTENT_TYPE: "json", PROTOBUF_CONTENT_TYPE: "protobuf"}
 
 events_app = typer.Typer(help="Inspect the cart event store.", no_args_is_help=True)
 
@@ -29,7 +39,8 @@ def list_events(
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Print stored events as a table: position, cart, version, type, payload, time."""
+    """Print stored events as a table: position, cart, version, type (schema version), codec,
+    payload decoded to JSON whatever its codec, time."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     try:
         store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
@@ -43,17 +54,26 @@ def list_events(
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
     table = Table(title=f"events in {store.url}")
-    for column in ("position", "aggregate", "version", "type", "data", "timestamp"):
+    for column in ("position", "aggregate", "version", "type", "codec", "data", "timestamp"):
         table.add_column(column, overflow="fold")
     for event in found:
         table.add_row(
             str(event.position),
             event.aggregate_id,
             str(event.version),
-            event.event_type,
-            event.event_data.decode("utf-8", errors="replace"),
+            f"{event.event_type} v{event.schema_version}",
+            _CODEC_NAMES.get(event.content_type, event.content_type),
+            _shown(event),
             event.timestamp.isoformat(timespec="seconds"),
         )
     console.print(table)
     if not found:
         console.print("no events" + (f" for {aggregate}" if aggregate else ""))
+
+
+def _shown(event: RecordedEvent) -> str:
+    """The payload as compact JSON, or why it cannot be read."""
+    try:
+        return msgspec.json.encode(payload_builtins(event)).decode()
+    except EventDecodeError as exc:
+        return f"<unreadable: {exc}>"

@@ -6,7 +6,13 @@ from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseU
 from microservice_connector.eventstore.group_commit import GroupCommitStore
 from microservice_connector.eventstore.memory import InMemoryEventStore
 from microservice_connector.eventstore.port import AppendRequest, EventStore
+from microservice_connector.eventstore.snapshot import (
+    InMemorySnapshotStore,
+    Snapshot,
+    SnapshotStore,
+)
 from microservice_connector.eventstore.sql import SqlEventStore
+from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
 
 __all__ = [
     "AppendRequest",
@@ -15,5 +21,9 @@ __all__ = [
     "EventStore",
     "GroupCommitStore",
     "InMemoryEventStore",
+    "InMemorySnapshotStore",
+    "Snapshot",
+    "SnapshotStore",
     "SqlEventStore",
+    "SqlSnapshotStore",
 ]

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC
 
-from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
+from microservice_connector.events.codec import Codec, JsonCodec
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
@@ -16,7 +16,8 @@ from microservice_connector.eventstore.port import AppendRequest, AppendResult
 class InMemoryEventStore:
     """Keeps events in lists behind a lock; guarantees match `EventStore`, durability does not."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, codec: Codec | None = None) -> None:
+        self._codec = codec or JsonCodec()
         self._lock = threading.Lock()
         self._all: list[RecordedEvent] = []
         self._streams: dict[str, list[RecordedEvent]] = {}
@@ -52,8 +53,8 @@ class InMemoryEventStore:
                     version=request.expected_version + offset,
                     event_type=event.event_type,
                     schema_version=event.schema_version,
-                    content_type=JSON_CONTENT_TYPE,
-                    event_data=encode_json(event.payload),
+                    content_type=self._codec.content_type,
+                    event_data=self._codec.encode(event.event_type, event.payload),
                     timestamp=event.timestamp.astimezone(UTC),
                     correlation_id=event.correlation_id,
                     causation_id=event.causation_id,

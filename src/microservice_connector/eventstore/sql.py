@@ -11,7 +11,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
+from microservice_connector.events.codec import JSON_CONTENT_TYPE, Codec, JsonCodec
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
@@ -19,6 +19,7 @@ from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.schema import events, outbox
+from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
 
 
 class _Metadata(msgspec.Struct):
@@ -63,8 +64,10 @@ class SqlEventStore:
         *,
         outbox_topic: str | None = "cart.events",
         sqlite_synchronous: engines.SqliteSynchronous = "FULL",
+        codec: Codec | None = None,
     ) -> None:
         self._outbox_topic = outbox_topic
+        self._codec = codec or JsonCodec()
         self._writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         is_sqlite = self._writer.dialect.name == "sqlite"
         self._reader = (
@@ -79,6 +82,11 @@ class SqlEventStore:
     def outbox(self) -> SqlOutbox:
         """The outbox rows this store writes, for the relay and for `msc outbox status`."""
         return SqlOutbox(self._writer, self._reader)
+
+    @property
+    def snapshots(self) -> SqlSnapshotStore:
+        """The `snapshots` table of this database, for loading aggregates fast."""
+        return SqlSnapshotStore(self._writer, self._reader)
 
     @property
     def writer(self) -> Engine:
@@ -165,7 +173,9 @@ class SqlEventStore:
         written: list[RecordedEvent] = []
         for slot, request in accepted:
             recorded = [
-                _record(request, event, request.expected_version + offset, next(positions))
+                _record(
+                    request, event, request.expected_version + offset, next(positions), self._codec
+                )
                 for offset, event in enumerate(request.events, start=1)
             ]
             results[slot] = recorded
@@ -187,7 +197,7 @@ class SqlEventStore:
             with connection.begin_nested():
                 positions = self._positions(connection, len(request.events))
                 recorded = [
-                    _record(request, event, current + offset, position)
+                    _record(request, event, current + offset, position, self._codec)
                     for (offset, event), position in zip(
                         enumerate(request.events, start=1), positions, strict=True
                     )
@@ -257,7 +267,9 @@ def _is_transient_conflict(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
-def _record(request: AppendRequest, event: NewEvent, version: int, position: int) -> RecordedEvent:
+def _record(
+    request: AppendRequest, event: NewEvent, version: int, position: int, codec: Codec
+) -> RecordedEvent:
     return RecordedEvent(
         position=position,
         event_id=event.event_id or str(uuid.uuid4()),
@@ -266,8 +278,8 @@ def _record(request: AppendRequest, event: NewEvent, version: int, position: int
         version=version,
         event_type=event.event_type,
         schema_version=event.schema_version,
-        content_type=JSON_CONTENT_TYPE,
-        event_data=encode_json(event.payload),
+        content_type=codec.content_type,
+        event_data=codec.encode(event.event_type, event.payload),
         timestamp=event.timestamp.astimezone(UTC),
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,

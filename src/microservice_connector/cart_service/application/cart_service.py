@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from microservice_connector.cart_service.application.cart_cache import CartCache
+from microservice_connector.cart_service.application.cart_snapshots import CartSnapshots
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
@@ -28,6 +29,7 @@ from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore.errors import ConcurrencyError
 from microservice_connector.eventstore.port import AppendRequest
+from microservice_connector.eventstore.snapshot import SnapshotStore
 
 AGGREGATE_TYPE = "ShoppingCart"
 Clock = Callable[[], datetime]
@@ -80,6 +82,8 @@ class CartService:
         max_retries: int = 20,
         cache_size: int = 10_000,
         observer: CommandObserver | None = None,
+        snapshots: SnapshotStore | None = None,
+        snapshot_every: int = 100,
     ) -> None:
         self._store = store
         self._observer = observer or NoObserver()
@@ -88,6 +92,7 @@ class CartService:
         self._max_retries = max_retries
         self._cache = CartCache(cache_size)
         self._locks = KeyedLocks()
+        self._snapshots = CartSnapshots(snapshots, snapshot_every, clock)
 
     async def add_item(
         self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None
@@ -128,7 +133,7 @@ class CartService:
         if version is None:
             cart = await self._current(cart_id, trust_cache=False)
         else:
-            cart = self._replay(cart_id, await self._store.load(cart_id, to_version=version))
+            cart = await self._load(cart_id, to_version=version)
             if cart.version != version:
                 raise CartNotFound(
                     f"cart {cart_id} has no version {version}"
@@ -190,7 +195,10 @@ class CartService:
                     cart_id,
                     AGGREGATE_TYPE,
                     cart.version,
-                    [_new_event(payload, now, correlation_id) for payload in decide(cart, now)],
+                    [
+                        _new_event(self._registry, payload, now, correlation_id)
+                        for payload in decide(cart, now)
+                    ],
                 )
                 try:
                     recorded = await self._store.append(request)
@@ -203,6 +211,7 @@ class CartService:
                     cart.apply(self._decode(event))
                 self._cache.put(cart)
                 self._observer.events_appended(recorded)
+                await self._snapshots.appended(cart, request.expected_version)
                 return CartView.of(cart)
         raise RetriesExhausted(
             f"cart {cart_id} kept changing underneath; gave up after {self._max_retries} retries"
@@ -213,13 +222,29 @@ class CartService:
         if cached is not None and trust_cache:
             return cached
         if cached is None:
-            cart = self._replay(cart_id, await self._store.load(cart_id))
+            cart = await self._load(cart_id)
         else:  # catch up, on a copy, with what other processes may have appended
             cart = cached.copy()
             for event in await self._store.load(cart_id, after_version=cart.version):
                 cart.apply(self._decode(event))
         if cart.exists:
             self._cache.put(cart)
+        return cart
+
+    async def _load(self, cart_id: str, to_version: int | None = None) -> ShoppingCart:
+        """Its latest usable snapshot plus the events after it: what a full replay gives."""
+        cart = await self._snapshots.restore(cart_id, to_version)
+        if cart is None:
+            recorded = await self._store.load(cart_id, to_version=to_version)
+            cart = self._replay(cart_id, recorded)
+        else:
+            recorded = await self._store.load(
+                cart_id, after_version=cart.version, to_version=to_version
+            )
+            for event in recorded:
+                cart.apply(self._decode(event))
+        if to_version is None:
+            self._snapshots.replayed(cart_id, len(recorded))
         return cart
 
     def _replay(self, cart_id: str, recorded: list[RecordedEvent]) -> ShoppingCart:
@@ -229,11 +254,15 @@ class CartService:
         return cast(CartEvent, self._registry.decode(event))
 
 
-def _new_event(payload: CartEvent, now: datetime, correlation_id: str) -> NewEvent:
+def _new_event(
+    registry: EventRegistry, payload: CartEvent, now: datetime, correlation_id: str
+) -> NewEvent:
+    event_type, schema_version = registry.name_and_version(payload)
     return NewEvent(
-        event_type=type(payload).__name__,
+        event_type=event_type,
         payload=payload,
         timestamp=now,
+        schema_version=schema_version,
         correlation_id=correlation_id,
         causation_id=correlation_id,
     )

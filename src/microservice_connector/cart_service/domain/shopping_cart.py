@@ -38,6 +38,15 @@ class ShoppingCart:
             cart.apply(event)
         return cart
 
+    @classmethod
+    def from_state(
+        cls, cart_id: str, version: int, status: CartStatus, items: dict[str, int]
+    ) -> ShoppingCart:
+        """The cart as it was after its `version`-th event, e.g. restored from a snapshot."""
+        cart = cls(cart_id)
+        cart.version, cart.status, cart.items = version, status, dict(items)
+        return cart
+
     def copy(self) -> ShoppingCart:
         """An independent cart with the same state."""
         twin = ShoppingCart(self.cart_id)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from microservice_connector.cart_service.application import CartView
 from microservice_connector.cart_service.domain import MAX_QUANTITY
+from microservice_connector.events.codec import EventDecodeError
+from microservice_connector.events.codecs import payload_builtins
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.web.ids import IdField
 
@@ -75,8 +76,16 @@ class Event(BaseModel):
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,
             timestamp=event.timestamp,
-            data=msgspec.json.decode(event.event_data),
+            data=_data(event),
         )
+
+
+def _data(event: RecordedEvent) -> Any:
+    """The payload as JSON, whatever codec stored it; null if no codec can read it."""
+    try:
+        return payload_builtins(event)
+    except EventDecodeError:
+        return None
 
 
 class CartEvents(BaseModel):

@@ -1,0 +1,124 @@
+"""Cart snapshots: restore a cart from its latest snapshot, take a new one every N events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from microservice_connector.cart_service.domain import ShoppingCart
+from microservice_connector.eventstore.snapshot import Snapshot, SnapshotStore
+
+AGGREGATE_TYPE = "ShoppingCart"
+# The shape of `_CartState`. Change it whenever that shape changes: older snapshots are then
+# ignored (the cart is replayed from its events) and replaced on the cart's next write.
+SNAPSHOT_SCHEMA_VERSION = 1
+_MAX_DUE = 10_000
+
+log = logging.getLogger(__name__)
+
+
+class _CartState(msgspec.Struct, frozen=True):
+    status: Literal["open", "checked_out"]
+    items: dict[str, int]
+
+
+_encode_state = msgspec.json.Encoder().encode
+_decode_state = msgspec.json.Decoder(_CartState).decode
+
+
+def snapshot_of(cart: ShoppingCart, taken_at: datetime) -> Snapshot:
+    """A snapshot of `cart` as it is now."""
+    return Snapshot(
+        aggregate_id=cart.cart_id,
+        aggregate_type=AGGREGATE_TYPE,
+        version=cart.version,
+        state=_encode_state(_CartState(cart.status, cart.items)),
+        schema_version=SNAPSHOT_SCHEMA_VERSION,
+        taken_at=taken_at,
+    )
+
+
+def cart_from(snapshot: Snapshot) -> ShoppingCart | None:
+    """The cart the snapshot holds, or None if it is in another shape or unreadable."""
+    if (
+        snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION
+        or snapshot.aggregate_type != AGGREGATE_TYPE
+    ):
+        return None
+    try:
+        state = _decode_state(snapshot.state)
+    except msgspec.DecodeError:
+        return None
+    return ShoppingCart.from_state(
+        snapshot.aggregate_id, snapshot.version, state.status, state.items
+    )
+
+
+class CartSnapshots:
+    """Snapshots every `every` events (0: never). A snapshot that cannot be read or is in an
+    old shape is ignored and replaced on the cart's next write; a failing snapshot store costs
+    speed and a log line, never a command."""
+
+    def __init__(
+        self, store: SnapshotStore | None, every: int, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store if every > 0 else None
+        self._every = every
+        self._clock = clock
+        self._due: OrderedDict[str, None] = OrderedDict()  # carts to snapshot on next write
+        self.failures = 0
+
+    async def restore(self, cart_id: str, to_version: int | None = None) -> ShoppingCart | None:
+        """The cart from its snapshot, if one exists at or before `to_version`."""
+        if self._store is None:
+            return None
+        try:
+            snapshot = await asyncio.to_thread(self._store.load_snapshot, cart_id)
+        except Exception as exc:
+            self._failed("load", cart_id, exc)
+            return None
+        if snapshot is None:
+            return None
+        cart = cart_from(snapshot)
+        if cart is None:
+            self._mark_due(cart_id)
+            return None
+        if to_version is not None and cart.version > to_version:
+            return None
+        return cart
+
+    def replayed(self, cart_id: str, events: int) -> None:
+        """Note that loading the cart replayed `events` events after its snapshot (if any)."""
+        if self._store is not None and events >= self._every:
+            self._mark_due(cart_id)
+
+    async def appended(self, cart: ShoppingCart, previous_version: int) -> None:
+        """Take a snapshot of `cart`, just appended to, if it is due; never raises."""
+        if self._store is None:
+            return
+        crossed = cart.version // self._every > previous_version // self._every
+        if not crossed and cart.cart_id not in self._due:
+            return
+        try:
+            await asyncio.to_thread(self._store.save_snapshot, snapshot_of(cart, self._clock()))
+        except Exception as exc:
+            self._failed("save", cart.cart_id, exc)
+            self._mark_due(cart.cart_id)
+        else:
+            self._due.pop(cart.cart_id, None)
+
+    def _mark_due(self, cart_id: str) -> None:
+        self._due[cart_id] = None
+        self._due.move_to_end(cart_id)
+        while len(self._due) > _MAX_DUE:
+            self._due.popitem(last=False)
+
+    def _failed(self, action: str, cart_id: str, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("cart %s: cannot %s its snapshot (%s); commands go on", cart_id, action, exc)
