@@ -39,8 +39,8 @@ def list_events(
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Print stored events as a table: position, cart, version, type (schema version), codec,
-    payload decoded to JSON whatever its codec, time."""
+    """Print stored events as a table: position, cart, version, type and schema version,
+    codec, and the payload decoded to JSON whatever its codec (it holds the time)."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     try:
         store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
@@ -54,8 +54,11 @@ def list_events(
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
     table = Table(title=f"events in {store.url}")
-    for column in ("position", "aggregate", "version", "type", "codec", "data", "timestamp"):
-        table.add_column(column, overflow="fold")
+    table.add_column("pos", no_wrap=True)
+    table.add_column("aggregate", overflow="fold")
+    for column in ("v", "type", "codec"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("data", overflow="fold", ratio=1)
     for event in found:
         table.add_row(
             str(event.position),
@@ -64,7 +67,6 @@ def list_events(
             f"{event.event_type} v{event.schema_version}",
             _CODEC_NAMES.get(event.content_type, event.content_type),
             _shown(event),
-            event.timestamp.isoformat(timespec="seconds"),
         )
     console.print(table)
     if not found:
