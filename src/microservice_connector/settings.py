@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("data")
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class Settings(BaseSettings):
@@ -30,6 +31,21 @@ class Settings(BaseSettings):
     command_retries: int = Field(default=20, ge=0, le=1000)
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
+    # The broker: NATS JetStream, or Kafka (any Kafka-compatible cluster; `msc up` embeds
+    # Tansu, memory-only). SASL and TLS settings go to the Kafka client unchanged.
+    broker: Literal["nats", "kafka"] = "nats"
+    kafka_bootstrap: str = "127.0.0.1:9092"  # host:port, comma-separated
+    kafka_partitions: int = Field(default=6, ge=1, le=10_000)  # of topics we create
+    kafka_replication_factor: int = Field(default=1, ge=1, le=32)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=100, le=600_000)
+    kafka_idempotence: bool = True  # where the broker supports it
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""

@@ -1,5 +1,6 @@
-"""Events flow from the cart through the outbox and JetStream to billing, exactly once in
-effect, whatever breaks on the way. Every part is a real process."""
+"""Events flow from the cart through the outbox and the broker to billing, exactly once in
+effect, whatever breaks on the way. Every part is a real process, and every story is told
+twice: on NATS JetStream, and on Kafka (a real Tansu)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,24 @@ from pathlib import Path
 
 import httpx
 import msgspec
-import nats
 import pytest
 
 from microservice_connector.events.cart import CartCheckedOut, ItemAdded, ItemRemoved
 from microservice_connector.messaging.message import Message
-from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
-from microservice_connector.messaging.nats.publisher import NatsPublisher
 from support.processes import run_msc, wait_for
 from support.system import Flow, running_flow, shop
 
-pytestmark = [pytest.mark.e2e, pytest.mark.nats]
+pytestmark = [pytest.mark.e2e]
 
 
-@pytest.fixture
-def flow(tmp_path: Path) -> Iterator[Flow]:
-    with running_flow(tmp_path) as flow:
+@pytest.fixture(
+    params=[
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
+def flow(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flow]:
+    with running_flow(tmp_path, request.param) as flow:
         yield flow
 
 
@@ -66,7 +69,7 @@ async def _add_concurrently(cart_url: str, carts: list[str], count: int) -> list
 
 def test_commands_succeed_while_the_broker_is_down_and_billing_catches_up(flow: Flow) -> None:
     carts = [f"outage-{n}" for n in range(25)]
-    flow.nats.stop()
+    flow.stop_broker()
     statuses = asyncio.run(_add_concurrently(flow.cart_url, carts, 500))
     assert statuses == [200] * 500
     ready = flow.http.get(f"{flow.cart_url}/readyz")
@@ -75,7 +78,7 @@ def test_commands_succeed_while_the_broker_is_down_and_billing_catches_up(flow: 
     status = run_msc("outbox", "status", "--data-dir", str(flow.data_dir))
     assert "pending:   500" in status.stdout, status.stdout
 
-    flow.nats.start()
+    flow.start_broker()
     flow.wait_until_billed(carts, timeout=90)
     flow.assert_bills_match_carts(carts)
     assert all(flow.bill(cart)["lines"]["item-001"]["quantity"] == 20 for cart in carts)  # type: ignore[index]
@@ -125,15 +128,6 @@ def _event_message(event: msgspec.Struct, version: int, *, event_id: str | None 
     )
 
 
-async def _publish(url: str, messages: list[Message]) -> None:
-    client = await nats.connect(url)
-    try:
-        results = await NatsPublisher(client.jetstream()).publish(messages)
-        assert all(result.acknowledged for result in results), results
-    finally:
-        await client.close()
-
-
 def test_duplicates_are_applied_once_and_reordered_events_bill_right(flow: Flow) -> None:
     now = datetime.now(UTC)
     # A duplicate of a real event, under a new message id so the broker cannot drop it.
@@ -144,7 +138,7 @@ def test_duplicates_are_applied_once_and_reordered_events_bill_right(flow: Flow)
     v1 = _event_message(ItemAdded("shuffled", "item-002", 4, now), 1)
     v2 = _event_message(ItemRemoved("shuffled", "item-002", 1, now), 2)
     v3 = _event_message(CartCheckedOut("shuffled", now), 3)
-    asyncio.run(_publish(flow.nats.url, [again, v3, v1, v2]))
+    flow.publish([again, v3, v1, v2])
     wait_for(
         lambda: (flow.bill("shuffled") or {}).get("last_version") == 3, 30, "the shuffled cart"
     )
@@ -186,28 +180,41 @@ def test_poison_messages_are_dead_lettered_and_the_consumer_carries_on(flow: Flo
         },
     )
     headless = Message(id=str(uuid.uuid4()), topic="cart.events", payload=good.payload, headers={})
-    asyncio.run(_publish(flow.nats.url, [garbage, unknown, headless, good]))
+    flow.publish([garbage, unknown, headless, good])
     wait_for(lambda: flow.bill("after-poison") is not None, 30, "the good event after the poison")
 
-    async def letters() -> list[str]:
-        client = await nats.connect(flow.nats.url)
-        try:
-            return [letter.error for letter in await NatsDeadLetters(client.jetstream()).list()]
-        finally:
-            await client.close()
-
-    wait_for(lambda: len(asyncio.run(letters())) == 3, 30, "three dead letters")
-    errors = " | ".join(asyncio.run(letters()))
+    wait_for(lambda: len(flow.dead_letter_errors()) == 3, 30, "three dead letters")
+    errors = " | ".join(flow.dead_letter_errors())
     assert "malformed" in errors
     assert "unknown event type 'CartExploded'" in errors
     assert "missing headers" in errors
 
-    listed = run_msc("deadletter", "list", "--nats-url", flow.nats.url)
+    listed = flow.msc("deadletter", "list")
     assert listed.returncode == 0, listed.stderr
     assert "CartExploded" in listed.stdout
-    replayed = run_msc("deadletter", "replay", "--all", "--nats-url", flow.nats.url)
+    replayed = flow.msc("deadletter", "replay", "--all")
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.count("replayed") == 3
     # Still poison: each comes back to the dead-letter stream, and nothing else broke.
-    wait_for(lambda: len(asyncio.run(letters())) == 3, 30, "the replayed poison to return")
+    wait_for(lambda: len(flow.dead_letter_errors()) == 3, 30, "the replayed poison to return")
     assert flow.bill("after-poison")["last_version"] == 1  # type: ignore[index]
+
+
+def test_a_billing_restart_resumes_after_the_committed_offset(flow: Flow) -> None:
+    """Stopped cleanly, billing commits (Kafka) or acks (NATS) what it applied; started again
+    it takes up exactly after it: nothing applied twice, nothing skipped."""
+    carts = [f"resume-{n}" for n in range(10)]
+    shop(flow.http, flow.cart_url, carts, commands=150, seed=11)
+    flow.wait_until_billed(carts)
+    flow.stop_billing()
+    before = {cart: flow.cart(cart)["version"] for cart in carts}
+
+    sent = shop(flow.http, flow.cart_url, carts, commands=150, seed=12)
+    events = sum(flow.cart(cart)["version"] - before[cart] for cart in carts)
+    flow.start_billing()
+    flow.wait_until_billed(carts)
+
+    flow.assert_bills_match_carts(carts)
+    assert sent > 0
+    assert flow.billing_count("applied") == events  # each event after the stop, once
+    assert flow.billing_count("duplicate") == 0  # none from before it came again

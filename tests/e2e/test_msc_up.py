@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from support.processes import MSC, free_port, run_msc, wait_for
+from support.tansu import tansu_or_skip
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +24,7 @@ def test_msc_demo_prints_an_invoice() -> None:
     assert "50.98" in result.stdout
 
 
-def _up(data_dir: Path, cart_port: int, billing_port: int) -> subprocess.Popen[str]:
+def _up(data_dir: Path, cart_port: int, billing_port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             MSC,
@@ -34,6 +35,7 @@ def _up(data_dir: Path, cart_port: int, billing_port: int) -> subprocess.Popen[s
             str(cart_port),
             "--billing-port",
             str(billing_port),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -80,6 +82,39 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
     assert again.returncode == 0, output
     status = run_msc("outbox", "status", "--data-dir", str(tmp_path))
     assert "pending:   0" in status.stdout
+
+
+@pytest.mark.kafka
+def test_msc_up_with_kafka_embeds_tansu_and_carries_on_after_losing_it(tmp_path: Path) -> None:
+    tansu_or_skip()
+    cart_port, billing_port = free_port(), free_port()
+    cart, billing = f"http://127.0.0.1:{cart_port}", f"http://127.0.0.1:{billing_port}"
+    help_text = run_msc("up", "--help").stdout
+    assert "memory only" in " ".join(help_text.split())
+
+    up = _up(tmp_path, cart_port, billing_port, "--broker", "kafka")
+    try:
+        wait_for(lambda: _answers(f"{billing}/readyz") and _answers(f"{cart}/readyz"), 60, "msc up")
+        added = httpx.post(f"{cart}/carts/c-1/items", json={"item_id": "item-001", "quantity": 2})
+        assert added.status_code == 200
+        wait_for(lambda: _answers(f"{billing}/billing/carts/c-1"), 30, "billing to see c-1")
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "Kafka" in output
+
+    # A new, empty Tansu: the outbox and billing's database carry the story on.
+    again = _up(tmp_path, cart_port, billing_port, "--broker", "kafka")
+    try:
+        wait_for(lambda: _answers(f"{billing}/readyz"), 60, "msc up, second time")
+        httpx.post(f"{cart}/carts/c-1/checkout").raise_for_status()
+        wait_for(lambda: _answers(f"{billing}/invoices/c-1"), 30, "the invoice after a restart")
+        assert httpx.get(f"{billing}/invoices/c-1").json()["total_cents"] == 2 * 1999
+    finally:
+        again.send_signal(signal.SIGTERM)
+        output, _ = again.communicate(timeout=60)
+    assert again.returncode == 0, output
 
 
 def readme_curl_commands() -> list[str]:

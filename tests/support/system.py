@@ -1,7 +1,13 @@
-"""The event flow as real processes: a nats-server, the cart service and billing."""
+"""The event flow as real processes: a broker (nats-server, or Tansu for Kafka), the cart
+service and billing.
+
+With Kafka, Tansu sits behind a `TcpProxy`: Tansu keeps its data in memory only, so an
+outage is the connection cut while Tansu runs on (data and group offsets intact), the way a
+network partition from a durable Kafka cluster would look to the services."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import subprocess
@@ -12,10 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from microservice_connector.billing_service.infrastructure.tables import DEFAULT_PRICES
+from microservice_connector.messaging.message import Message
+from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
+from microservice_connector.settings import Settings
 from support.nats import NatsServer
-from support.processes import free_port, msc_service, wait_for
+from support.processes import free_port, msc_service, run_msc, wait_for
+from support.tansu import TansuServer, tansu_or_skip
+
+BROKERS = ("nats", "kafka")
+# Tansu delays a group join by about half the session timeout: short, so restarts are quick.
+KAFKA_SESSION_TIMEOUT_MS = "1000"
 
 
 @dataclass
@@ -23,7 +38,7 @@ class Flow:
     """Handles on the running parts, and ways to break them."""
 
     data_dir: Path
-    nats: NatsServer
+    broker: NatsServer | TansuServer
     cart_url: str
     billing_url: str
     billing_port: int
@@ -31,9 +46,85 @@ class Flow:
     billing: subprocess.Popen[bytes] | None = None
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
 
+    @property
+    def kind(self) -> str:
+        """`nats` or `kafka`."""
+        return "kafka" if isinstance(self.broker, TansuServer) else "nats"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points a service (or `msc`) at this flow's broker."""
+        if isinstance(self.broker, TansuServer):
+            return {
+                "MSC_BROKER": "kafka",
+                "MSC_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                "MSC_KAFKA_SESSION_TIMEOUT_MS": KAFKA_SESSION_TIMEOUT_MS,
+                "MSC_KAFKA_PARTITIONS": "3",
+            }
+        return {"MSC_BROKER": "nats", "MSC_NATS_URL": self.broker.url}
+
+    def stop_broker(self) -> None:
+        """Take the broker away: NATS stops; Kafka's connection is cut (Tansu runs on)."""
+        if isinstance(self.broker, TansuServer):
+            assert self.broker.proxy is not None
+            self.broker.proxy.cut()
+        else:
+            self.broker.stop()
+
+    def start_broker(self) -> None:
+        """Bring the broker back, with what it held."""
+        if isinstance(self.broker, TansuServer):
+            assert self.broker.proxy is not None
+            self.broker.proxy.restore()
+        else:
+            self.broker.start()
+
+    def publish(self, messages: list[Message]) -> None:
+        """Publish `messages` straight to the broker, as a foreign publisher would."""
+
+        async def publish() -> None:
+            link = self._link()
+            try:
+                await asyncio.wait_for(link.run(asyncio.Event()), 30)
+                results = await (await link.publisher()).publish(messages)
+                assert all(result.acknowledged for result in results), results
+            finally:
+                await link.close()
+
+        asyncio.run(publish())
+
+    def dead_letter_errors(self) -> list[str]:
+        """The errors of the dead letters the broker holds, oldest first."""
+
+        async def errors() -> list[str]:
+            link = self._link()
+            try:
+                await asyncio.wait_for(link.run(asyncio.Event()), 30)
+                return [letter.error for letter in await (await link.dead_letters()).list()]
+            finally:
+                await link.close()
+
+        return asyncio.run(errors())
+
+    def msc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `msc ARGS` against this flow's broker."""
+        return run_msc(*args, env=self.env())
+
+    def billing_count(self, outcome: str) -> float:
+        """Billing's `msc_billing_events_total{outcome=...}` since its process started."""
+        text = self.http.get(f"{self.billing_url}/metrics").text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "msc_billing_events_total" and sample.labels["outcome"] == outcome
+        )
+
+    def _link(self) -> BrokerLink:
+        return open_broker_link(Settings(**_settings_of(self.env())), name="e2e-test")
+
     def start_billing(self) -> None:
         """Start (or restart) the billing service and wait until it answers."""
-        env = {"MSC_NATS_URL": self.nats.url}
+        env = self.env()
         args = [
             "billing-service",
             "--port",
@@ -48,6 +139,12 @@ class Flow:
             env=env,
         )
         self.billing = self.stack.enter_context(context)
+
+    def stop_billing(self) -> None:
+        """SIGTERM the billing process: it finishes its batch, commits and leaves."""
+        assert self.billing is not None
+        self.billing.send_signal(signal.SIGTERM)
+        self.billing.wait(timeout=30)
 
     def kill_billing(self) -> None:
         """SIGKILL the billing process: no chance to ack, flush or commit."""
@@ -135,29 +232,39 @@ def shop(http: httpx.Client, cart_url: str, cart_ids: list[str], commands: int, 
     return ok
 
 
+def _settings_of(env: dict[str, str]) -> dict[str, Any]:
+    return {name.removeprefix("MSC_").lower(): value for name, value in env.items()}
+
+
 @contextmanager
-def running_flow(data_dir: Path) -> Iterator[Flow]:
-    """nats-server, cart service (with relay) and billing, each a real process."""
+def running_flow(data_dir: Path, broker: str = "nats") -> Iterator[Flow]:
+    """The broker (`nats`, or `kafka`: Tansu behind a proxy), the cart service (with relay)
+    and billing, each a real process. Skips where there is no Tansu build for Kafka."""
+    if broker == "kafka":
+        tansu_or_skip()
     with ExitStack() as stack:
-        nats = stack.enter_context(NatsServer(data_dir / "nats"))
+        server: NatsServer | TansuServer = stack.enter_context(
+            TansuServer(data_dir / "tansu", behind_proxy=True)
+            if broker == "kafka"
+            else NatsServer(data_dir / "nats")
+        )
         cart_port, billing_port = free_port(), free_port()
-        env = {"MSC_NATS_URL": nats.url}
+        flow = Flow(
+            data_dir,
+            server,
+            f"http://127.0.0.1:{cart_port}",
+            f"http://127.0.0.1:{billing_port}",
+            billing_port,
+            stack,
+        )
         args = ["cart-service", "--port", str(cart_port), "--data-dir", str(data_dir)]
         stack.enter_context(
             msc_service(
                 args,
                 health_url=f"http://127.0.0.1:{cart_port}/healthz",
                 log=data_dir / "cart.log",
-                env=env,
+                env=flow.env(),
             )
-        )
-        flow = Flow(
-            data_dir,
-            nats,
-            f"http://127.0.0.1:{cart_port}",
-            f"http://127.0.0.1:{billing_port}",
-            billing_port,
-            stack,
         )
         flow.start_billing()
         yield flow

@@ -31,17 +31,14 @@ from microservice_connector.messaging.middleware import (
     recover,
     retry_with_backoff,
 )
-from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
-from microservice_connector.messaging.nats.publisher import NatsPublisher
-from microservice_connector.messaging.nats.subscriber import NatsSubscriber
 from microservice_connector.runtime.background import Background, until_stopped
-from microservice_connector.runtime.nats_link import NatsLink
+from microservice_connector.runtime.broker_link import Subscription, open_broker_link
 from microservice_connector.settings import Settings
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
 
 log = logging.getLogger(__name__)
-CART_STREAM, CART_TOPIC, DURABLE = "CART", "cart.events", "billing"
+CART_TOPIC, DURABLE = "cart.events", "billing"
 MAX_ATTEMPTS = 5
 LAG_INTERVAL_S = 2.0
 
@@ -64,20 +61,18 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     repository = open_billing_repository(settings)
     ledger = BillingLedger(repository)
     handler = CartEventHandler(ledger, events or default_registry())
-    link = NatsLink(settings.nats_servers(), name="billing-service")
+    link = open_broker_link(settings, name="billing-service")
     background = Background()
     registry = service_registry()
     metrics = BillingMetrics(registry, ledger)
 
     async def consume(stop: asyncio.Event) -> None:
-        js = await until_stopped(link.ready(), stop)
-        if js is None:
+        dead_letters = await until_stopped(link.dead_letters(), stop)
+        if dead_letters is None:
             return
         while not stop.is_set():
             try:
-                subscriber = await NatsSubscriber.create(
-                    js, stream=CART_STREAM, subject=CART_TOPIC, durable=DURABLE
-                )
+                subscriber = await link.subscriber(CART_TOPIC, DURABLE)
                 break
             except Exception as exc:  # the broker went away between connect and bind
                 log.warning("billing: cannot bind consumer %s yet (%s)", DURABLE, exc)
@@ -87,7 +82,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         pipeline = chain(
             metrics.timed(handler),
             log_outcomes(),
-            dead_letter(NatsDeadLetters(js), max_attempts=MAX_ATTEMPTS),
+            dead_letter(dead_letters, max_attempts=MAX_ATTEMPTS),
             retry_with_backoff(),
             recover,
         )
@@ -95,13 +90,13 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
 
     async def relay(stop: asyncio.Event) -> None:
-        js = await until_stopped(link.ready(), stop)
-        if js is None:
+        publisher = await until_stopped(link.publisher(), stop)
+        if publisher is None:
             return
-        await OutboxRelay(repository.store.outbox, NatsPublisher(js)).run(stop)
+        await OutboxRelay(repository.store.outbox, publisher).run(stop)
 
     async def start() -> None:
-        background.start("nats-link", link.run)
+        background.start("broker-link", link.run)
         background.start("billing-consumer", consume)
         background.start("billing-relay", relay)
 
@@ -125,7 +120,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
 
 
 async def _track_lag(
-    subscriber: NatsSubscriber, metrics: BillingMetrics, stop: asyncio.Event
+    subscriber: Subscription, metrics: BillingMetrics, stop: asyncio.Event
 ) -> None:
     """Refresh the consumer-lag gauge every few seconds while the consumer runs."""
     while not stop.is_set():

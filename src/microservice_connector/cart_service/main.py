@@ -15,9 +15,8 @@ from microservice_connector.cart_service.infrastructure.metrics import CartMetri
 from microservice_connector.events.codecs import codec_named
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
-from microservice_connector.messaging.nats.publisher import NatsPublisher
 from microservice_connector.runtime.background import Background, until_stopped
-from microservice_connector.runtime.nats_link import NatsLink
+from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
 from microservice_connector.settings import Settings
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     """Open the event store (creating its schema) and wire the API, and unless `relay` is
-    False, the outbox relay to NATS; raises `DatabaseUnavailable`."""
+    False, the outbox relay to the broker (`MSC_BROKER`); raises `DatabaseUnavailable`."""
     sql_store = SqlEventStore(
         settings.cart_database_url(),
         outbox_topic=CART_TOPIC,
@@ -49,9 +48,9 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     )
     checks: dict[str, Check] = {"database": store.ping}
     background: Background | None = None
-    link: NatsLink | None = None
+    link: BrokerLink | None = None
     if relay:
-        link = NatsLink(settings.nats_servers(), name="cart-service")
+        link = open_broker_link(settings, name="cart-service")
         checks["broker"] = link.check
 
     async def start() -> None:
@@ -63,14 +62,14 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
 
         async def run_relay(stop: asyncio.Event) -> None:
             nonlocal outbox_relay
-            js = await until_stopped(link.ready(), stop)
-            if js is None:
+            publisher = await until_stopped(link.publisher(), stop)
+            if publisher is None:
                 return
-            outbox_relay = OutboxRelay(sql_store.outbox, NatsPublisher(js), observer=metrics)
+            outbox_relay = OutboxRelay(sql_store.outbox, publisher, observer=metrics)
             store.on_commit(outbox_relay.wake)
             await outbox_relay.run(stop)
 
-        background.start("nats-link", link.run)
+        background.start("broker-link", link.run)
         background.start("outbox-relay", run_relay)
 
     async def stop() -> None:

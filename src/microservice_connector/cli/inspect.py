@@ -11,8 +11,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from microservice_connector.cli.common import DataDirOption, console, fail, load_settings
-from microservice_connector.cli.services import NatsUrlOption
+from microservice_connector.cli.services import (
+    BrokerOption,
+    KafkaBootstrapOption,
+    NatsUrlOption,
+    broker_name,
+)
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+from microservice_connector.settings import Settings
+
+CONNECT_TIMEOUT_S = 5.0
 
 outbox_app = typer.Typer(
     help="The transactional outbox: what is still to publish.", no_args_is_help=True
@@ -51,10 +59,17 @@ def outbox_status(
 
 @deadletter_app.command("list")
 def deadletter_list(
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50, nats_url: NatsUrlOption = None
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    nats_url: NatsUrlOption = None,
+    broker: BrokerOption = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
-    """List dead letters with their error."""
-    letters = asyncio.run(_with_dead_letters(nats_url, lambda dl, _: dl.list(limit)))
+    """List dead letters with their error (NATS: stream DEADLETTER; Kafka: topic
+    deadletter.cart.events, replayed ones left out)."""
+    settings = load_settings(
+        nats_url=nats_url, broker=broker_name(broker), kafka_bootstrap=kafka_bootstrap
+    )
+    letters = asyncio.run(_with_dead_letters(settings, lambda dl, _: dl.list(limit)))
     table = Table(title=f"{len(letters)} dead letter(s)")
     for column in ("seq", "topic", "event", "aggregate", "failed at", "error"):
         table.add_column(column, overflow="fold")
@@ -78,19 +93,22 @@ def deadletter_replay(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     nats_url: NatsUrlOption = None,
+    broker: BrokerOption = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
     """Publish dead letters again to their original topic; each is removed once acked."""
     if not sequences and not all_:
         fail("name the dead letters to replay (see `msc deadletter list`), or pass --all")
 
-    async def replay(dead_letters, js):  # type: ignore[no-untyped-def]
-        from microservice_connector.messaging.nats.publisher import NatsPublisher
+    settings = load_settings(
+        nats_url=nats_url, broker=broker_name(broker), kafka_bootstrap=kafka_bootstrap
+    )
 
-        publisher = NatsPublisher(js)
+    async def replay(dead_letters, publisher):  # type: ignore[no-untyped-def]
         chosen = sequences or [letter.sequence for letter in await dead_letters.list(10_000)]
         return [(seq, await dead_letters.replay(seq, publisher)) for seq in chosen]
 
-    results = asyncio.run(_with_dead_letters(nats_url, replay))
+    results = asyncio.run(_with_dead_letters(settings, replay))
     failures = 0
     for sequence, result in results:
         if result.acknowledged:
@@ -102,23 +120,21 @@ def deadletter_replay(
         raise typer.Exit(1)
 
 
-async def _with_dead_letters(nats_url: str | None, work):  # type: ignore[no-untyped-def]
-    from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
-    from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
+async def _with_dead_letters(settings: Settings, work):  # type: ignore[no-untyped-def]
+    """Run `work(dead_letters, publisher)` on the broker `settings` name; exit 2 if it does
+    not answer within `CONNECT_TIMEOUT_S`."""
+    from microservice_connector.runtime.broker_link import open_broker_link
 
-    settings = load_settings(nats_url=nats_url)
+    link = open_broker_link(settings, name="msc-cli")
+    where = settings.kafka_bootstrap if settings.broker == "kafka" else settings.nats_url
     try:
-        client = await asyncio.wait_for(
-            connect_nats(settings.nats_servers(), name="msc-cli", max_reconnect_attempts=1), 5.0
-        )
-    except Exception as exc:
-        fail(f"cannot reach NATS at {settings.nats_url} ({exc or type(exc).__name__})", 2)
-    try:
-        js = client.jetstream()
-        await ensure_stream(js, "DEADLETTER", ["deadletter.>"])
-        return await work(NatsDeadLetters(js), js)
+        try:
+            await asyncio.wait_for(link.run(asyncio.Event()), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            fail(f"cannot reach {settings.broker} at {where}", 2)
+        return await work(await link.dead_letters(), await link.publisher())
     finally:
-        await client.close()
+        await link.close()
 
 
 @billing_app.command("rebuild")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import tempfile
 import time
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -35,6 +36,32 @@ NatsUrlOption = Annotated[
 ]
 
 
+class Broker(StrEnum):
+    """The brokers the system runs on."""
+
+    nats = "nats"
+    kafka = "kafka"
+
+
+BrokerOption = Annotated[
+    Broker | None,
+    typer.Option("--broker", help="nats (JetStream) or kafka [env MSC_BROKER; default nats]"),
+]
+KafkaBootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka-bootstrap",
+        help="Kafka bootstrap host:port, comma-separated [env MSC_KAFKA_BOOTSTRAP; "
+        "default 127.0.0.1:9092]; SASL/TLS via MSC_KAFKA_* (see README)",
+    ),
+]
+
+
+def broker_name(broker: Broker | None) -> str | None:
+    """The option's value as `Settings.broker` takes it."""
+    return None if broker is None else broker.value
+
+
 def register(app: typer.Typer) -> None:
     """Add the run commands to `app`."""
     app.command("cart-service")(cart_service)
@@ -52,14 +79,22 @@ def cart_service(
     database_url: DatabaseUrlOption = None,
     nats_url: NatsUrlOption = None,
     relay: Annotated[
-        bool, typer.Option(help="Publish the outbox to NATS (off: events stay in the outbox).")
+        bool, typer.Option(help="Publish the outbox to the broker (off: it stays in the outbox).")
     ] = True,
+    broker: BrokerOption = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
     """Run the cart service's HTTP API and its outbox relay (what its container runs)."""
     from microservice_connector.cart_service.main import run_cart_service
 
     settings = load_settings(
-        data_dir=data_dir, database_url=database_url, cart_port=port, host=host, nats_url=nats_url
+        data_dir=data_dir,
+        database_url=database_url,
+        cart_port=port,
+        host=host,
+        nats_url=nats_url,
+        broker=broker_name(broker),
+        kafka_bootstrap=kafka_bootstrap,
     )
     configure_logging(settings.log_format)
     try:
@@ -82,6 +117,8 @@ def billing_service(
         ),
     ] = None,
     nats_url: NatsUrlOption = None,
+    broker: BrokerOption = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
     """Run the billing service: consumes cart.events, serves bills, invoices and prices."""
     from microservice_connector.billing_service.main import run_billing_service
@@ -92,6 +129,8 @@ def billing_service(
         billing_port=port,
         host=host,
         nats_url=nats_url,
+        broker=broker_name(broker),
+        kafka_bootstrap=kafka_bootstrap,
     )
     configure_logging(settings.log_format)
     try:
@@ -106,22 +145,35 @@ def up(
     billing_port: Annotated[int, typer.Option(min=1, max=65535, help="Billing API port.")] = 8081,
     nats_url: NatsUrlOption = None,
     host: HostOption = None,
+    broker: BrokerOption = None,
+    kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
     """Run the whole system in the foreground: an embedded nats-server with JetStream (unless
     --nats-url or MSC_NATS_URL names one), the cart service with its relay, and billing. All
-    data lives under --data-dir; run it again on the same folder to carry on. Ctrl-C stops."""
-    settings = load_settings(data_dir=data_dir, host=host)
-    given = nats_url or _env_nats_url()
+    data lives under --data-dir; run it again on the same folder to carry on. Ctrl-C stops.
+
+    With --broker kafka and no --kafka-bootstrap (nor MSC_KAFKA_BOOTSTRAP), it embeds Tansu, a
+    Kafka-compatible broker that keeps its data in memory only: stopping `msc up` loses the
+    topics and the consumer offsets (the outbox and billing's database are kept, so billing
+    stays right). Name a real Kafka cluster with --kafka-bootstrap for a durable broker."""
+    settings = load_settings(data_dir=data_dir, host=host, broker=broker_name(broker))
+    given = nats_url or _env("MSC_NATS_URL")
     system = System(
-        settings.data_dir.resolve(), cart_port, billing_port, settings.host, nats_url=given
+        settings.data_dir.resolve(),
+        cart_port,
+        billing_port,
+        settings.host,
+        nats_url=given,
+        broker=settings.broker,
+        kafka_bootstrap=kafka_bootstrap or _env("MSC_KAFKA_BOOTSTRAP"),
     )
     _run_until_signalled(system)
 
 
-def _env_nats_url() -> str | None:
+def _env(name: str) -> str | None:
     import os
 
-    return os.environ.get("MSC_NATS_URL") or None
+    return os.environ.get(name) or None
 
 
 def _run_until_signalled(system: System) -> None:
@@ -154,7 +206,10 @@ def _print_addresses(system: System) -> None:
     table = Table(title="Microservice Connector is up", show_header=False)
     table.add_row("cart API", f"http://{system.host}:{system.cart_port}")
     table.add_row("billing API", f"http://{system.host}:{system.billing_port}")
-    table.add_row("NATS", system.nats_url or "")
+    if system.broker == "kafka":
+        table.add_row("Kafka", system.kafka_bootstrap or "")
+    else:
+        table.add_row("NATS", system.nats_url or "")
     table.add_row("data", str(system.data_dir))
     table.add_row(
         "try",

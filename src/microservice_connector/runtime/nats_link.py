@@ -11,6 +11,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
+from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
+from microservice_connector.messaging.nats.publisher import NatsPublisher
+from microservice_connector.messaging.nats.subscriber import NatsSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,21 @@ class NatsLink:
         await self._ready.wait()
         assert self._js is not None
         return self._js
+
+    async def publisher(self) -> NatsPublisher:
+        """A JetStream publisher, once connected."""
+        return NatsPublisher(await self.ready())
+
+    async def subscriber(self, topic: str, group: str) -> NatsSubscriber:
+        """Durable pull consumer `group` of `topic` on the stream holding it, once connected."""
+        stream = next(name for name, subjects in STREAMS.items() if topic in subjects)
+        return await NatsSubscriber.create(
+            await self.ready(), stream=stream, subject=topic, durable=group
+        )
+
+    async def dead_letters(self) -> NatsDeadLetters:
+        """Dead letters on the DEADLETTER stream, once connected."""
+        return NatsDeadLetters(await self.ready())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect and set up streams, retrying until done or `stop` is set."""

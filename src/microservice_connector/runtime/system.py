@@ -1,5 +1,6 @@
-"""The whole system as child processes: an embedded nats-server, the cart and billing
-services. What `msc up` and `msc demo` run, and what the end-to-end tests start."""
+"""The whole system as child processes: an embedded broker (nats-server, or Tansu for
+Kafka), the cart and billing services. What `msc up` and `msc demo` run, and what the
+end-to-end tests start."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from microservice_connector.runtime.tansu import TansuUnavailable, tansu_command
 
 STOP_TIMEOUT_S = 15.0
 PR_SET_PDEATHSIG = 1
@@ -86,6 +89,8 @@ class System:
     billing_port: int = 8081
     host: str = "127.0.0.1"
     nats_url: str | None = None
+    broker: str = "nats"  # or "kafka"
+    kafka_bootstrap: str | None = None  # None with kafka: an embedded, memory-only Tansu
     parts: list[Part] = field(default_factory=list)
 
     def start(self) -> None:
@@ -93,9 +98,20 @@ class System:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
-            if self.nats_url is None:
-                self.nats_url = self._start_nats()
-            env = {"MSC_NATS_URL": self.nats_url, "MSC_DATA_DIR": str(self.data_dir)}
+            env = {"MSC_DATA_DIR": str(self.data_dir), "MSC_BROKER": self.broker}
+            if self.broker == "kafka":
+                if self.kafka_bootstrap is None:
+                    self.kafka_bootstrap = self._start_tansu()
+                    # A local broker: a short session makes (re)joins quick (Tansu waits
+                    # about half of it before it forms a group).
+                    env["MSC_KAFKA_SESSION_TIMEOUT_MS"] = os.environ.get(
+                        "MSC_KAFKA_SESSION_TIMEOUT_MS", "2000"
+                    )
+                env["MSC_KAFKA_BOOTSTRAP"] = self.kafka_bootstrap
+            else:
+                if self.nats_url is None:
+                    self.nats_url = self._start_nats()
+                env["MSC_NATS_URL"] = self.nats_url
             for name, port in (
                 ("cart-service", self.cart_port),
                 ("billing-service", self.billing_port),
@@ -111,6 +127,17 @@ class System:
         args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
         part = self._spawn("nats-server", args, f"nats://127.0.0.1:{port}")
         wait_until(lambda: _accepts(port) or _dead(part), START_TIMEOUT_S, "nats-server")
+        return part.url
+
+    def _start_tansu(self) -> str:
+        """Tansu on a free port: memory-only, so its topics and offsets last as long as it."""
+        port = free_port()
+        try:
+            args = tansu_command(port)
+        except TansuUnavailable as exc:
+            raise StartupFailed(str(exc)) from exc
+        part = self._spawn("tansu", args, f"127.0.0.1:{port}")
+        wait_until(lambda: _accepts(port) or _dead(part), START_TIMEOUT_S, "tansu")
         return part.url
 
     def _start_service(self, name: str, port: int, env: dict[str, str]) -> None:
