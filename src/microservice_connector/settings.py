@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)
     log_format: Literal["text", "json"] = "text"
+    access_log: bool = False  # one log line per HTTP request (events are logged either way)
+    api_token: SecretStr | None = None  # when set, mutating endpoints need it as a bearer token
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     command_retries: int = Field(default=20, ge=0, le=1000)
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
@@ -46,6 +49,10 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+
+    def api_token_value(self) -> str | None:
+        """The bearer token, or None when the API is open."""
+        return self.api_token.get_secret_value() if self.api_token else None
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""

@@ -34,6 +34,7 @@ from microservice_connector.messaging.middleware import (
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import Subscription, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.web.guards import protect
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
 
@@ -115,6 +116,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         on_shutdown=stop,
     )
     instrument(app, registry)
+    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
     app.include_router(metrics_router(registry))
     return app
 
@@ -134,5 +136,11 @@ def run_billing_service(settings: Settings, *, host: str, port: int) -> None:
     app = build_billing_app(settings)
     log.info("billing service on http://%s:%d", host, port)
     uvicorn.run(
-        app, host=host, port=port, log_config=None, log_level="info", timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level="info",
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=10,
     )

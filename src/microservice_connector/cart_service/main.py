@@ -18,6 +18,7 @@ from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.web.guards import protect
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
@@ -65,7 +66,12 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
             publisher = await until_stopped(link.publisher(), stop)
             if publisher is None:
                 return
-            outbox_relay = OutboxRelay(sql_store.outbox, publisher, observer=metrics)
+            outbox_relay = OutboxRelay(
+                sql_store.outbox,
+                publisher,
+                observer=metrics,
+                mark_published=store.mark_published,  # on the writer thread, after a commit
+            )
             store.on_commit(outbox_relay.wake)
             await outbox_relay.run(stop)
 
@@ -81,6 +87,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
 
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
     instrument(app, registry)
+    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
     app.include_router(metrics_router(registry))
     return app
 
@@ -90,5 +97,11 @@ def run_cart_service(settings: Settings, *, host: str, port: int, relay: bool = 
     app = build_cart_app(settings, relay=relay)
     log.info("cart service on http://%s:%d", host, port)
     uvicorn.run(
-        app, host=host, port=port, log_config=None, log_level="info", timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level="info",
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=10,
     )

@@ -7,6 +7,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from microservice_connector.events.envelope import RecordedEvent
@@ -15,6 +16,12 @@ from microservice_connector.eventstore.port import AppendRequest, AppendResult, 
 
 _Pending = tuple[AppendRequest, "asyncio.Future[list[RecordedEvent]]"]
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    outbox_ids: list[int]
+    future: asyncio.Future[Any]
 
 
 class GroupCommitStore:
@@ -42,6 +49,16 @@ class GroupCommitStore:
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
         self._queue.put((request, future))
         return await future
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        """Mark outbox rows published, on the writer thread right after its next commit, so
+        the relay never waits for the writer's connection. A no-op for a store without one."""
+        if not outbox_ids:
+            return
+        self._ensure_writer()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Mark(list(outbox_ids), future))
+        await future
 
     async def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
@@ -80,9 +97,9 @@ class GroupCommitStore:
             first = self._queue.get()
             if first is _STOP:
                 return
-            batch: list[_Pending] = [first]
+            items: list[Any] = [first]
             stop = False
-            while len(batch) < self._max_batch:
+            while len(items) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -90,10 +107,27 @@ class GroupCommitStore:
                 if item is _STOP:
                     stop = True
                     break
-                batch.append(item)
-            self._commit(batch)
+                items.append(item)
+            batch = [item for item in items if not isinstance(item, _Mark)]
+            if batch:
+                self._commit(batch)
+            marks = [item for item in items if isinstance(item, _Mark)]
+            if marks:
+                self._mark(marks)
             if stop:
                 return
+
+    def _mark(self, marks: Sequence[_Mark]) -> None:
+        outbox = getattr(self.store, "outbox", None)
+        outcome: Any = None
+        try:
+            if outbox is not None:
+                outbox.mark_published([row for mark in marks for row in mark.outbox_ids])
+        except Exception as exc:  # the rows stay pending and are published again
+            outcome = exc
+        for mark in marks:
+            with contextlib.suppress(RuntimeError):
+                mark.future.get_loop().call_soon_threadsafe(_settle, [(mark.future, outcome)])
 
     def _commit(self, batch: Sequence[_Pending]) -> None:
         outcomes: Sequence[AppendResult | BaseException]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,6 +53,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         max_backoff: float = 5.0,
         observer: RelayObserver | None = None,
+        mark_published: Callable[[list[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._outbox = outbox
         self._publisher = publisher
@@ -59,6 +61,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff
         self._observer = observer
+        self._mark_published = mark_published or self._mark_on_a_thread
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
@@ -99,6 +102,9 @@ class OutboxRelay:
                 while (await self.relay_once()).published:
                     pass
 
+    async def _mark_on_a_thread(self, ids: list[int]) -> None:
+        await asyncio.to_thread(self._outbox.mark_published, ids)
+
     async def relay_once(self) -> RelayRound:
         """Publish one batch of pending rows; mark those the broker acknowledged."""
         rows = await asyncio.to_thread(self._outbox.pending, self._batch_size)
@@ -114,7 +120,7 @@ class OutboxRelay:
             if not result.acknowledged
         ]
         if acked:
-            await asyncio.to_thread(self._outbox.mark_published, acked)
+            await self._mark_published(acked)
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)

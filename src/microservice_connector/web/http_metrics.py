@@ -1,19 +1,52 @@
-"""HTTP request metrics by route template (bounded labels) and status."""
+"""HTTP request metrics by route template (bounded labels) and status, as pure ASGI."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from microservice_connector.web.guards import ASGIApp, Message, Receive, Scope, Send
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
+class RequestMetrics:
+    """Counts every request as `msc_http_requests_total{method, route, status}` and times it.
+    `route` is the matched path template (`/carts/{cart_id}`), or `unmatched`."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self._app = app
+        self._requests = requests
+        self._latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, recording_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            self._requests.labels(method, route, str(status)).inc()
+            self._latency.labels(method, route).observe(time.perf_counter() - started)
 
 
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Count every request as `msc_http_requests_total{method, route, status}` and time it.
-    `route` is the matched path template (`/carts/{cart_id}`), or `unmatched`."""
+    """Install `RequestMetrics` on `app`, its metrics registered on `registry`."""
     requests = Counter(
         "msc_http_requests_total",
         "HTTP requests by method, route template and status code.",
@@ -27,22 +60,5 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         buckets=BUCKETS,
         registry=registry,
     )
-
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            method = request.method if request.method in _METHODS else "OTHER"
-            requests.labels(method=method, route=route, status=str(status)).inc()
-            latency.labels(method=method, route=route).observe(time.perf_counter() - started)
-
-
-_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+    options: dict[str, Any] = {"requests": requests, "latency": latency}
+    app.add_middleware(RequestMetrics, **options)
