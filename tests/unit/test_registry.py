@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -124,6 +123,6 @@ def test_an_upcaster_that_fails_makes_the_event_malformed_not_a_crash() -> None:
 
 def test_an_unknown_content_type_is_refused() -> None:
     event = stored(ItemAdded("c", "i", 1, AT))
-    odd = dataclasses.replace(event, content_type="text/csv")
+    odd = msgspec.structs.replace(event, content_type="text/csv")
     with pytest.raises(EventDecodeError, match="unsupported content type 'text/csv'"):
         default_registry().decode(odd)

@@ -21,9 +21,11 @@ class NewEvent:
     event_id: str | None = field(default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """An event as stored: `event_data` bytes exactly as written, and its full envelope."""
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: `event_data` bytes exactly as written, and its full envelope.
+
+    Immutable; a msgspec struct rather than a dataclass because replaying a long history
+    builds one per event, and this builds ten times faster."""
 
     position: int
     event_id: str

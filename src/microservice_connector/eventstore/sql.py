@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.events.codec import JSON_CONTENT_TYPE, Codec, JsonCodec
@@ -53,6 +53,16 @@ _EVENT_COLUMNS = (
     events.c["metadata"],
     events.c.timestamp,
 )
+# Built once: loading is the hot path of every cache miss, and building costs more than running.
+_LOAD = (
+    select(*_EVENT_COLUMNS)
+    .where(
+        events.c.aggregate_id == bindparam("aggregate_id"),
+        events.c.version > bindparam("after"),
+    )
+    .order_by(events.c.version)
+)
+_LOAD_TO = _LOAD.where(events.c.version <= bindparam("to"))
 
 
 class SqlEventStore:
@@ -229,12 +239,8 @@ class SqlEventStore:
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]:
         """The aggregate's events with `after_version < version <= to_version`, oldest first."""
-        query = select(*_EVENT_COLUMNS).where(
-            events.c.aggregate_id == aggregate_id, events.c.version > after_version
-        )
-        if to_version is not None:
-            query = query.where(events.c.version <= to_version)
-        return self._read(query.order_by(events.c.version))
+        params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
+        return self._read(_LOAD if to_version is None else _LOAD_TO, params)
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to `limit` events with position > `after_position`, in position order."""
@@ -246,10 +252,10 @@ class SqlEventStore:
         )
         return self._read(query)
 
-    def _read(self, query: Any) -> list[RecordedEvent]:
+    def _read(self, query: Any, params: dict[str, Any] | None = None) -> list[RecordedEvent]:
         try:
             with self._reader.connect() as connection:
-                return [_from_row(row) for row in connection.execute(query)]
+                return [_from_row(row) for row in connection.execute(query, params).all()]
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
 

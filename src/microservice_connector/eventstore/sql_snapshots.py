@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -13,6 +13,8 @@ from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import events, snapshots
 from microservice_connector.eventstore.snapshot import Snapshot
+
+_LOAD = select(snapshots).where(snapshots.c.aggregate_id == bindparam("aggregate_id"))
 
 
 class SqlSnapshotStore:
@@ -27,10 +29,9 @@ class SqlSnapshotStore:
 
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
         """The aggregate's stored snapshot, or None."""
-        query = select(snapshots).where(snapshots.c.aggregate_id == aggregate_id)
         try:
             with self._reader.connect() as connection:
-                row = connection.execute(query).first()
+                row = connection.execute(_LOAD, {"aggregate_id": aggregate_id}).first()
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
         if row is None:
