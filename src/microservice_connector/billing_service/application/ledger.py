@@ -51,10 +51,11 @@ class BillingLedger:
         issued: list[Invoice] = []
         order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))
         with self._repository.transaction() as tx:
+            known = tx.get_bills({event.cart_id for event in events})
             bills: dict[str, Bill] = {}
             for index in order:
                 incoming = events[index]
-                bill = bills.get(incoming.cart_id) or tx.get_bill(incoming.cart_id)
+                bill = bills.get(incoming.cart_id) or known.get(incoming.cart_id)
                 bill = bill or Bill(incoming.cart_id)
                 check = bill.check(incoming.version)
                 if check is VersionCheck.DUPLICATE:
@@ -70,8 +71,7 @@ class BillingLedger:
                     invoice = bill.invoice(self._clock())
                     if tx.issue_invoice(invoice):
                         issued.append(invoice)
-            for bill in bills.values():
-                tx.save_bill(bill)
+            tx.save_bills(list(bills.values()))
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)
         self.unpriced_lines += sum(line.unpriced for inv in issued for line in inv.lines.values())

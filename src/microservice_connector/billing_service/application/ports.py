@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -11,12 +12,12 @@ from microservice_connector.billing_service.domain import Bill, Invoice
 class BillingTransaction(Protocol):
     """Reads and writes that commit together, or not at all."""
 
-    def get_bill(self, cart_id: str) -> Bill | None:
-        """The cart's bill as last committed, or None before its first event."""
+    def get_bills(self, cart_ids: Collection[str]) -> dict[str, Bill]:
+        """The committed bills of those carts that have one, by cart id."""
         ...
 
-    def save_bill(self, bill: Bill) -> None:
-        """Store the bill (insert or replace)."""
+    def save_bills(self, bills: Collection[Bill]) -> None:
+        """Store the bills (insert or replace)."""
         ...
 
     def price_of(self, item_id: str) -> int | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
@@ -35,6 +36,17 @@ class _Line(msgspec.Struct):
 
 
 _encode = msgspec.json.Encoder().encode
+
+# Built once: compiling statements per event was most of billing's time.
+_SELECT_BILLS = select(bills).where(bills.c.cart_id.in_(bindparam("cart_ids", expanding=True)))
+_BILL_VALUES: dict[str, Any] = {
+    "last_version": bindparam("b_last_version"),
+    "checked_out": bindparam("b_checked_out"),
+    "lines": bindparam("b_lines"),
+    "updated_at": bindparam("b_updated_at"),
+}
+_UPDATE_BILL = update(bills).where(bills.c.cart_id == bindparam("b_cart_id")).values(_BILL_VALUES)
+_INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
 
 
@@ -45,29 +57,41 @@ class SqlTransaction:
         self.connection = connection
         self._store = store
         self._prices: dict[str, int | None] = {}
+        self._stored: dict[str, Bill] = {}  # bills known to have a row
 
     def get_bill(self, cart_id: str) -> Bill | None:
         """The committed bill of `cart_id`, or None."""
-        row = self.connection.execute(select(bills).where(bills.c.cart_id == cart_id)).first()
-        return (
-            None
-            if row is None
-            else _bill(row.cart_id, row.last_version, row.checked_out, row.lines)
-        )
+        return self.get_bills([cart_id]).get(cart_id)
 
-    def save_bill(self, bill: Bill) -> None:
-        """Insert or replace the bill."""
-        values = {
-            "last_version": bill.last_version,
-            "checked_out": bill.checked_out,
-            "lines": _encode_lines(bill.lines),
-            "updated_at": datetime.now(UTC),
+    def get_bills(self, cart_ids: Collection[str]) -> dict[str, Bill]:
+        """The committed bills of those carts that have one, in one query."""
+        found = {
+            row.cart_id: _bill(row.cart_id, row.last_version, row.checked_out, row.lines)
+            for row in self.connection.execute(_SELECT_BILLS, {"cart_ids": list(cart_ids)})
         }
-        updated = self.connection.execute(
-            update(bills).where(bills.c.cart_id == bill.cart_id).values(**values)
-        )
-        if updated.rowcount == 0:
-            self.connection.execute(insert(bills).values(cart_id=bill.cart_id, **values))
+        self._stored.update(found)
+        return found
+
+    def save_bills(self, changed: Collection[Bill]) -> None:
+        """Insert the new bills and update the others, one statement each for all of them."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "b_cart_id": bill.cart_id,
+                "b_last_version": bill.last_version,
+                "b_checked_out": bill.checked_out,
+                "b_lines": _encode_lines(bill.lines),
+                "b_updated_at": now,
+            }
+            for bill in changed
+        ]
+        old = [row for row in rows if row["b_cart_id"] in self._stored]
+        new = [row for row in rows if row["b_cart_id"] not in self._stored]
+        if old:
+            self.connection.execute(_UPDATE_BILL, old)
+        if new:
+            self.connection.execute(_INSERT_BILL, new)
+        self._stored.update({bill.cart_id: bill for bill in changed})
 
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None."""
