@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import uvicorn
 from fastapi import FastAPI
 
 from microservice_connector.billing_service.application import BillingLedger
@@ -37,6 +36,7 @@ from microservice_connector.settings import Settings
 from microservice_connector.web.guards import protect
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
+from microservice_connector.web.server import serve
 
 log = logging.getLogger(__name__)
 CART_TOPIC, DURABLE = "cart.events", "billing"
@@ -134,13 +134,4 @@ async def _track_lag(
 def run_billing_service(settings: Settings, *, host: str, port: int) -> None:
     """Serve billing until SIGINT/SIGTERM; the consumer acks only what it applied."""
     app = build_billing_app(settings)
-    log.info("billing service on http://%s:%d", host, port)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        log_level="info",
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
-    )
+    serve(app, settings, name="billing service", host=host, port=port)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import uvicorn
 from fastapi import FastAPI
 
 from microservice_connector.cart_service.application import CartService
@@ -22,6 +21,7 @@ from microservice_connector.web.guards import protect
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
+from microservice_connector.web.server import serve
 
 CART_TOPIC = "cart.events"
 log = logging.getLogger(__name__)
@@ -95,13 +95,4 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
 def run_cart_service(settings: Settings, *, host: str, port: int, relay: bool = True) -> None:
     """Serve the cart API until SIGINT/SIGTERM; in-flight requests finish, the relay flushes."""
     app = build_cart_app(settings, relay=relay)
-    log.info("cart service on http://%s:%d", host, port)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        log_level="info",
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=10,
-    )
+    serve(app, settings, name="cart service", host=host, port=port)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from microservice_connector.billing_service.infrastructure.sql_repository import
 from microservice_connector.web.errors import install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import id_path
+from microservice_connector.web.server import lifespan
 
 CartId = Annotated[str, id_path("the cart's id")]
 ItemId = Annotated[str, id_path("the item's id")]
@@ -94,17 +94,7 @@ def create_billing_app(
 ) -> FastAPI:
     """The billing API; `on_startup`/`on_shutdown` start and stop the consumer and relay."""
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if on_startup is not None:
-            await on_startup()
-        try:
-            yield
-        finally:
-            if on_shutdown is not None:
-                await on_shutdown()
-
-    app = FastAPI(title="Billing service", version="1", lifespan=lifespan)
+    app = FastAPI(title="Billing service", version="1", lifespan=lifespan(on_startup, on_shutdown))
     install_error_handlers(app, {NotFound: 404})
     app.include_router(health_router(checks))
 

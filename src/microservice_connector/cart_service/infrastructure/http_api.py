@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import FastAPI, Header, Query
@@ -29,6 +28,7 @@ from microservice_connector.cart_service.infrastructure.schemas import (
 from microservice_connector.web.errors import install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import ID_PATTERN, id_path
+from microservice_connector.web.server import lifespan
 
 CartId = Annotated[str, id_path("the cart's id")]
 ItemId = Annotated[str, id_path("the item's id")]
@@ -47,17 +47,7 @@ def create_app(
 ) -> FastAPI:
     """The cart API. `on_shutdown` runs after the server stops taking requests."""
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if on_startup is not None:
-            await on_startup()
-        try:
-            yield
-        finally:
-            if on_shutdown is not None:
-                await on_shutdown()
-
-    app = FastAPI(title="Cart service", version="1", lifespan=lifespan)
+    app = FastAPI(title="Cart service", version="1", lifespan=lifespan(on_startup, on_shutdown))
     install_error_handlers(
         app,
         {

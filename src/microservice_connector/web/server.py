@@ -1,0 +1,50 @@
+"""Serving an app: its lifespan hooks, and uvicorn with the project's settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import uvicorn
+
+from microservice_connector.settings import Settings
+
+Hook = Callable[[], Awaitable[None]]
+GRACEFUL_SHUTDOWN_S = 10
+
+log = logging.getLogger(__name__)
+
+
+def lifespan(
+    on_startup: Hook | None, on_shutdown: Hook | None
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan that runs `on_startup` before serving and `on_shutdown` after the
+    server stopped taking requests (even if startup failed half-way)."""
+
+    @asynccontextmanager
+    async def run(_: Any) -> AsyncIterator[None]:
+        try:
+            if on_startup is not None:
+                await on_startup()
+            yield
+        finally:
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    return run
+
+
+def serve(app: Any, settings: Settings, *, name: str, host: str, port: int) -> None:
+    """Serve `app` until SIGINT/SIGTERM; in-flight requests get `GRACEFUL_SHUTDOWN_S` to finish."""
+    log.info("%s on http://%s:%d", name, host, port)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level="info",
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
