@@ -5,6 +5,7 @@ connection, Tansu running on with its data) makes publishes fail fast, then work
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -199,3 +200,29 @@ class TestUnreachableBroker:
             got += ids(await successor.fetch(10, wait=0.5))  # a failed publish may have landed
         assert got[0] == before[1].id
         assert set(ids(during)) <= set(got)
+
+
+class TestDeadLetterTopic:
+    """Dead letters on Kafka: one partition, replay markers."""
+
+    async def test_dead_letters_stored_together_are_all_listed(self, kafka: KafkaAdapter) -> None:
+        dead_letters = await kafka.dead_letters()
+        messages = events(5)
+
+        # Put at once, they may share one record batch (Tansu then under-reports the end).
+        await asyncio.gather(*(dead_letters.put(message, "boom") for message in messages))
+
+        listed = await dead_letters.list()
+        assert sorted(letter.message.id for letter in listed) == sorted(ids(messages))
+
+    async def test_a_replayed_dead_letter_cannot_be_replayed_again(
+        self, kafka: KafkaAdapter
+    ) -> None:
+        dead_letters, publisher = await kafka.dead_letters(), await kafka.publisher()
+        await dead_letters.put(event(), "boom")
+        [letter] = await dead_letters.list()
+
+        assert (await dead_letters.replay(letter.sequence, publisher)).acknowledged
+
+        with pytest.raises(KeyError):
+            await dead_letters.replay(letter.sequence, publisher)
