@@ -9,10 +9,39 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a readable `detail`."""
+
+    detail: str
+
+
+class InvalidInputBody(ErrorBody):
+    """A 422: the readable `detail`, and one entry per invalid field."""
+
+    errors: list[dict[str, Any]] = []
+
+
+def _error(description: str, model: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+# The error answers any route may give, documented in OpenAPI (pass to `FastAPI(responses=)`).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("a bearer token is required (MSC_API_TOKEN) and was missing or wrong"),
+    404: _error("no such resource"),
+    409: _error("the resource's state forbids it"),
+    413: _error("the body is larger than MSC_MAX_BODY_BYTES"),
+    422: _error("malformed input", InvalidInputBody),
+    503: _error("a dependency (database, broker) is unreachable"),
+}
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -44,7 +73,16 @@ def install_error_handlers(app: FastAPI, statuses: dict[type[Exception], int]) -
         log.warning("database unavailable: %s", exc)
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:  # FastAPI could not even parse the body: malformed input
+            return JSONResponse(status_code=422, content={"detail": "body: not valid JSON"})
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
+        )
+
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(DatabaseUnavailable, on_unavailable)
     for exc_type, status in statuses.items():
         app.add_exception_handler(exc_type, _answer_with(status))

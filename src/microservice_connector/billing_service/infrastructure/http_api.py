@@ -14,9 +14,10 @@ from microservice_connector.billing_service.domain import BillLine
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     SqlBillingRepository,
 )
-from microservice_connector.web.errors import install_error_handlers
+from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import id_path
+from microservice_connector.web.numbers import INTEGRAL
 from microservice_connector.web.server import lifespan
 
 CartId = Annotated[str, id_path("the cart's id")]
@@ -72,7 +73,7 @@ class PriceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    unit_price_cents: Annotated[int, Field(strict=True, ge=0, le=MAX_PRICE_CENTS)]
+    unit_price_cents: Annotated[int, Field(strict=True, ge=0, le=MAX_PRICE_CENTS), INTEGRAL]
 
 
 class PriceOut(BaseModel):
@@ -94,7 +95,12 @@ def create_billing_app(
 ) -> FastAPI:
     """The billing API; `on_startup`/`on_shutdown` start and stop the consumer and relay."""
 
-    app = FastAPI(title="Billing service", version="1", lifespan=lifespan(on_startup, on_shutdown))
+    app = FastAPI(
+        title="Billing service",
+        version="1",
+        lifespan=lifespan(on_startup, on_shutdown),
+        responses=ERROR_RESPONSES,
+    )
     install_error_handlers(app, {NotFound: 404})
     app.include_router(health_router(checks))
 

@@ -25,9 +25,10 @@ from microservice_connector.cart_service.infrastructure.schemas import (
     Event,
     Feed,
 )
-from microservice_connector.web.errors import install_error_handlers
+from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import ID_PATTERN, id_path
+from microservice_connector.web.numbers import MAX_SQL_INT
 from microservice_connector.web.server import lifespan
 
 CartId = Annotated[str, id_path("the cart's id")]
@@ -47,7 +48,12 @@ def create_app(
 ) -> FastAPI:
     """The cart API. `on_shutdown` runs after the server stops taking requests."""
 
-    app = FastAPI(title="Cart service", version="1", lifespan=lifespan(on_startup, on_shutdown))
+    app = FastAPI(
+        title="Cart service",
+        version="1",
+        lifespan=lifespan(on_startup, on_shutdown),
+        responses=ERROR_RESPONSES,
+    )
     install_error_handlers(
         app,
         {
@@ -88,7 +94,9 @@ def create_app(
         return Cart.of(await service.checkout(cart_id, correlation_id=correlation or _new_id()))
 
     @app.get("/carts/{cart_id}", response_model=Cart)
-    async def get_cart(cart_id: CartId, version: Annotated[int | None, Query(ge=1)] = None) -> Cart:
+    async def get_cart(
+        cart_id: CartId, version: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None
+    ) -> Cart:
         """The cart now, or as it was right after its `version`-th event."""
         return Cart.of(await service.get_cart(cart_id, version))
 
@@ -100,7 +108,9 @@ def create_app(
 
     @app.get("/events", response_model=Feed)
     async def feed(
-        after: Annotated[int, Query(ge=0, description="position to start after")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SQL_INT, description="position to start after")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Feed:
         """The global feed: events of every cart by position."""

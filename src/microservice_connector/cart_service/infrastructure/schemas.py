@@ -13,8 +13,9 @@ from microservice_connector.events.codec import EventDecodeError
 from microservice_connector.events.codecs import payload_builtins
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.web.ids import IdField
+from microservice_connector.web.numbers import INTEGRAL
 
-Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY), INTEGRAL]
 
 
 class AddItemBody(BaseModel):
