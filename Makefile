@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup tools run test lint format bench proto clean
+.PHONY: setup tools run test reliability lint format bench proto clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/msc up
 
+# Everything but the long reliability runs; their fast subset (marked reliability_smoke) stays.
 test: setup tools
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not reliability"
+
+# Crashes, outages, concurrency and hostile input under load, with a table of figures at the
+# end (also appended to bench/results/reliability.md). About 20-30 minutes on 2 cores.
+reliability: setup tools
+	$(BIN)/pytest -q tests/reliability
 
 # Debian packages some tests run for real: Prometheus and promtool, docker-compose (config
 # check only). Installed when missing and we are root, as on this project's machines and CI.
