@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     cart_url: str = "http://127.0.0.1:8080"
     billing_url: str = "http://127.0.0.1:8081"
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS authentication and TLS, passed to the client unchanged (secrets never logged).
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_credentials: Path | None = None  # a .creds file (JWT and NKey seed)
+    nats_tls: bool = False  # TLS with the system's CAs; implied by any nats_tls_* file
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None  # client certificate, for servers that verify clients
+    nats_tls_key: Path | None = None
+    nats_tls_hostname: str | None = None  # the name the server certificate must carry
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)

@@ -54,5 +54,6 @@ def open_broker_link(settings: Settings, *, name: str) -> BrokerLink:
 
         return KafkaLink.from_settings(settings, name=name)
     from microservice_connector.runtime.nats_link import NatsLink
+    from microservice_connector.runtime.nats_options import nats_connect_options
 
-    return NatsLink(settings.nats_servers(), name=name)
+    return NatsLink(settings.nats_servers(), name=name, options=nats_connect_options(settings))

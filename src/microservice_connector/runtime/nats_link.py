@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -14,6 +15,7 @@ from microservice_connector.messaging.nats.connection import connect_nats, ensur
 from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
 from microservice_connector.messaging.nats.publisher import NatsPublisher
 from microservice_connector.messaging.nats.subscriber import NatsSubscriber
+from microservice_connector.runtime.nats_options import redact
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,14 @@ STREAMS: Mapping[str, Sequence[str]] = {
 class NatsLink:
     """Connects (retrying with backoff) and makes sure the streams exist; `ready()` waits."""
 
-    def __init__(self, servers: Sequence[str], *, name: str) -> None:
+    def __init__(
+        self, servers: Sequence[str], *, name: str, options: Mapping[str, Any] | None = None
+    ) -> None:
+        """`options` (credentials, TLS: see `nats_connect_options`) go to `connect_nats`."""
         self._servers = list(servers)
+        self._shown = ", ".join(redact(url) for url in self._servers)  # for logs and /readyz
         self._name = name
+        self._options = dict(options or {})
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._ready = asyncio.Event()
@@ -43,7 +50,7 @@ class NatsLink:
     async def check(self) -> None:
         """Raise unless connected (for `/readyz`)."""
         if not self.connected:
-            raise ConnectionError(f"not connected to NATS at {', '.join(self._servers)}")
+            raise ConnectionError(f"not connected to NATS at {self._shown}")
 
     async def ready(self) -> JetStreamContext:
         """The JetStream context, once connected and the streams exist."""
@@ -72,7 +79,7 @@ class NatsLink:
         while not stop.is_set():
             client: Client | None = None
             try:
-                client = await connect_nats(self._servers, name=self._name)
+                client = await connect_nats(self._servers, name=self._name, **self._options)
                 js = client.jetstream()
                 for stream, subjects in STREAMS.items():
                     await ensure_stream(js, stream, subjects)
@@ -80,7 +87,7 @@ class NatsLink:
                 if client is not None:
                     with contextlib.suppress(Exception):
                         await client.close()
-                log.warning("NATS at %s not ready (%s); retrying", ", ".join(self._servers), exc)
+                log.warning("NATS at %s not ready (%s); retrying", self._shown, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)

@@ -91,7 +91,8 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
             raise BrokerRefusedCredentials(
                 f"NATS refused the credentials of {name}: {exc}"
             ) from exc
-        raise BrokerUnavailable(f"cannot connect {name} to NATS at {urls}: {exc}") from exc
+        shown = [url.rsplit("@", 1)[-1] for url in urls]  # never a password from a URL
+        raise BrokerUnavailable(f"cannot connect {name} to NATS at {shown}: {exc}") from exc
     connected = True
     return client
 
