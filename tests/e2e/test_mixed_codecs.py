@@ -136,7 +136,7 @@ def test_msc_snapshots_rebuild_leaves_every_cart_as_it_was(tmp_path: Path) -> No
     rebuilt = run_msc("snapshots", "rebuild", "--every", "10", "--data-dir", str(tmp_path))
     assert rebuilt.returncode == 0, rebuilt.stderr
     taken = sum(v >= 10 for v in versions.values())
-    assert f"took {taken} of carts with at least 10 events" in rebuilt.stdout
+    assert f"took {taken} snapshot(s) of carts with at least 10 events" in rebuilt.stdout
     with closing(sqlite3.connect(tmp_path / "events.db")) as db:
         stored = dict(db.execute("SELECT aggregate_id, version FROM snapshots").fetchall())
     assert stored == {cart: v for cart, v in versions.items() if v >= 10}

@@ -80,7 +80,8 @@ def rebuild(
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
     console.print(
-        f"deleted {deleted} snapshot(s); took {taken} of carts with at least {every} events"
+        f"deleted {deleted} snapshot(s); took {taken} snapshot(s) of carts with at least "
+        f"{every} events"
         if every
         else f"deleted {deleted} snapshot(s); snapshots are off (N = 0)"
     )
