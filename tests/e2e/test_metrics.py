@@ -100,7 +100,7 @@ def test_counters_equal_what_happened(flow: Flow, tmp_path: Path) -> None:
                 body = httpx.get(
                     f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}
                 ).json()
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # not up yet, or "Service Unavailable" text
                 return None
             result = body.get("data", {}).get("result", [])
             return float(result[0]["value"][1]) if result else None
