@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from microservice_connector.messaging.kafka.records import record_headers, record_key, sequence_of
 from microservice_connector.messaging.message import Message, PublishResult
+from microservice_connector.messaging.pipelined import publish_pipelined
 from microservice_connector.messaging.ports import Features
 
 # Kafka keeps messages (on a durable broker) and one key's order; it drops no duplicate id:
@@ -36,26 +36,13 @@ class KafkaPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        sent: list[asyncio.Future[Any] | str] = []
-        try:
-            # `send` waits for metadata while no broker answers: one deadline for the batch.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._ack_timeout):
-                    for message in messages:
-                        sent.append(await self._send(message))
-            stalled = f"no broker took it within {self._ack_timeout:g} s"
-            sent += [stalled] * (len(messages) - len(sent))
-            futures = [future for future in sent if not isinstance(future, str)]
-            if futures:
-                await asyncio.wait(futures, timeout=self._ack_timeout)
-            return [
-                _result(message, outcome, self._ack_timeout)
-                for message, outcome in zip(messages, sent, strict=True)
-            ]
-        finally:
-            for outcome in sent:
-                if not isinstance(outcome, str) and not outcome.done():
-                    outcome.cancel()
+        return await publish_pipelined(
+            messages,
+            self._send,
+            _result,
+            ack_timeout=self._ack_timeout,
+            stalled=f"no broker took it within {self._ack_timeout:g} s",
+        )
 
     async def close(self) -> None:
         """Refuse further publishes; the producer belongs to whoever started it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 from nats.js import JetStreamContext
@@ -12,6 +11,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats.connection import client_of
+from microservice_connector.messaging.pipelined import publish_pipelined
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
@@ -40,27 +40,13 @@ class NatsPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        sent: list[asyncio.Future[PubAck] | str] = []
-        try:
-            # One deadline for the whole batch: a per-message `wait_stall` costs a task each.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._ack_timeout):
-                    for message in messages:
-                        sent.append(await self._send(message))
-            stalled = f"too many publishes in flight for {self._ack_timeout:g} s"
-            sent += [stalled] * (len(messages) - len(sent))
-            futures = [future for future in sent if not isinstance(future, str)]
-            if futures:
-                await asyncio.wait(futures, timeout=self._ack_timeout)
-            return [
-                _result(message, outcome, self._ack_timeout)
-                for message, outcome in zip(messages, sent, strict=True)
-            ]
-        finally:
-            # A pending future holds one of nats-py's in-flight slots until it is done.
-            for outcome in sent:
-                if not isinstance(outcome, str) and not outcome.done():
-                    outcome.cancel()
+        return await publish_pipelined(
+            messages,
+            self._send,
+            _result,
+            ack_timeout=self._ack_timeout,
+            stalled=f"too many publishes in flight for {self._ack_timeout:g} s",
+        )
 
     async def close(self) -> None:
         """Refuse further publishes; the connection belongs to whoever opened it."""

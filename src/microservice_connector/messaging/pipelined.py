@@ -1,0 +1,44 @@
+"""Publishing a batch with many messages in flight: what every broker adapter does alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from microservice_connector.messaging.message import Message, PublishResult
+
+Ack = TypeVar("Ack")
+
+
+async def publish_pipelined(
+    messages: Sequence[Message],
+    send: Callable[[Message], Awaitable[asyncio.Future[Ack] | str]],
+    result: Callable[[Message, asyncio.Future[Ack] | str, float], PublishResult],
+    *,
+    ack_timeout: float,
+    stalled: str,
+) -> list[PublishResult]:
+    """Send every message (one deadline for the whole batch), wait up to `ack_timeout` for
+    the acks, and return one result per message in order; `send` answers a future of the
+    broker's ack, or the reason it could not send. Never raises for a message; futures
+    still pending at the end are cancelled, so none holds a client's in-flight slot."""
+    sent: list[asyncio.Future[Ack] | str] = []
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ack_timeout):
+                for message in messages:
+                    sent.append(await send(message))
+        sent += [stalled] * (len(messages) - len(sent))
+        futures = [future for future in sent if not isinstance(future, str)]
+        if futures:
+            await asyncio.wait(futures, timeout=ack_timeout)
+        return [
+            result(message, outcome, ack_timeout)
+            for message, outcome in zip(messages, sent, strict=True)
+        ]
+    finally:
+        for outcome in sent:
+            if not isinstance(outcome, str) and not outcome.done():
+                outcome.cancel()
