@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -23,6 +24,7 @@ from microservice_connector.cli.common import (
 from microservice_connector.eventstore import DatabaseUnavailable
 from microservice_connector.runtime.logs import configure_logging
 from microservice_connector.runtime.system import StartupFailed, System, free_port
+from microservice_connector.settings import Settings
 
 HostOption = Annotated[
     str | None, typer.Option("--host", help="Address to listen on [env MSC_HOST; 127.0.0.1]")
@@ -96,9 +98,19 @@ def cart_service(
         broker=broker_name(broker),
         kafka_bootstrap=kafka_bootstrap,
     )
+    _run_service(
+        settings,
+        lambda: run_cart_service(
+            settings, host=settings.host, port=settings.cart_port, relay=relay
+        ),
+    )
+
+
+def _run_service(settings: Settings, run: Callable[[], None]) -> None:
+    """Log as configured, run the service, and turn a missing database into a clear exit 2."""
     configure_logging(settings.log_format)
     try:
-        run_cart_service(settings, host=settings.host, port=settings.cart_port, relay=relay)
+        run()
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
 
@@ -132,11 +144,10 @@ def billing_service(
         broker=broker_name(broker),
         kafka_bootstrap=kafka_bootstrap,
     )
-    configure_logging(settings.log_format)
-    try:
-        run_billing_service(settings, host=settings.host, port=settings.billing_port)
-    except DatabaseUnavailable as exc:
-        fail(str(exc), 2)
+    _run_service(
+        settings,
+        lambda: run_billing_service(settings, host=settings.host, port=settings.billing_port),
+    )
 
 
 def up(
