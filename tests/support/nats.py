@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from support.processes import end_process, log_tail
+
 START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
 
 
 class NatsServerError(RuntimeError):
@@ -142,17 +143,7 @@ class NatsServer:
 
     def _end(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, sig)
 
     def _tail_of_log(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log)

@@ -93,3 +93,25 @@ def cart_service(data_dir: Path, *, database_url: str | None = None) -> Iterator
     base = f"http://127.0.0.1:{port}"
     with msc_service(args, health_url=f"{base}/healthz", log=data_dir / f"cart-{port}.log"):
         yield base
+
+
+def end_process(
+    process: subprocess.Popen[bytes] | None, sig: signal.Signals, grace: float = 10.0
+) -> None:
+    """Send `sig` to a still-running `process` and reap it (SIGKILL if it lingers)."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def log_tail(log: Path, chars: int = 2000) -> str:
+    """The end of a process's log, for failure messages."""
+    try:
+        return log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"

@@ -20,10 +20,10 @@ import pytest
 
 from microservice_connector.runtime.tansu import TansuUnavailable, tansu_command
 from support.nats import accepts_connections, free_port
+from support.processes import end_process, log_tail
 from support.tcp_proxy import TcpProxy
 
 START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
 
 
 def tansu_or_skip() -> None:
@@ -105,17 +105,7 @@ class TansuServer:
 
     def _end(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, sig)
 
     def _tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log)
