@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     cart_url: str = "http://127.0.0.1:8080"
     billing_url: str = "http://127.0.0.1:8081"
     nats_url: str = "nats://127.0.0.1:4222"
+    # Copies of each stream (and its consumers) a JetStream cluster keeps: 3 on a 3-node one.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     # NATS authentication and TLS, passed to the client unchanged (secrets never logged).
     nats_user: str | None = None
     nats_password: SecretStr | None = None

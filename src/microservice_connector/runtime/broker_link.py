@@ -56,4 +56,9 @@ def open_broker_link(settings: Settings, *, name: str) -> BrokerLink:
     from microservice_connector.runtime.nats_link import NatsLink
     from microservice_connector.runtime.nats_options import nats_connect_options
 
-    return NatsLink(settings.nats_servers(), name=name, options=nats_connect_options(settings))
+    return NatsLink(
+        settings.nats_servers(),
+        name=name,
+        options=nats_connect_options(settings),
+        replicas=settings.nats_replicas,
+    )

@@ -31,13 +31,20 @@ class NatsLink:
     """Connects (retrying with backoff) and makes sure the streams exist; `ready()` waits."""
 
     def __init__(
-        self, servers: Sequence[str], *, name: str, options: Mapping[str, Any] | None = None
+        self,
+        servers: Sequence[str],
+        *,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+        replicas: int = 1,
     ) -> None:
-        """`options` (credentials, TLS: see `nats_connect_options`) go to `connect_nats`."""
+        """`options` (credentials, TLS: see `nats_connect_options`) go to `connect_nats`;
+        streams get `replicas` copies (their durable consumers inherit it)."""
         self._servers = list(servers)
         self._shown = ", ".join(redact(url) for url in self._servers)  # for logs and /readyz
         self._name = name
         self._options = dict(options or {})
+        self._replicas = replicas
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._ready = asyncio.Event()
@@ -82,7 +89,7 @@ class NatsLink:
                 client = await connect_nats(self._servers, name=self._name, **self._options)
                 js = client.jetstream()
                 for stream, subjects in STREAMS.items():
-                    await ensure_stream(js, stream, subjects)
+                    await ensure_stream(js, stream, subjects, replicas=self._replicas)
             except Exception as exc:
                 if client is not None:
                     with contextlib.suppress(Exception):

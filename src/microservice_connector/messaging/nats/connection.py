@@ -109,10 +109,13 @@ async def ensure_stream(
     *,
     max_age: float | None = None,
     duplicate_window: float = 120.0,
+    replicas: int = 1,
 ) -> StreamInfo:
-    """The stream `name` holding exactly `subjects`: created (file storage), or updated if it
-    holds other subjects. Idempotent, and safe to call from several processes at once;
-    `max_age` and `duplicate_window` (seconds) apply when it is created."""
+    """The stream `name` holding exactly `subjects` with at least `replicas` copies: created
+    (file storage), or updated if it holds other subjects or fewer copies (never lowered, so
+    a client with the default does not shrink a cluster's streams). Idempotent, and safe to
+    call from several processes at once; `max_age` and `duplicate_window` (seconds) apply
+    when it is created. More than 1 replica needs a JetStream cluster of as many nodes."""
     wanted = list(subjects)
     for _ in range(3):  # another process may create it between our look and our create
         try:
@@ -125,6 +128,7 @@ async def ensure_stream(
                 storage=StorageType.FILE,
                 max_age=max_age,
                 duplicate_window=duplicate_window,
+                num_replicas=replicas,
             )
             try:
                 return await js.add_stream(config)
@@ -132,10 +136,19 @@ async def ensure_stream(
                 if exc.err_code != _STREAM_NAME_IN_USE:
                     raise
                 continue
-        if sorted(info.config.subjects or []) == sorted(wanted):
+        held = info.config.num_replicas or 1
+        if sorted(info.config.subjects or []) == sorted(wanted) and held >= replicas:
             return info
-        log.info("stream %s: subjects %s -> %s", name, info.config.subjects, wanted)
-        return await js.update_stream(info.config.evolve(subjects=wanted))
+        log.info(
+            "stream %s: subjects %s -> %s, replicas %d -> %d",
+            name,
+            info.config.subjects,
+            wanted,
+            held,
+            max(held, replicas),
+        )
+        changed = info.config.evolve(subjects=wanted, num_replicas=max(held, replicas))
+        return await js.update_stream(changed)
     raise BrokerUnavailable(f"stream {name} keeps changing under us; gave up ensuring it")
 
 
