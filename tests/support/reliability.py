@@ -12,6 +12,7 @@ not the cart's, or billing applying more events than are stored).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,10 +237,14 @@ class Answer:
 
 
 class Load:
-    """`clients` threads sending commands over `carts` until stopped; keeps every answer."""
+    """`clients` threads sending commands over `carts` until stopped; keeps every answer.
+    Given several cart service URLs, each thread takes them in turn, request by request."""
 
-    def __init__(self, url: str, carts: list[str], *, clients: int = 4, seed: int = 0) -> None:
-        self.url, self.carts, self.clients, self.seed = url, carts, clients, seed
+    def __init__(
+        self, url: str | Sequence[str], carts: list[str], *, clients: int = 4, seed: int = 0
+    ) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url, self.carts, self.clients, self.seed = self.urls[0], carts, clients, seed
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -284,8 +289,11 @@ class Load:
 
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
+        first = seed % len(self.urls)  # threads start on different instances
+        urls = itertools.cycle(self.urls[first:] + self.urls[:first])
         with httpx.Client(timeout=30) as http:
             while not self._stop.is_set():
+                url = next(urls)
                 cart_id, item = rng.choice(self.carts), rng.choice(ITEMS)
                 correlation = str(uuid.uuid4())
                 headers = {"X-Correlation-ID": correlation}
@@ -294,18 +302,16 @@ class Load:
                     if roll < 0.8:
                         body = {"item_id": item, "quantity": rng.randint(1, 5)}
                         response = http.post(
-                            f"{self.url}/carts/{cart_id}/items", json=body, headers=headers
+                            f"{url}/carts/{cart_id}/items", json=body, headers=headers
                         )
                     elif roll < 0.99:
                         response = http.delete(
-                            f"{self.url}/carts/{cart_id}/items/{item}",
+                            f"{url}/carts/{cart_id}/items/{item}",
                             params={"quantity": 1},
                             headers=headers,
                         )
                     else:
-                        response = http.post(
-                            f"{self.url}/carts/{cart_id}/checkout", headers=headers
-                        )
+                        response = http.post(f"{url}/carts/{cart_id}/checkout", headers=headers)
                 except httpx.HTTPError as exc:
                     answer = Answer(correlation, cart_id, 0, refused=_refused(exc))
                     self._stop.wait(0.05)  # the service is down: do not spin
