@@ -13,9 +13,12 @@ across `kill()` and `start()`, so a killed node comes back as the same peer and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -68,6 +71,17 @@ class ClusterNode(NatsServer):
             return None
         body: dict[str, Any] = response.json() if response.status_code == 200 else {}
         return body or None
+
+    def client_names(self) -> list[str]:
+        """The names of the clients connected to this node now (`/connz`); [] if it is down."""
+        if not self.running:
+            return []
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.monitor_port}/connz", timeout=1.0)
+        except httpx.HTTPError:
+            return []
+        connections = response.json().get("connections") or []
+        return [str(connection.get("name") or "") for connection in connections]
 
 
 class NatsCluster:
@@ -153,8 +167,21 @@ class NatsCluster:
 
         _poll(current, timeout, f"every replica of stream {stream} to be current")
 
+    def move_stream_leader(self, stream: str, to: int, timeout: float = READY_TIMEOUT_S) -> None:
+        """Make node `to` the leader of `stream` (a JetStream leader step-down naming it as
+        the preferred successor); returns once it leads."""
+        payload = json.dumps({"placement": {"preferred": self.nodes[to].name}}).encode()
+
+        def moved() -> bool | None:
+            if self.stream_leader(stream, timeout) == to:
+                return True
+            _in_thread(self._request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", payload))
+            return None
+
+        _poll(moved, timeout, f"node {to} to lead stream {stream}")
+
     def _stream_info(self, stream: str) -> Any:
-        return asyncio.run(self._ask_stream_info(stream))
+        return _in_thread(self._ask_stream_info(stream))
 
     async def _ask_stream_info(self, stream: str) -> Any:
         for node in self.nodes:
@@ -176,6 +203,15 @@ class NatsCluster:
                 await client.close()
         return None
 
+    async def _request(self, subject: str, payload: bytes) -> None:
+        url = next(node.client_url for node in self.nodes if node.running)
+        client = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+        try:
+            with contextlib.suppress(Exception):  # a refused step-down is retried by the caller
+                await client.request(subject, payload, timeout=2)
+        finally:
+            await client.close()
+
     def close(self) -> None:
         """Stop every node (their stores stay under `root`)."""
         for node in self.nodes:
@@ -191,6 +227,12 @@ class NatsCluster:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on a loop of its own, so callers may be inside a running loop or not."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _poll(condition: Callable[[], T | None], timeout: float, what: str) -> T:
