@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup tools run test reliability lint format bench proto clean
+.PHONY: setup tools run test reliability scale lint format bench proto clean
 
 setup: $(STAMP)
 
@@ -18,14 +18,21 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/msc up
 
-# Everything but the long reliability runs; their fast subset (marked reliability_smoke) stays.
+# Everything but the long reliability and scale runs; the fast reliability subset
+# (marked reliability_smoke) stays.
 test: setup tools
-	$(BIN)/pytest -q -m "not reliability"
+	$(BIN)/pytest -q -m "not reliability and not scale"
 
 # Crashes, outages, concurrency and hostile input under load, with a table of figures at the
 # end (also appended to bench/results/reliability.md). About 20-30 minutes on 2 cores.
 reliability: setup tools
 	$(BIN)/pytest -q tests/reliability
+
+# Scale-out: 3 cart and 3 billing instances on PostgreSQL under load, over a 3-node NATS
+# cluster and over Kafka (Tansu), SIGKILLing instances (and the stream leader) midway; a
+# table of figures at the end. About 5-10 minutes on 2 cores.
+scale: setup
+	$(BIN)/pytest -q -m scale tests/scale
 
 # Debian packages some tests run for real: Prometheus and promtool, docker-compose (config
 # check only). Installed when missing and we are root, as on this project's machines and CI.
