@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import metadata
+from microservice_connector.eventstore.schema_upgrade import add_missing_columns
 
 SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
 BUSY_TIMEOUT_MS = 10_000
+log = logging.getLogger(__name__)
+# Any fixed 64-bit number; instances creating one PostgreSQL schema at once take turns on it.
+_SCHEMA_LOCK_KEY = 0x6D73_635F_7363_686D  # "msc_schm"
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def parse_database_url(url: str) -> URL:
@@ -89,12 +95,25 @@ def _sqlite_engine(url: URL, *, writer: bool, synchronous: SqliteSynchronous) ->
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes; `DatabaseUnavailable` if the database is not there."""
+def create_schema(engine: Engine, tables: MetaData = metadata) -> None:
+    """Create missing tables and indexes and add missing nullable columns, logging what was
+    added; on PostgreSQL one instance at a time, so instances may start together.
+    `DatabaseUnavailable` if the database is not there."""
     try:
-        metadata.create_all(engine)
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(_ADVISORY_LOCK, {"key": _SCHEMA_LOCK_KEY})
+            tables.create_all(connection)
+            added = add_missing_columns(connection, tables)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
+    if added:
+        log.warning("%s: added columns %s", describe(engine), ", ".join(added))
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL, password hidden."""
+    return engine.url.render_as_string(hide_password=True)
 
 
 def ping(engine: Engine) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import ColumnElement, Engine, Row, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
@@ -47,11 +48,21 @@ class OutboxStatus:
 
 
 class SqlOutbox:
-    """Reads pending rows oldest first and marks them; a row is marked only once acked."""
+    """Reads pending rows oldest first and marks them; a row is marked only once acked.
+
+    On PostgreSQL several relays share the table: each claims rows under a lease
+    (`claim`), so they publish different rows, and a dead relay's rows are claimed by
+    another once its lease runs out. SQLite has one writer, hence one relay: `claim` reads.
+    """
 
     def __init__(self, writer: Engine, reader: Engine) -> None:
         self._writer = writer
         self._reader = reader
+
+    @property
+    def leases(self) -> bool:
+        """Whether `claim` takes leases (PostgreSQL) or only reads pending rows (SQLite)."""
+        return self._writer.dialect.name == "postgresql"
 
     def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first."""
@@ -59,19 +70,50 @@ class SqlOutbox:
             select(outbox).where(outbox.c.published_at.is_(None)).order_by(outbox.c.id).limit(limit)
         )
         with self._guard(self._reader), self._reader.connect() as connection:
-            return [
-                OutboxRow(
-                    id=row.id,
-                    event_id=row.event_id,
-                    topic=row.topic,
-                    key=row.key,
-                    headers=_decode_headers(row.headers),
-                    payload=bytes(row.payload),
-                    created_at=_utc(row.created_at),
-                    attempts=row.attempts,
-                )
-                for row in connection.execute(query)
-            ]
+            return [_row(row) for row in connection.execute(query)]
+
+    def claim(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first, that no other relay holds a lease
+        on; they are leased to `relay_id` for `lease_seconds` (by the database's clock).
+
+        A relay's own leased rows come back to it (a retry, or a restart under the same id).
+        Rows other relays are claiming at this moment are skipped, not waited for.
+        """
+        if not self.leases:
+            return self.pending(limit)
+        free = or_(
+            outbox.c.claimed_until.is_(None),
+            outbox.c.claimed_until < func.now(),
+            outbox.c.claimed_by == relay_id,
+        )
+        chosen = (
+            select(outbox.c.id)
+            .where(outbox.c.published_at.is_(None), free)
+            .order_by(outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("chosen")
+        )
+        leased = (
+            update(outbox)
+            .where(outbox.c.id == chosen.c.id)
+            .values(
+                claimed_by=relay_id,
+                claimed_until=func.now() + timedelta(seconds=lease_seconds),
+            )
+            .returning(*outbox.c)
+        )
+        with self._guard(self._writer), self._writer.begin() as connection:
+            rows = [_row(row) for row in connection.execute(leased)]
+        return sorted(rows, key=lambda row: row.id)
+
+    def release(self, relay_id: str) -> None:
+        """End `relay_id`'s leases on rows it did not publish, so others take them at once."""
+        if self.leases:
+            self._update_where(
+                (outbox.c.claimed_by == relay_id) & outbox.c.published_at.is_(None),
+                claimed_until=None,
+            )
 
     def mark_published(self, ids: Sequence[int]) -> None:
         """Record that the broker acknowledged these rows; they are not published again."""
@@ -97,8 +139,11 @@ class SqlOutbox:
         )
 
     def _update(self, ids: Sequence[int], **values: object) -> None:
+        self._update_where(outbox.c.id.in_(ids), **values)
+
+    def _update_where(self, condition: ColumnElement[bool], **values: object) -> None:
         with self._guard(self._writer), self._writer.begin() as connection:
-            connection.execute(update(outbox).where(outbox.c.id.in_(ids)).values(**values))
+            connection.execute(update(outbox).where(condition).values(**values))
 
     @staticmethod
     def _guard(engine: Engine) -> _Guard:
@@ -117,6 +162,19 @@ class _Guard:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, SQLAlchemyError):
             raise DatabaseUnavailable(engines.describe_failure(self._engine, exc)) from exc
+
+
+def _row(row: Row[Any]) -> OutboxRow:
+    return OutboxRow(
+        id=row.id,
+        event_id=row.event_id,
+        topic=row.topic,
+        key=row.key,
+        headers=_decode_headers(row.headers),
+        payload=bytes(row.payload),
+        created_at=_utc(row.created_at),
+        attempts=row.attempts,
+    )
 
 
 def _utc(moment: datetime) -> datetime:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from microservice_connector.messaging.ports import Publisher
 
 log = logging.getLogger(__name__)
 FLUSH_S = 3.0
+DEFAULT_LEASE_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,10 @@ class OutboxRelay:
     and mark republishes, and the broker (`Nats-Msg-Id`) or the consumer drops the duplicate.
 
     It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
-    backs off exponentially while the broker or the database is unavailable.
+    backs off exponentially while the broker or the database is unavailable. Relays sharing a
+    PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
+    (`SqlOutbox.claim`): when one dies, another publishes its rows within
+    `lease_seconds + poll_interval`.
     """
 
     def __init__(
@@ -54,7 +60,11 @@ class OutboxRelay:
         max_backoff: float = 5.0,
         observer: RelayObserver | None = None,
         mark_published: Callable[[list[int]], Awaitable[None]] | None = None,
+        relay_id: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_S,
     ) -> None:
+        self.relay_id = relay_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._lease_seconds = lease_seconds
         self._outbox = outbox
         self._publisher = publisher
         self._batch_size = batch_size
@@ -76,7 +86,7 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
-        (what is not acked by then stays pending, to be published on the next start)."""
+        (what is not acked by then stays pending, its leases released for other relays)."""
         self._loop = asyncio.get_running_loop()
         backoff = 0.0
         while not stop.is_set():
@@ -95,6 +105,8 @@ class OutboxRelay:
             else:
                 backoff = 0.0
         await self._flush()
+        with contextlib.suppress(DatabaseUnavailable):
+            await asyncio.to_thread(self._outbox.release, self.relay_id)
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError, DatabaseUnavailable):
@@ -106,8 +118,11 @@ class OutboxRelay:
         await asyncio.to_thread(self._outbox.mark_published, ids)
 
     async def relay_once(self) -> RelayRound:
-        """Publish one batch of pending rows; mark those the broker acknowledged."""
-        rows = await asyncio.to_thread(self._outbox.pending, self._batch_size)
+        """Publish one batch of pending rows (claimed, where relays share the outbox); mark
+        those the broker acknowledged."""
+        rows = await asyncio.to_thread(
+            self._outbox.claim, self.relay_id, self._batch_size, self._lease_seconds
+        )
         if not rows:
             return RelayRound(0, 0)
         started = time.perf_counter()

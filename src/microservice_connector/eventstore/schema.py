@@ -1,4 +1,7 @@
-"""The tables of DESIGN §3.2: events (the original schema, extended), snapshots, outbox."""
+"""The tables of DESIGN §3.2: events (the original schema, extended), snapshots, outbox.
+
+Columns added later are nullable, so `engine.create_schema` can add them to older databases.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +66,10 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
+    # The relay holding the row's lease (PostgreSQL, several relays), and until when; the
+    # last holder stays recorded once the row is published.
+    Column("claimed_by", String(128), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
     Index(
         "idx_outbox_pending",
         "id",
