@@ -252,6 +252,19 @@ class SqlEventStore:
         )
         return self._read(query)
 
+    def find(self, event_id: str) -> RecordedEvent | None:
+        """The stored event with this `event_id`, or None."""
+        found = self._read(select(*_EVENT_COLUMNS).where(events.c.event_id == event_id))
+        return found[0] if found else None
+
+    def last_position(self) -> int:
+        """The newest event's position; 0 for an empty store."""
+        try:
+            with self._reader.connect() as connection:
+                return int(connection.execute(select(func.max(events.c.id))).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+
     def _read(self, query: Any, params: dict[str, Any] | None = None) -> list[RecordedEvent]:
         try:
             with self._reader.connect() as connection:
