@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from microservice_connector.billing_service.domain import Bill, Invoice
+
+if TYPE_CHECKING:  # the ledger defines it and imports this module
+    from microservice_connector.billing_service.application.ledger import CartEventIn
 
 
 class BillingTransaction(Protocol):
@@ -18,6 +21,10 @@ class BillingTransaction(Protocol):
 
     def save_bills(self, bills: Collection[Bill]) -> None:
         """Store the bills (insert or replace)."""
+        ...
+
+    def record_applied(self, applied: Collection[CartEventIn]) -> None:
+        """Keep which events this transaction applied (the lineage view shows it)."""
         ...
 
     def price_of(self, item_id: str) -> int | None:

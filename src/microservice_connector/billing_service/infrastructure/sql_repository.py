@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +13,12 @@ import msgspec
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
+    handled_events,
     invoices,
     metadata,
     prices,
@@ -48,6 +51,17 @@ _BILL_VALUES: dict[str, Any] = {
 _UPDATE_BILL = update(bills).where(bills.c.cart_id == bindparam("b_cart_id")).values(_BILL_VALUES)
 _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
+_INSERT_HANDLED = insert(handled_events)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """A cart event billing applied: which cart version, and when it committed."""
+
+    event_id: str
+    cart_id: str
+    version: int
+    applied_at: datetime
 
 
 class SqlTransaction:
@@ -92,6 +106,23 @@ class SqlTransaction:
         if new:
             self.connection.execute(_INSERT_BILL, new)
         self._stored.update({bill.cart_id: bill for bill in changed})
+
+    def record_applied(self, applied: Collection[CartEventIn]) -> None:
+        """Keep which events this transaction applied, and when (one statement for all)."""
+        if applied:
+            now = datetime.now(UTC)
+            self.connection.execute(
+                _INSERT_HANDLED,
+                [
+                    {
+                        "event_id": e.event_id,
+                        "cart_id": e.cart_id,
+                        "version": e.version,
+                        "applied_at": now,
+                    }
+                    for e in applied
+                ],
+            )
 
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None."""
@@ -219,6 +250,19 @@ class SqlBillingRepository:
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
+            tx.connection.execute(delete(handled_events))
+
+    def applied(self, event_id: str) -> AppliedEvent | None:
+        """When billing applied the cart event `event_id`, or None if it has not."""
+        with self.transaction() as tx:
+            row = tx.connection.execute(
+                select(handled_events).where(handled_events.c.event_id == event_id)
+            ).first()
+        if row is None:
+            return None
+        applied_at: datetime = row.applied_at
+        applied_at = applied_at.replace(tzinfo=UTC) if applied_at.tzinfo is None else applied_at
+        return AppliedEvent(row.event_id, row.cart_id, row.version, applied_at)
 
     def summary(self) -> dict[str, int]:
         """Every bill's total by cart id, for comparing rebuilds."""
