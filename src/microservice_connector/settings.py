@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +38,10 @@ class Settings(BaseSettings):
     nats_tls_cert: Path | None = None  # client certificate, for servers that verify clients
     nats_tls_key: Path | None = None
     nats_tls_hostname: str | None = None  # the name the server certificate must carry
+    # This process among several of one service: in every log line, the metrics, and the
+    # outbox leases its relay takes. Default `<hostname>-<pid>`.
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    relay_lease_s: float = Field(default=15.0, ge=1.0, le=3600.0)  # see OutboxRelay
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)
@@ -65,6 +71,10 @@ class Settings(BaseSettings):
     def api_token_value(self) -> str | None:
         """The bearer token, or None when the API is open."""
         return self.api_token.get_secret_value() if self.api_token else None
+
+    def instance(self) -> str:
+        """This instance's id: `MSC_INSTANCE_ID`, else `<hostname>-<pid>`."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""

@@ -64,7 +64,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     handler = CartEventHandler(ledger, events or default_registry())
     link = open_broker_link(settings, name="billing-service")
     background = Background()
-    registry = service_registry()
+    registry = service_registry("billing", settings.instance())
     metrics = BillingMetrics(registry, ledger)
 
     async def consume(stop: asyncio.Event) -> None:
@@ -94,7 +94,12 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         publisher = await until_stopped(link.publisher(), stop)
         if publisher is None:
             return
-        await OutboxRelay(repository.store.outbox, publisher).run(stop)
+        await OutboxRelay(
+            repository.store.outbox,
+            publisher,
+            relay_id=settings.instance(),
+            lease_seconds=settings.relay_lease_s,
+        ).run(stop)
 
     async def start() -> None:
         background.start("broker-link", link.run)

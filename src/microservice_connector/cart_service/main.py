@@ -38,7 +38,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     )
     sql_store.ping()
     store = GroupCommitStore(sql_store)
-    registry = service_registry()
+    registry = service_registry("cart", settings.instance())
     metrics = CartMetrics(registry, sql_store.outbox)
     service = CartService(
         store,
@@ -71,6 +71,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
                 publisher,
                 observer=metrics,
                 mark_published=store.mark_published,  # on the writer thread, after a commit
+                relay_id=settings.instance(),
+                lease_seconds=settings.relay_lease_s,
             )
             store.on_commit(outbox_relay.wake)
             await outbox_relay.run(stop)

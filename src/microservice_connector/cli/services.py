@@ -108,7 +108,7 @@ def cart_service(
 
 def _run_service(settings: Settings, run: Callable[[], None]) -> None:
     """Log as configured, run the service, and turn a missing database into a clear exit 2."""
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, instance=settings.instance())
     try:
         run()
     except DatabaseUnavailable as exc:

@@ -11,9 +11,22 @@ EVENT_FIELDS = ("event_id", "aggregate_id", "correlation_id", "event_type", "ver
 LogFormat = Literal["text", "json"]
 
 
+class InstanceFilter(logging.Filter):
+    """Stamps every record with the instance that wrote it (`record.instance`)."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always keeps the record."""
+        record.instance = self.instance
+        return True
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message, and the event fields
-    (`event_id`, `aggregate_id`, `correlation_id`, …) given as `extra`."""
+    """One JSON object per record: time, level, instance, logger, message, and the event
+    fields (`event_id`, `aggregate_id`, `correlation_id`, …) given as `extra`."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -22,6 +35,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if "instance" in record.__dict__:
+            entry["instance"] = record.__dict__["instance"]
         for name in EVENT_FIELDS:
             if name in record.__dict__:
                 entry[name] = record.__dict__[name]
@@ -30,13 +45,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
-    """Send logs to stderr in `fmt`; uvicorn's own loggers follow the same format."""
+def configure_logging(
+    fmt: LogFormat = "text", level: int = logging.INFO, *, instance: str | None = None
+) -> None:
+    """Send logs to stderr in `fmt`, each line naming `instance` when given; uvicorn's own
+    loggers follow the same format."""
     handler = logging.StreamHandler()
+    if instance is not None:
+        handler.addFilter(InstanceFilter(instance))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        shown = " %(instance)s" if instance is not None else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s{shown} %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
