@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import nats
+from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
 
 from support.nats import NatsServer, free_port
@@ -140,7 +141,7 @@ class NatsCluster:
         names = [node.name for node in self.nodes]
 
         def leader() -> int | None:
-            info = self._stream_info(stream)
+            info = self.stream_info(stream)
             name = info.cluster.leader if info is not None and info.cluster else None
             return names.index(name) if name in names else None
 
@@ -148,7 +149,7 @@ class NatsCluster:
 
     def stream_replicas(self, stream: str) -> int:
         """The replica count `stream` was created with."""
-        info = self._stream_info(stream)
+        info = self.stream_info(stream)
         if info is None:
             raise AssertionError(f"stream {stream} does not exist or no node answers")
         return info.config.num_replicas or 1
@@ -159,7 +160,7 @@ class NatsCluster:
         wanted = {node.name for node in self.nodes if node.running}
 
         def current() -> bool | None:
-            info = self._stream_info(stream)
+            info = self.stream_info(stream)
             if info is None or info.cluster is None or info.cluster.leader is None:
                 return None
             caught_up = {peer.name for peer in info.cluster.replicas or [] if peer.current}
@@ -180,10 +181,11 @@ class NatsCluster:
 
         _poll(moved, timeout, f"node {to} to lead stream {stream}")
 
-    def _stream_info(self, stream: str) -> Any:
+    def stream_info(self, stream: str) -> StreamInfo | None:
+        """`stream`'s info from any node that answers; None if it is not there or none can tell."""
         return _in_thread(self._ask_stream_info(stream))
 
-    async def _ask_stream_info(self, stream: str) -> Any:
+    async def _ask_stream_info(self, stream: str) -> StreamInfo | None:
         for node in self.nodes:
             if not node.running:
                 continue

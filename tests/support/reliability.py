@@ -33,6 +33,7 @@ import nats
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.nats import NatsServer
+from support.nats_cluster import NatsCluster
 from support.processes import MSC, free_port, wait_for
 from support.system import ITEMS, expected_bill
 
@@ -203,12 +204,26 @@ class System:
 
 @contextmanager
 def running_system(
-    data_dir: Path, *, nats_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    nats_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    cluster: NatsCluster | None = None,
 ) -> Iterator[System]:
     """A `System` on free loopback ports, its data under `data_dir`; stopped at the end.
-    `nats_args` go to `nats-server`, `env` to both services."""
-    nats = NatsServer(data_dir / "nats", args=nats_args).start()
-    env = {"MSC_BROKER": "nats", "MSC_NATS_URL": nats.url, **(env or {})}
+    `nats_args` go to `nats-server`, `env` to both services. With a running `cluster`, the
+    services get every node's URL and streams of as many replicas, and `System.nats` is its
+    first node (the cluster is the caller's to stop)."""
+    if cluster is None:
+        nats = NatsServer(data_dir / "nats", args=nats_args).start()
+        broker = {"MSC_NATS_URL": nats.url}
+    else:
+        nats = cluster.nodes[0]
+        broker = {
+            "MSC_NATS_URL": ",".join(cluster.urls),
+            "MSC_NATS_REPLICAS": str(len(cluster.nodes)),
+        }
+    env = {"MSC_BROKER": "nats", **broker, **(env or {})}
     common = ["--data-dir", str(data_dir)]
     cart = Service("cart-service", common, free_port(), data_dir / "cart.log", env)
     billing = Service("billing-service", common, free_port(), data_dir / "billing.log", env)
@@ -222,7 +237,8 @@ def running_system(
             with suppress(AssertionError):
                 service.terminate(timeout=30)
         system.http.close()
-        nats.close()
+        if cluster is None:
+            nats.close()
 
 
 @dataclass
