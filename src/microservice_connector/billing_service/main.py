@@ -12,6 +12,14 @@ from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
     CartEventHandler,
 )
+from microservice_connector.billing_service.infrastructure.deadletter_api import (
+    DeadLetterBox,
+    deadletter_router,
+)
+from microservice_connector.billing_service.infrastructure.handling_api import (
+    LagReading,
+    handling_router,
+)
 from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
 from microservice_connector.billing_service.infrastructure.metrics import BillingMetrics
 from microservice_connector.billing_service.infrastructure.sql_repository import (
@@ -33,6 +41,7 @@ from microservice_connector.messaging.middleware import (
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import Subscription, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.web.cors import allow_ui
 from microservice_connector.web.guards import protect
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
@@ -66,6 +75,8 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     background = Background()
     registry = service_registry("billing", settings.instance())
     metrics = BillingMetrics(registry, ledger)
+    lag = LagReading()
+    box = DeadLetterBox(link.dead_letters, link.publisher)
 
     async def consume(stop: asyncio.Event) -> None:
         dead_letters = await until_stopped(link.dead_letters(), stop)
@@ -87,7 +98,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
             retry_with_backoff(),
             recover,
         )
-        background.start("consumer-lag", lambda stop: _track_lag(subscriber, metrics, stop))
+        background.start("consumer-lag", lambda stop: _track_lag(subscriber, metrics, lag, stop))
         await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
 
     async def relay(stop: asyncio.Event) -> None:
@@ -120,19 +131,23 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         on_startup=start,
         on_shutdown=stop,
     )
+    app.include_router(deadletter_router(box))
+    app.include_router(handling_router(repository, handler.log, box, lag.get))
     instrument(app, registry)
     protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
+    allow_ui(app, settings.cart_url)
     app.include_router(metrics_router(registry))
     return app
 
 
 async def _track_lag(
-    subscriber: Subscription, metrics: BillingMetrics, stop: asyncio.Event
+    subscriber: Subscription, metrics: BillingMetrics, lag: LagReading, stop: asyncio.Event
 ) -> None:
     """Refresh the consumer-lag gauge every few seconds while the consumer runs."""
     while not stop.is_set():
         with contextlib.suppress(Exception):
-            metrics.lag.set(await subscriber.pending())
+            lag.value = await subscriber.pending()
+            metrics.lag.set(lag.value)
         await until_stopped(asyncio.sleep(LAG_INTERVAL_S), stop)
 
 

@@ -11,6 +11,7 @@ from microservice_connector.billing_service.infrastructure.cart_messages import 
     PoisonMessage,
     to_cart_event,
 )
+from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.messaging.consumer import Ack, Reject, Retry
@@ -29,9 +30,12 @@ class CartEventHandler:
     """Applies a batch in one transaction; poison is rejected, early events come back later,
     and while the database is away everything is retried without counting as a failure."""
 
-    def __init__(self, ledger: BillingLedger, registry: EventRegistry) -> None:
+    def __init__(
+        self, ledger: BillingLedger, registry: EventRegistry, log: HandlingLog | None = None
+    ) -> None:
         self._ledger = ledger
         self._registry = registry
+        self.log = log or HandlingLog()
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Settlement]:
         """One settlement per delivery, in order."""
@@ -44,6 +48,7 @@ class CartEventHandler:
                 )
             except PoisonMessage as exc:
                 settlements[index] = Reject(str(exc))
+                self._note_poison(delivery, str(exc))
         if decoded:
             for (index, _), settlement in zip(
                 decoded, await self._apply(decoded, deliveries), strict=True
@@ -65,10 +70,22 @@ class CartEventHandler:
                 return [Retry(0.5, "billing failed to apply it")]
             # One bad event must not hold back the others: apply them one at a time.
             return [(await self._apply([pair], deliveries))[0] for pair in decoded]
+        for event, outcome in zip(events, outcomes, strict=True):
+            if outcome is not Outcome.APPLIED:  # applied ones are in `handled_events`
+                self.log.record(event.event_id, event.cart_id, event.version, outcome.value)
         return [
             self._settlement(outcome, deliveries[index].attempt, event)
             for (index, event), outcome in zip(decoded, outcomes, strict=True)
         ]
+
+    def _note_poison(self, delivery: Delivery, error: str) -> None:
+        headers = delivery.message.headers
+        event_id = headers.get("event-id") or delivery.message.id
+        version = headers.get("aggregate-version", "")
+        cart_id = headers.get("aggregate-id", "")
+        self.log.record(
+            event_id, cart_id, int(version) if version.isdigit() else 0, "rejected", error
+        )
 
     @staticmethod
     def _settlement(outcome: Outcome, attempt: int, event: CartEventIn) -> Settlement:
