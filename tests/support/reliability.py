@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import nats
@@ -35,7 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.nats import NatsServer
 from support.nats_cluster import NatsCluster
 from support.processes import MSC, free_port, wait_for
-from support.system import ITEMS, expected_bill
+from support.system import ITEMS, KAFKA_SESSION_TIMEOUT_MS, expected_bill
+from support.tansu import TansuServer, tansu_or_skip
 
 START_TIMEOUT_S = 60.0
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.md"
@@ -140,13 +141,34 @@ class Service:
 
 @dataclass
 class System:
-    """The broker, the cart service (with relay) and billing, as restartable processes."""
+    """The broker, the cart service (with relay) and billing, as restartable processes. The
+    broker is `nats`, or on Kafka `tansu` (and `nats` is None)."""
 
     data_dir: Path
-    nats: NatsServer
+    nats: NatsServer | None
     cart: Service
     billing: Service
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+    tansu: TansuServer | None = None
+
+    def stop_broker(self) -> None:
+        """Take the broker away: nats-server stops; Tansu's connections are cut (Tansu keeps
+        its data only in memory, so it runs on behind its proxy, as after a partition)."""
+        if self.tansu is not None:
+            assert self.tansu.proxy is not None
+            self.tansu.proxy.cut()
+        else:
+            assert self.nats is not None
+            self.nats.stop()
+
+    def start_broker(self) -> None:
+        """Bring the broker back, with what it held."""
+        if self.tansu is not None:
+            assert self.tansu.proxy is not None
+            self.tansu.proxy.restore()
+        else:
+            assert self.nats is not None
+            self.nats.start()
 
     def bill(self, cart_id: str) -> dict[str, Any] | None:
         """Billing's bill of the cart, or None before its first event."""
@@ -209,12 +231,25 @@ def running_system(
     nats_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     cluster: NatsCluster | None = None,
+    broker_kind: Literal["nats", "kafka"] = "nats",
 ) -> Iterator[System]:
     """A `System` on free loopback ports, its data under `data_dir`; stopped at the end.
     `nats_args` go to `nats-server`, `env` to both services. With a running `cluster`, the
     services get every node's URL and streams of as many replicas, and `System.nats` is its
-    first node (the cluster is the caller's to stop)."""
-    if cluster is None:
+    first node (the cluster is the caller's to stop). With `broker_kind="kafka"` the broker
+    is Tansu behind a `TcpProxy` (skips where there is no Tansu build)."""
+    tansu: TansuServer | None = None
+    nats: NatsServer | None = None
+    if broker_kind == "kafka":
+        tansu_or_skip()
+        tansu = TansuServer(data_dir / "tansu", behind_proxy=True).start()
+        broker = {
+            "MSC_BROKER": "kafka",
+            "MSC_KAFKA_BOOTSTRAP": tansu.bootstrap,
+            "MSC_KAFKA_SESSION_TIMEOUT_MS": KAFKA_SESSION_TIMEOUT_MS,
+            "MSC_KAFKA_PARTITIONS": "3",
+        }
+    elif cluster is None:
         nats = NatsServer(data_dir / "nats", args=nats_args).start()
         broker = {"MSC_NATS_URL": nats.url}
     else:
@@ -227,7 +262,7 @@ def running_system(
     common = ["--data-dir", str(data_dir)]
     cart = Service("cart-service", common, free_port(), data_dir / "cart.log", env)
     billing = Service("billing-service", common, free_port(), data_dir / "billing.log", env)
-    system = System(data_dir, nats, cart, billing)
+    system = System(data_dir, nats, cart, billing, tansu=tansu)
     try:
         cart.start()
         billing.start()
@@ -237,7 +272,9 @@ def running_system(
             with suppress(AssertionError):
                 service.terminate(timeout=30)
         system.http.close()
-        if cluster is None:
+        if tansu is not None:
+            tansu.close()
+        if nats is not None and cluster is None:
             nats.close()
 
 
