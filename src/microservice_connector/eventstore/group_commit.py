@@ -21,6 +21,7 @@ _STOP = object()
 @dataclass(frozen=True, slots=True)
 class _Mark:
     outbox_ids: list[int]
+    sequences: list[int | None]
     future: asyncio.Future[Any]
 
 
@@ -50,14 +51,18 @@ class GroupCommitStore:
         self._queue.put((request, future))
         return await future
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
-        """Mark outbox rows published, on the writer thread right after its next commit, so
-        the relay never waits for the writer's connection. A no-op for a store without one."""
+    async def mark_published(
+        self, outbox_ids: Sequence[int], sequences: Sequence[int | None] | None = None
+    ) -> None:
+        """Mark outbox rows published (with the broker's `sequences` when known), on the
+        writer thread right after its next commit, so the relay never waits for the
+        writer's connection. A no-op for a store without one."""
         if not outbox_ids:
             return
         self._ensure_writer()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Mark(list(outbox_ids), future))
+        known: list[int | None] = [None] * len(outbox_ids) if sequences is None else [*sequences]
+        self._queue.put(_Mark(list(outbox_ids), known, future))
         await future
 
     async def load(
@@ -122,7 +127,10 @@ class GroupCommitStore:
         outcome: Any = None
         try:
             if outbox is not None:
-                outbox.mark_published([row for mark in marks for row in mark.outbox_ids])
+                outbox.mark_published(
+                    [row for mark in marks for row in mark.outbox_ids],
+                    [sequence for mark in marks for sequence in mark.sequences],
+                )
         except Exception as exc:  # the rows stay pending and are published again
             outcome = exc
         for mark in marks:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Engine, Row, func, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Row, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
@@ -16,6 +16,15 @@ from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import outbox
 
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+_MARK_WITH_SEQUENCE = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("row_id"))
+    .values(
+        published_at=bindparam("published"),
+        attempts=outbox.c.attempts + 1,
+        broker_sequence=bindparam("sequence"),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,20 @@ class OutboxStatus:
         if self.oldest_created_at is None:
             return 0.0
         return max(0.0, ((now or datetime.now(UTC)) - self.oldest_created_at).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One event's outbox row as the lineage view shows it: when it was written and
+    published, how many attempts, the last error, and where the broker stored it."""
+
+    event_id: str
+    topic: str
+    created_at: datetime
+    published_at: datetime | None
+    attempts: int
+    last_error: str | None
+    broker_sequence: int | None
 
 
 class SqlOutbox:
@@ -115,15 +138,45 @@ class SqlOutbox:
                 claimed_until=None,
             )
 
-    def mark_published(self, ids: Sequence[int]) -> None:
-        """Record that the broker acknowledged these rows; they are not published again."""
-        if ids:
-            self._update(ids, published_at=datetime.now(UTC), attempts=outbox.c.attempts + 1)
+    def mark_published(
+        self, ids: Sequence[int], sequences: Sequence[int | None] | None = None
+    ) -> None:
+        """Record that the broker acknowledged these rows, and where it stored each
+        (`sequences`, in the order of `ids`, when known); they are not published again."""
+        if not ids:
+            return
+        now = datetime.now(UTC)
+        if sequences is None or all(sequence is None for sequence in sequences):
+            self._update(ids, published_at=now, attempts=outbox.c.attempts + 1)
+            return
+        rows = [
+            {"row_id": row_id, "published": now, "sequence": sequence}
+            for row_id, sequence in zip(ids, sequences, strict=True)
+        ]
+        with self._guard(self._writer), self._writer.begin() as connection:
+            connection.execute(_MARK_WITH_SEQUENCE, rows)
 
     def record_failure(self, ids: Sequence[int], error: str) -> None:
         """Count a failed attempt and keep the error; the rows stay pending."""
         if ids:
             self._update(ids, attempts=outbox.c.attempts + 1, last_error=error[:1000])
+
+    def record(self, event_id: str) -> OutboxRecord | None:
+        """The outbox row of `event_id`, or None if this outbox has none."""
+        query = select(outbox).where(outbox.c.event_id == event_id)
+        with self._guard(self._reader), self._reader.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        return OutboxRecord(
+            event_id=row.event_id,
+            topic=row.topic,
+            created_at=_utc(row.created_at),
+            published_at=None if row.published_at is None else _utc(row.published_at),
+            attempts=row.attempts,
+            last_error=row.last_error,
+            broker_sequence=row.broker_sequence,
+        )
 
     def status(self) -> OutboxStatus:
         """Pending count, the oldest pending row's creation time, and the published count."""

@@ -59,7 +59,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         max_backoff: float = 5.0,
         observer: RelayObserver | None = None,
-        mark_published: Callable[[list[int]], Awaitable[None]] | None = None,
+        mark_published: Callable[[list[int], list[int | None]], Awaitable[None]] | None = None,
         relay_id: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_S,
     ) -> None:
@@ -114,8 +114,8 @@ class OutboxRelay:
                 while (await self.relay_once()).published:
                     pass
 
-    async def _mark_on_a_thread(self, ids: list[int]) -> None:
-        await asyncio.to_thread(self._outbox.mark_published, ids)
+    async def _mark_on_a_thread(self, ids: list[int], sequences: list[int | None]) -> None:
+        await asyncio.to_thread(self._outbox.mark_published, ids, sequences)
 
     async def relay_once(self) -> RelayRound:
         """Publish one batch of pending rows (claimed, where relays share the outbox); mark
@@ -128,14 +128,18 @@ class OutboxRelay:
         started = time.perf_counter()
         results = await self._publisher.publish([_message(row) for row in rows])
         publish_seconds = time.perf_counter() - started
-        acked = [row.id for row, result in zip(rows, results, strict=True) if result.acknowledged]
+        acked = [
+            (row.id, result.sequence)
+            for row, result in zip(rows, results, strict=True)
+            if result.acknowledged
+        ]
         failed = [
             (row, result)
             for row, result in zip(rows, results, strict=True)
             if not result.acknowledged
         ]
         if acked:
-            await self._mark_published(acked)
+            await self._mark_published([i for i, _ in acked], [seq for _, seq in acked])
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)

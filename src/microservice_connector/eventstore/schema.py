@@ -70,6 +70,8 @@ outbox = Table(
     # last holder stays recorded once the row is published.
     Column("claimed_by", String(128), nullable=True),
     Column("claimed_until", DateTime(timezone=True), nullable=True),
+    # Where the broker stored the message (JetStream stream sequence, Kafka offset).
+    Column("broker_sequence", BigInteger, nullable=True),
     Index(
         "idx_outbox_pending",
         "id",
