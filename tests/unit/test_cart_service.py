@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -17,9 +18,12 @@ from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import (
     AppendRequest,
     ConcurrencyError,
+    EventStore,
     GroupCommitStore,
     InMemoryEventStore,
 )
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -109,6 +113,9 @@ class AlwaysConflicting:
 
     async def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         return []
+
+    async def read(self, work: Callable[[EventStore], T]) -> T:
+        return work(InMemoryEventStore())  # as empty as `load` says
 
 
 async def test_retries_are_bounded() -> None:

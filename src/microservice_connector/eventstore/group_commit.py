@@ -8,7 +8,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
@@ -16,6 +16,7 @@ from microservice_connector.eventstore.port import AppendRequest, AppendResult, 
 
 _Pending = tuple[AppendRequest, "asyncio.Future[list[RecordedEvent]]"]
 _STOP = object()
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,10 @@ class GroupCommitStore:
     async def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """The global feed after `after_position`, read on a worker thread."""
         return await asyncio.to_thread(self.store.read_all, after_position, limit)
+
+    async def read(self, work: Callable[[EventStore], _T]) -> _T:
+        """`work(self.store)` on a worker thread: several reads for one hand-off."""
+        return await asyncio.to_thread(work, self.store)
 
     async def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless the store answers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -63,6 +64,19 @@ _LOAD = (
     .order_by(events.c.version)
 )
 _LOAD_TO = _LOAD.where(events.c.version <= bindparam("to"))
+# The same loads as plain SQL for SQLite's own driver: loading a snapshot's tail is mostly
+# per-row overhead, which the driver's tuples and `datetime.fromisoformat` keep small.
+_SQLITE_COLUMNS = (
+    "id, event_id, aggregate_id, aggregate_type, version, event_type, event_data, metadata,"
+    " timestamp"
+)
+_SQLITE_LOAD = (
+    f"SELECT {_SQLITE_COLUMNS} FROM events WHERE aggregate_id = ? AND version > ? ORDER BY version"
+)
+_SQLITE_LOAD_TO = (
+    f"SELECT {_SQLITE_COLUMNS} FROM events"
+    " WHERE aggregate_id = ? AND version > ? AND version <= ? ORDER BY version"
+)
 
 
 class SqlEventStore:
@@ -239,8 +253,12 @@ class SqlEventStore:
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]:
         """The aggregate's events with `after_version < version <= to_version`, oldest first."""
-        params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
-        return self._read(_LOAD if to_version is None else _LOAD_TO, params)
+        if self._serialise_writers:  # PostgreSQL
+            params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
+            return self._read(_LOAD if to_version is None else _LOAD_TO, params)
+        if to_version is None:
+            return self._read_sqlite(_SQLITE_LOAD, (aggregate_id, after_version))
+        return self._read_sqlite(_SQLITE_LOAD_TO, (aggregate_id, after_version, to_version))
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to `limit` events with position > `after_position`, in position order."""
@@ -271,6 +289,18 @@ class SqlEventStore:
                 return [_from_row(row) for row in connection.execute(query, params).all()]
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+
+    def _read_sqlite(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        """A load on the reader's pooled connection through the sqlite3 driver directly."""
+        try:
+            connection = self._reader.raw_connection()
+            try:
+                rows = connection.cursor().execute(sql, params).fetchall()
+            finally:
+                connection.close()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+        return [_from_sqlite_row(row) for row in rows]
 
     def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless the database answers."""
@@ -350,6 +380,26 @@ def _from_row(row: Sequence[Any]) -> RecordedEvent:
         event_type=row[5],
         event_data=bytes(row[6]),
         timestamp=moment,
+        schema_version=meta.schema_version,
+        content_type=meta.content_type,
+        correlation_id=meta.correlation_id,
+        causation_id=meta.causation_id,
+    )
+
+
+def _from_sqlite_row(row: tuple[Any, ...]) -> RecordedEvent:
+    """`_from_row` for a sqlite3 tuple, whose timestamp is SQLAlchemy's naive UTC text."""
+    meta = _decode_metadata(row[7])
+    moment = datetime.fromisoformat(row[8])
+    return RecordedEvent(
+        position=row[0],
+        event_id=row[1],
+        aggregate_id=row[2],
+        aggregate_type=row[3],
+        version=row[4],
+        event_type=row[5],
+        event_data=bytes(row[6]),
+        timestamp=moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC),
         schema_version=meta.schema_version,
         content_type=meta.content_type,
         correlation_id=meta.correlation_id,

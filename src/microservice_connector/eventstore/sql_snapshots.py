@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,11 @@ from microservice_connector.eventstore.schema import events, snapshots
 from microservice_connector.eventstore.snapshot import Snapshot
 
 _LOAD = select(snapshots).where(snapshots.c.aggregate_id == bindparam("aggregate_id"))
+# The same for SQLite's own driver: a load is one row, so SQLAlchemy's per-call cost dominates.
+_SQLITE_LOAD = (
+    "SELECT aggregate_id, aggregate_type, version, state, schema_version, taken_at"
+    " FROM snapshots WHERE aggregate_id = ?"
+)
 
 
 class SqlSnapshotStore:
@@ -24,27 +30,43 @@ class SqlSnapshotStore:
     def __init__(self, writer: Engine, reader: Engine) -> None:
         self._writer = writer
         self._reader = reader
-        dialect = postgresql if writer.dialect.name == "postgresql" else sqlite
+        self._sqlite = writer.dialect.name == "sqlite"
+        dialect = sqlite if self._sqlite else postgresql
         self._insert = dialect.insert
 
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
         """The aggregate's stored snapshot, or None."""
         try:
-            with self._reader.connect() as connection:
-                row = connection.execute(_LOAD, {"aggregate_id": aggregate_id}).first()
-        except SQLAlchemyError as exc:
+            if self._sqlite:
+                row = self._load_sqlite(aggregate_id)
+            else:
+                with self._reader.connect() as connection:
+                    row = connection.execute(_LOAD, {"aggregate_id": aggregate_id}).first()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
         if row is None:
             return None
-        taken_at: datetime = row.taken_at
+        taken_at = row[5]
+        if isinstance(taken_at, str):  # SQLite: SQLAlchemy's naive UTC text
+            taken_at = datetime.fromisoformat(taken_at)
         return Snapshot(
-            aggregate_id=row.aggregate_id,
-            aggregate_type=row.aggregate_type,
-            version=row.version,
-            state=bytes(row.state),
-            schema_version=row.schema_version,
+            aggregate_id=row[0],
+            aggregate_type=row[1],
+            version=row[2],
+            state=bytes(row[3]),
+            schema_version=row[4],
             taken_at=taken_at.replace(tzinfo=UTC) if taken_at.tzinfo is None else taken_at,
         )
+
+    def _load_sqlite(self, aggregate_id: str) -> tuple[Any, ...] | None:
+        connection = self._reader.raw_connection()
+        try:
+            row: tuple[Any, ...] | None = (
+                connection.cursor().execute(_SQLITE_LOAD, (aggregate_id,)).fetchone()
+            )
+        finally:
+            connection.close()
+        return row
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Insert, or replace an earlier snapshot or one in another shape."""

@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 from typing import cast
 
 from microservice_connector.cart_service.application.cart_cache import CartCache
-from microservice_connector.cart_service.application.cart_snapshots import CartSnapshots
+from microservice_connector.cart_service.application.cart_snapshots import (
+    CartSnapshots,
+    SnapshotRead,
+)
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
@@ -28,7 +31,7 @@ from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore.errors import ConcurrencyError
-from microservice_connector.eventstore.port import AppendRequest
+from microservice_connector.eventstore.port import AppendRequest, EventStore
 from microservice_connector.eventstore.snapshot import SnapshotStore
 
 AGGREGATE_TYPE = "ShoppingCart"
@@ -232,20 +235,30 @@ class CartService:
         return cart
 
     async def _load(self, cart_id: str, to_version: int | None = None) -> ShoppingCart:
-        """Its latest usable snapshot plus the events after it: what a full replay gives."""
-        cart = await self._snapshots.restore(cart_id, to_version)
-        if cart is None:
-            recorded = await self._store.load(cart_id, to_version=to_version)
-            cart = self._replay(cart_id, recorded)
-        else:
-            recorded = await self._store.load(
-                cart_id, after_version=cart.version, to_version=to_version
-            )
-            for event in recorded:
-                cart.apply(self._decode(event))
+        """Its latest usable snapshot plus the events after it: what a full replay gives.
+        Snapshot, tail and fold run in one worker-thread call, so a load costs one hand-off."""
+        cart, read, replayed = await self._store.read(
+            lambda store: self._load_now(store, cart_id, to_version)
+        )
+        self._snapshots.noted(cart_id, read)
         if to_version is None:
-            self._snapshots.replayed(cart_id, len(recorded))
+            self._snapshots.replayed(cart_id, replayed)
         return cart
+
+    def _load_now(
+        self, store: EventStore, cart_id: str, to_version: int | None
+    ) -> tuple[ShoppingCart, SnapshotRead, int]:
+        """On a worker thread: the cart, what its snapshot read found, and how many events
+        were replayed on top of it."""
+        read = self._snapshots.read(cart_id, to_version)
+        if read.cart is None:
+            recorded = store.load(cart_id, to_version=to_version)
+            return self._replay(cart_id, recorded), read, len(recorded)
+        cart = read.cart
+        recorded = store.load(cart_id, after_version=cart.version, to_version=to_version)
+        for event in recorded:
+            cart.apply(self._decode(event))
+        return cart, read, len(recorded)
 
     def _replay(self, cart_id: str, recorded: list[RecordedEvent]) -> ShoppingCart:
         return ShoppingCart.replay(cart_id, (self._decode(event) for event in recorded))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -60,6 +61,16 @@ def cart_from(snapshot: Snapshot) -> ShoppingCart | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRead:
+    """What reading a cart's snapshot found: the cart (None: replay from the start), whether
+    a snapshot was there but unusable (`stale`), and the error if the store failed."""
+
+    cart: ShoppingCart | None
+    stale: bool = False
+    error: Exception | None = None
+
+
 class CartSnapshots:
     """Snapshots every `every` events (0: never). A snapshot that cannot be read or is in an
     old shape is ignored and replaced on the cart's next write; a failing snapshot store costs
@@ -74,24 +85,30 @@ class CartSnapshots:
         self._due: OrderedDict[str, None] = OrderedDict()  # carts to snapshot on next write
         self.failures = 0
 
-    async def restore(self, cart_id: str, to_version: int | None = None) -> ShoppingCart | None:
-        """The cart from its snapshot, if one exists at or before `to_version`."""
+    def read(self, cart_id: str, to_version: int | None = None) -> SnapshotRead:
+        """The cart from its snapshot, if one exists at or before `to_version`. Changes
+        nothing here, so any thread may call it; hand the result to `noted` afterwards."""
         if self._store is None:
-            return None
+            return SnapshotRead(None)
         try:
-            snapshot = await asyncio.to_thread(self._store.load_snapshot, cart_id)
+            snapshot = self._store.load_snapshot(cart_id)
         except Exception as exc:
-            self._failed("load", cart_id, exc)
-            return None
+            return SnapshotRead(None, error=exc)
         if snapshot is None:
-            return None
+            return SnapshotRead(None)
         cart = cart_from(snapshot)
         if cart is None:
-            self._mark_due(cart_id)
-            return None
+            return SnapshotRead(None, stale=True)
         if to_version is not None and cart.version > to_version:
-            return None
-        return cart
+            return SnapshotRead(None)
+        return SnapshotRead(cart)
+
+    def noted(self, cart_id: str, read: SnapshotRead) -> None:
+        """Act on what `read` found: log a failure, plan a new snapshot for a stale one."""
+        if read.error is not None:
+            self._failed("load", cart_id, read.error)
+        if read.stale:
+            self._mark_due(cart_id)
 
     def replayed(self, cart_id: str, events: int) -> None:
         """Note that loading the cart replayed `events` events after its snapshot (if any)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from microservice_connector.events.envelope import RecordedEvent
-from microservice_connector.eventstore.port import AppendRequest
+from microservice_connector.eventstore.port import AppendRequest, EventStore
+
+T = TypeVar("T")
 
 
 class AsyncEventStore(Protocol):
@@ -23,4 +26,9 @@ class AsyncEventStore(Protocol):
 
     async def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """The global feed after `after_position`."""
+        ...
+
+    async def read(self, work: Callable[[EventStore], T]) -> T:
+        """`work(store)` against the synchronous store on a worker thread: several reads
+        (and what is computed from them) for one hand-off."""
         ...
