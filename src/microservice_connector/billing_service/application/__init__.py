@@ -10,6 +10,14 @@ from microservice_connector.billing_service.application.ledger import (
 from microservice_connector.billing_service.application.ports import (
     BillingRepository,
     BillingTransaction,
+    ConcurrentBillUpdate,
 )
 
-__all__ = ["BillingLedger", "BillingRepository", "BillingTransaction", "CartEventIn", "Outcome"]
+__all__ = [
+    "BillingLedger",
+    "BillingRepository",
+    "BillingTransaction",
+    "CartEventIn",
+    "ConcurrentBillUpdate",
+    "Outcome",
+]

@@ -7,9 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from microservice_connector.billing_service.application.ports import BillingRepository
+from microservice_connector.billing_service.application.ports import (
+    BillingRepository,
+    ConcurrentBillUpdate,
+)
 from microservice_connector.billing_service.domain import Bill, Invoice, VersionCheck
 from microservice_connector.events.cart import CartCheckedOut, CartEvent
+
+CONFLICT_RETRIES = 5
 
 
 class Outcome(enum.Enum):
@@ -46,7 +51,20 @@ class BillingLedger:
         self.unpriced_lines = 0
 
     def apply_batch(self, events: Sequence[CartEventIn]) -> list[Outcome]:
-        """Apply `events` (any order, any duplicates) in one transaction; one outcome each."""
+        """Apply `events` (any order, any duplicates) in one transaction; one outcome each.
+
+        Instances sharing a database race only on the same carts: the loser's transaction
+        rolls back and is run again on what the winner committed, up to `CONFLICT_RETRIES`
+        times; then `ConcurrentBillUpdate` (nothing applied; deliver the batch again).
+        """
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return self._apply_once(events)
+            except ConcurrentBillUpdate:
+                continue
+        return self._apply_once(events)
+
+    def _apply_once(self, events: Sequence[CartEventIn]) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
         issued: list[Invoice] = []
         order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))

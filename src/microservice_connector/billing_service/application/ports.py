@@ -12,6 +12,11 @@ if TYPE_CHECKING:  # the ledger defines it and imports this module
     from microservice_connector.billing_service.application.ledger import CartEventIn
 
 
+class ConcurrentBillUpdate(Exception):
+    """Another instance changed the same bills (or issued the same invoice) first; the
+    transaction was rolled back, nothing of it written, and may be tried again."""
+
+
 class BillingTransaction(Protocol):
     """Reads and writes that commit together, or not at all."""
 
@@ -20,7 +25,8 @@ class BillingTransaction(Protocol):
         ...
 
     def save_bills(self, bills: Collection[Bill]) -> None:
-        """Store the bills (insert or replace)."""
+        """Store the bills (insert or replace); `ConcurrentBillUpdate` if one changed since
+        this transaction read it."""
         ...
 
     def record_applied(self, applied: Collection[CartEventIn]) -> None:
@@ -40,5 +46,6 @@ class BillingRepository(Protocol):
     """Billing's storage: one transaction per batch of events."""
 
     def transaction(self) -> AbstractContextManager[BillingTransaction]:
-        """A transaction that commits when the block ends without an exception."""
+        """A transaction that commits when the block ends without an exception; raises
+        `ConcurrentBillUpdate` when it lost a race with another instance."""
         ...

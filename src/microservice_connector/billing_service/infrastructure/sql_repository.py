@@ -11,9 +11,10 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.billing_service.application import CartEventIn
+from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
@@ -26,7 +27,7 @@ from microservice_connector.billing_service.infrastructure.tables import (
 from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
 from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, ConcurrencyError, SqlEventStore
-from microservice_connector.eventstore.engine import describe_failure
+from microservice_connector.eventstore.engine import create_schema, describe_failure
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 
 BILLING_TOPIC = "billing.events"
@@ -48,9 +49,16 @@ _BILL_VALUES: dict[str, Any] = {
     "lines": bindparam("b_lines"),
     "updated_at": bindparam("b_updated_at"),
 }
-_UPDATE_BILL = update(bills).where(bills.c.cart_id == bindparam("b_cart_id")).values(_BILL_VALUES)
+# Only if nobody changed the bill since this transaction read it (instances race on carts).
+_UPDATE_BILL = (
+    update(bills)
+    .where(bills.c.cart_id == bindparam("b_cart_id"), bills.c.last_version == bindparam("b_read"))
+    .values(_BILL_VALUES)
+)
 _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
+# deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 _INSERT_HANDLED = insert(handled_events)
 
 
@@ -71,7 +79,7 @@ class SqlTransaction:
         self.connection = connection
         self._store = store
         self._prices: dict[str, int | None] = {}
-        self._stored: dict[str, Bill] = {}  # bills known to have a row
+        self._read: dict[str, int] = {}  # last_version of the bills with a row, as read
 
     def get_bill(self, cart_id: str) -> Bill | None:
         """The committed bill of `cart_id`, or None."""
@@ -83,11 +91,13 @@ class SqlTransaction:
             row.cart_id: _bill(row.cart_id, row.last_version, row.checked_out, row.lines)
             for row in self.connection.execute(_SELECT_BILLS, {"cart_ids": list(cart_ids)})
         }
-        self._stored.update(found)
+        self._read.update({cart_id: bill.last_version for cart_id, bill in found.items()})
         return found
 
     def save_bills(self, changed: Collection[Bill]) -> None:
-        """Insert the new bills and update the others, one statement each for all of them."""
+        """Insert the new bills and update the others, one statement each for all of them;
+        `ConcurrentBillUpdate` if another transaction changed or created one since it was read.
+        """
         now = datetime.now(UTC)
         rows = [
             {
@@ -99,13 +109,17 @@ class SqlTransaction:
             }
             for bill in changed
         ]
-        old = [row for row in rows if row["b_cart_id"] in self._stored]
-        new = [row for row in rows if row["b_cart_id"] not in self._stored]
-        if old:
-            self.connection.execute(_UPDATE_BILL, old)
+        old = [
+            {**row, "b_read": self._read[row["b_cart_id"]]}
+            for row in rows
+            if row["b_cart_id"] in self._read
+        ]
+        new = [row for row in rows if row["b_cart_id"] not in self._read]
+        if old and self.connection.execute(_UPDATE_BILL, old).rowcount != len(old):
+            raise ConcurrentBillUpdate(f"{len(old)} bills changed by another instance meanwhile")
         if new:
-            self.connection.execute(_INSERT_BILL, new)
-        self._stored.update({bill.cart_id: bill for bill in changed})
+            self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
+        self._read.update({bill.cart_id: bill.last_version for bill in changed})
 
     def record_applied(self, applied: Collection[CartEventIn]) -> None:
         """Keep which events this transaction applied, and when (one statement for all)."""
@@ -173,8 +187,8 @@ class SqlBillingRepository:
     def __init__(self, store: SqlEventStore, *, seed_prices: dict[str, int] | None = None) -> None:
         self._store = store
         self._engine = store.writer
+        create_schema(self._engine, metadata)  # instances starting together take turns
         try:
-            metadata.create_all(self._engine)
             with self._engine.begin() as connection:
                 if connection.execute(select(prices.c.item_id).limit(1)).first() is None:
                     seed = DEFAULT_PRICES if seed_prices is None else seed_prices
@@ -187,6 +201,8 @@ class SqlBillingRepository:
                                 for k, v in seed.items()
                             ],
                         )
+        except IntegrityError:
+            pass  # another instance seeded the prices first
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
 
@@ -197,10 +213,18 @@ class SqlBillingRepository:
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        """A transaction on the writer; commits when the block ends cleanly."""
+        """A transaction on the writer; commits when the block ends cleanly. A race lost to
+        another instance (a bill or invoice written meanwhile, a deadlock) rolls it back and
+        raises `ConcurrentBillUpdate`; any other database failure `DatabaseUnavailable`."""
         try:
             with self._engine.begin() as connection:
                 yield SqlTransaction(connection, self._store)
+        except IntegrityError as exc:
+            raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+                raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
+            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
 
@@ -237,6 +261,12 @@ class SqlBillingRepository:
 
     def set_price(self, item_id: str, unit_price_cents: int) -> None:
         """Set one item's price; bills reprice a line when its quantity next changes."""
+        try:
+            self._set_price(item_id, unit_price_cents)
+        except ConcurrentBillUpdate:  # another instance inserted it first: now it updates
+            self._set_price(item_id, unit_price_cents)
+
+    def _set_price(self, item_id: str, unit_price_cents: int) -> None:
         with self.transaction() as tx:
             values = {"unit_price_cents": unit_price_cents, "updated_at": datetime.now(UTC)}
             done = tx.connection.execute(
