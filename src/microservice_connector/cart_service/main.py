@@ -10,7 +10,14 @@ from fastapi import FastAPI
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
+from microservice_connector.cart_service.infrastructure.lineage_api import lineage_router
+from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
+from microservice_connector.cart_service.infrastructure.ui_routes import (
+    UiConfig,
+    live_feed_router,
+    mount_ui,
+)
 from microservice_connector.events.codecs import codec_named
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
 from microservice_connector.eventstore.relay import OutboxRelay
@@ -47,6 +54,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         snapshots=sql_store.snapshots,
         snapshot_every=settings.snapshot_every,
     )
+    feed = LiveFeed(service.feed, lambda: asyncio.to_thread(sql_store.last_position))
+    store.on_commit(feed.notify)
     checks: dict[str, Check] = {"database": store.ping}
     background: Background | None = None
     link: BrokerLink | None = None
@@ -88,6 +97,10 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         store.close()
 
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
+    app.include_router(live_feed_router(feed))  # before /events/{event_id}
+    app.include_router(lineage_router(sql_store))
+    mount_ui(app, UiConfig(billing_url=settings.billing_url))
+    app.state.live_feed = feed
     instrument(app, registry)
     protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
     app.include_router(metrics_router(registry))
@@ -97,4 +110,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
 def run_cart_service(settings: Settings, *, host: str, port: int, relay: bool = True) -> None:
     """Serve the cart API until SIGINT/SIGTERM; in-flight requests finish, the relay flushes."""
     app = build_cart_app(settings, relay=relay)
-    serve(app, settings, name="cart service", host=host, port=port)
+    log.info("event browser on http://%s:%d/ui/", host, port)
+    serve(
+        app, settings, name="cart service", host=host, port=port, on_exit=app.state.live_feed.close
+    )

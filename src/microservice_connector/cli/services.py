@@ -215,6 +215,7 @@ def _run_until_signalled(system: System) -> None:
 
 def _print_addresses(system: System) -> None:
     table = Table(title="Microservice Connector is up", show_header=False)
+    table.add_row("event browser", f"http://{system.host}:{system.cart_port}/ui/")
     table.add_row("cart API", f"http://{system.host}:{system.cart_port}")
     table.add_row("billing API", f"http://{system.host}:{system.billing_port}")
     if system.broker == "kafka":

@@ -98,7 +98,13 @@ class System:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         try:
-            env = {"MSC_DATA_DIR": str(self.data_dir), "MSC_BROKER": self.broker}
+            env = {
+                "MSC_DATA_DIR": str(self.data_dir),
+                "MSC_BROKER": self.broker,
+                # The event browser: the page on cart reads billing, which allows cart's origin.
+                "MSC_CART_URL": f"http://{self.host}:{self.cart_port}",
+                "MSC_BILLING_URL": f"http://{self.host}:{self.billing_port}",
+            }
             if self.broker == "kafka":
                 if self.kafka_bootstrap is None:
                     self.kafka_bootstrap = self._start_tansu()

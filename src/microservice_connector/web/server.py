@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -36,10 +37,19 @@ def lifespan(
     return run
 
 
-def serve(app: Any, settings: Settings, *, name: str, host: str, port: int) -> None:
-    """Serve `app` until SIGINT/SIGTERM; in-flight requests get `GRACEFUL_SHUTDOWN_S` to finish."""
+def serve(
+    app: Any,
+    settings: Settings,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    on_exit: Callable[[], None] | None = None,
+) -> None:
+    """Serve `app` until SIGINT/SIGTERM; in-flight requests get `GRACEFUL_SHUTDOWN_S` to finish.
+    `on_exit` runs as the signal arrives, so endless responses (the live feed) can end first."""
     log.info("%s on http://%s:%d", name, host, port)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -48,3 +58,17 @@ def serve(app: Any, settings: Settings, *, name: str, host: str, port: int) -> N
         access_log=settings.access_log,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    _Server(config, on_exit).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `on_exit` when told to stop, before it waits for responses."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._on_exit is not None:
+            self._on_exit()
+        super().handle_exit(sig, frame)

@@ -1,0 +1,75 @@
+"""The event browser as the cart service serves it: the page at `/ui/` (static files in the
+package, no CDN), its settings at `/ui/config.json`, and the live feed `GET /events/stream`."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query
+from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.staticfiles import StaticFiles
+
+from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
+from microservice_connector.web.numbers import MAX_SQL_INT
+
+UI_FILES = Path(str(files("microservice_connector.web") / "ui"))
+MAX_RECENT = 1000
+
+
+class UiConfig(BaseModel):
+    """What the page needs to know: where billing's API is (`MSC_BILLING_URL`)."""
+
+    billing_url: str
+
+
+def live_feed_router(feed: LiveFeed) -> APIRouter:
+    """`GET /events/stream`: server-sent events, one per stored event, `id:` its position."""
+    router = APIRouter(tags=["event browser"])
+
+    @router.get(
+        "/events/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_SQL_INT, description="start after this position")
+        ] = None,
+        recent: Annotated[
+            int, Query(ge=0, le=MAX_RECENT, description="without `after`: events to replay")
+        ] = 0,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    ) -> StreamingResponse:
+        """Events as they are stored. A reconnecting browser resumes after `Last-Event-ID`;
+        else after `after`, else with the `recent` latest events."""
+        resume = after
+        if last_event_id:
+            if not last_event_id.isdigit() or int(last_event_id) > MAX_SQL_INT:
+                raise HTTPException(422, "Last-Event-ID: must be an event position")
+            resume = int(last_event_id)
+        start = await feed.start_after(resume, recent)
+        return StreamingResponse(
+            feed.stream(start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+def mount_ui(app: FastAPI, config: UiConfig) -> None:
+    """Serve the page at `/ui/` (and send `/` and `/ui` there)."""
+
+    @app.get("/ui/config.json", response_model=UiConfig, include_in_schema=False)
+    async def ui_config() -> UiConfig:
+        return config
+
+    @app.get("/ui", include_in_schema=False)
+    @app.get("/", include_in_schema=False)
+    async def to_ui() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui", StaticFiles(directory=UI_FILES, html=True), name="ui")
