@@ -15,6 +15,9 @@ from microservice_connector.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
+SCALE_CARTS = ("cart-1", "cart-2", "cart-3")
+SCALE_BILLINGS = ("billing-1", "billing-2", "billing-3")
+SCALE_NATS = ("nats-1", "nats-2", "nats-3")
 
 
 def tool(name: str) -> str:
@@ -38,7 +41,7 @@ def test_every_service_command_exists_in_the_cli() -> None:
     ours = {
         name: s for name, s in services.items() if s.get("image", "").startswith("microservice")
     }
-    assert set(ours) == {"cart-service", "billing-service"}
+    assert set(ours) == {"cart-service", "billing-service", *SCALE_CARTS, *SCALE_BILLINGS}
     for name, service in ours.items():
         assert service["command"][0] in cli_commands(), name
 
@@ -78,13 +81,53 @@ def test_promtool_accepts_the_config_and_the_rules() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("profiles", [[], ["kafka"], ["postgres"]])
+@pytest.mark.parametrize("profiles", [[], ["kafka"], ["postgres"], ["scale"]])
 def test_docker_compose_accepts_the_file(profiles: list[str]) -> None:
     args = [tool("docker-compose")]
     for profile in profiles:
         args += ["--profile", profile]
     result = subprocess.run([*args, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_scale_profile_runs_three_of_each_on_postgres_and_a_nats_cluster() -> None:
+    services = compose()["services"]
+    scaled = {name for name, s in services.items() if "scale" in s.get("profiles", [])}
+    assert scaled == {*SCALE_CARTS, *SCALE_BILLINGS, *SCALE_NATS, "postgres", "lb"}
+    nats_urls = {f"nats://{node}:4222" for node in SCALE_NATS}
+    for name in (*SCALE_CARTS, *SCALE_BILLINGS):
+        service, env = services[name], services[name]["environment"]
+        assert service["command"][0] == ("cart-service" if "cart" in name else "billing-service")
+        assert set(env["MSC_NATS_URL"].split(",")) == nats_urls, name
+        assert env["MSC_NATS_REPLICAS"] == "3"
+        assert env["MSC_DATABASE_URL"].startswith("postgresql://")
+        assert env["MSC_BILLING_DATABASE_URL"].startswith("postgresql://")
+        assert env["MSC_INSTANCE_ID"] == name
+        assert set(env) <= {f"MSC_{field.upper()}" for field in Settings.model_fields}, name
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    for node in SCALE_NATS:
+        args = services[node]["command"]
+        assert args[args.index("--server_name") + 1] == node
+        assert args[args.index("--cluster_name") + 1] == "msc"
+        routes = set(args[args.index("--routes") + 1].split(","))
+        assert routes == {f"nats://{other}:6222" for other in SCALE_NATS if other != node}
+    assert set(services["lb"]["depends_on"]) == {*SCALE_CARTS, *SCALE_BILLINGS}
+
+
+def test_the_balancer_sends_cart_and_billing_requests_to_every_instance() -> None:
+    import re
+
+    config = (DEPLOY / "nginx-scale.conf").read_text()
+    services = compose()["services"]
+    [volume] = services["lb"]["volumes"]
+    assert volume.startswith("./deploy/nginx-scale.conf:")
+    for upstream, names in (("cart", SCALE_CARTS), ("billing", SCALE_BILLINGS)):
+        block = re.search(rf"upstream {upstream} {{(.*?)}}", config, re.S)
+        assert block is not None, upstream
+        servers = re.findall(r"^\s*server ([\w.-]+):(\d+)", block.group(1), re.M)
+        ports = {name: services[name]["command"][-1] for name in names}
+        assert sorted(servers) == sorted(ports.items()), upstream
+    assert config.count("{") == config.count("}")
 
 
 def test_the_dashboard_only_queries_metrics_the_services_export() -> None:
