@@ -8,31 +8,26 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from microservice_connector.events.codec import JSON_CONTENT_TYPE, Codec, JsonCodec
+from microservice_connector.events.codec import Codec, JsonCodec
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
+from microservice_connector.eventstore.event_rows import (
+    event_row,
+    from_row,
+    outbox_row,
+    sqlite_event_row,
+    sqlite_outbox_row,
+    sqlite_time,
+)
 from microservice_connector.eventstore.outbox import SqlOutbox
-from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.schema import events, outbox
 from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
-
-
-class _Metadata(msgspec.Struct):
-    schema_version: int = 1
-    content_type: str = JSON_CONTENT_TYPE
-    correlation_id: str | None = None
-    causation_id: str | None = None
-
-
-_encode_metadata = msgspec.json.Encoder().encode
-_decode_metadata = msgspec.json.Decoder(_Metadata).decode
-_encode_headers = msgspec.json.Encoder().encode
 
 # Any fixed 64-bit number; every store writing to one PostgreSQL database takes the same one.
 _WRITER_LOCK_KEY = 0x6D73_635F_6576_7473  # "msc_evts"
@@ -64,19 +59,6 @@ _LOAD = (
     .order_by(events.c.version)
 )
 _LOAD_TO = _LOAD.where(events.c.version <= bindparam("to"))
-# The same loads as plain SQL for SQLite's own driver: loading a snapshot's tail is mostly
-# per-row overhead, which the driver's tuples and `datetime.fromisoformat` keep small.
-_SQLITE_COLUMNS = (
-    "id, event_id, aggregate_id, aggregate_type, version, event_type, event_data, metadata,"
-    " timestamp"
-)
-_SQLITE_LOAD = (
-    f"SELECT {_SQLITE_COLUMNS} FROM events WHERE aggregate_id = ? AND version > ? ORDER BY version"
-)
-_SQLITE_LOAD_TO = (
-    f"SELECT {_SQLITE_COLUMNS} FROM events"
-    " WHERE aggregate_id = ? AND version > ? AND version <= ? ORDER BY version"
-)
 
 
 class SqlEventStore:
@@ -149,7 +131,7 @@ class SqlEventStore:
                 with self._writer.begin() as connection:
                     self._take_turn(connection)
                     return self._append_together(connection, requests)
-            except IntegrityError:
+            except (IntegrityError, sqlite3.IntegrityError):
                 # A writer outside this store won a race inside the batch: redo it one
                 # append at a time, so that only the losers fail.
                 with self._writer.begin() as connection:
@@ -161,7 +143,7 @@ class SqlEventStore:
                     ConcurrencyError(r.aggregate_id, r.expected_version, None) for r in requests
                 ]
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
 
     def _take_turn(self, connection: Connection) -> None:
@@ -172,15 +154,7 @@ class SqlEventStore:
         self, connection: Connection, requests: Sequence[AppendRequest]
     ) -> list[AppendResult]:
         """The fast path: one version query and one insert per table for the whole batch."""
-        aggregate_ids = {request.aggregate_id for request in requests}
-        current: dict[str, int] = {
-            aggregate_id: version
-            for aggregate_id, version in connection.execute(
-                select(events.c.aggregate_id, func.max(events.c.version))
-                .where(events.c.aggregate_id.in_(aggregate_ids))
-                .group_by(events.c.aggregate_id)
-            )
-        }
+        current = self._versions(connection, {request.aggregate_id for request in requests})
         accepted: list[tuple[int, AppendRequest]] = []
         results: list[AppendResult] = []
         for request in requests:
@@ -207,6 +181,19 @@ class SqlEventStore:
         self._insert(connection, written)
         return results
 
+    def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
+        """Each aggregate's current version, for those that have events."""
+        if self._serialise_writers:  # PostgreSQL
+            query = (
+                select(events.c.aggregate_id, func.max(events.c.version))
+                .where(events.c.aggregate_id.in_(aggregate_ids))
+                .group_by(events.c.aggregate_id)
+            )
+            return {aggregate_id: version for aggregate_id, version in connection.execute(query)}
+        ids = list(aggregate_ids)
+        sql = sqlite_sql.VERSIONS.format(marks=",".join("?" * len(ids)))
+        return dict(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
+
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
         current = connection.execute(
             select(func.max(events.c.version)).where(events.c.aggregate_id == request.aggregate_id)
@@ -227,7 +214,7 @@ class SqlEventStore:
                     )
                 ]
                 self._insert(connection, recorded)
-        except IntegrityError:
+        except (IntegrityError, sqlite3.IntegrityError):
             return ConcurrencyError(request.aggregate_id, request.expected_version, None)
         return recorded
 
@@ -237,16 +224,27 @@ class SqlEventStore:
             return []
         if self._serialise_writers:  # PostgreSQL: from the column's own sequence
             return list(connection.execute(_NEXT_IDS, {"count": count}).scalars())
-        last = connection.execute(select(func.coalesce(func.max(events.c.id), 0))).scalar_one()
+        last: int = sqlite_sql.cursor(connection).execute(sqlite_sql.LAST_POSITION).fetchone()[0]
         return list(range(last + 1, last + 1 + count))
 
     def _insert(self, connection: Connection, recorded: list[RecordedEvent]) -> None:
         if not recorded:
             return
-        connection.execute(insert(events), [_event_row(event) for event in recorded])
+        if self._serialise_writers:  # PostgreSQL
+            connection.execute(insert(events), [event_row(event) for event in recorded])
+            if self._outbox_topic is not None:
+                connection.execute(
+                    insert(outbox), [outbox_row(event, self._outbox_topic) for event in recorded]
+                )
+            return
+        # SQLite: the driver's executemany with tuples, text timestamps as SQLAlchemy writes them.
+        cursor = sqlite_sql.cursor(connection)
+        cursor.executemany(sqlite_sql.INSERT_EVENT, [sqlite_event_row(e) for e in recorded])
         if self._outbox_topic is not None:
-            connection.execute(
-                insert(outbox), [_outbox_row(event, self._outbox_topic) for event in recorded]
+            created_at = sqlite_time(datetime.now(UTC))
+            cursor.executemany(
+                sqlite_sql.INSERT_OUTBOX,
+                [sqlite_outbox_row(e, self._outbox_topic, created_at) for e in recorded],
             )
 
     def load(
@@ -257,8 +255,8 @@ class SqlEventStore:
             params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
             return self._read(_LOAD if to_version is None else _LOAD_TO, params)
         if to_version is None:
-            return self._read_sqlite(_SQLITE_LOAD, (aggregate_id, after_version))
-        return self._read_sqlite(_SQLITE_LOAD_TO, (aggregate_id, after_version, to_version))
+            return self._read_sqlite(sqlite_sql.LOAD, (aggregate_id, after_version))
+        return self._read_sqlite(sqlite_sql.LOAD_TO, (aggregate_id, after_version, to_version))
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to `limit` events with position > `after_position`, in position order."""
@@ -286,7 +284,7 @@ class SqlEventStore:
     def _read(self, query: Any, params: dict[str, Any] | None = None) -> list[RecordedEvent]:
         try:
             with self._reader.connect() as connection:
-                return [_from_row(row) for row in connection.execute(query, params).all()]
+                return [from_row(row) for row in connection.execute(query, params).all()]
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
 
@@ -300,7 +298,7 @@ class SqlEventStore:
                 connection.close()
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
-        return [_from_sqlite_row(row) for row in rows]
+        return [from_row(row) for row in rows]
 
     def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless the database answers."""
@@ -332,76 +330,4 @@ def _record(
         timestamp=event.timestamp.astimezone(UTC),
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
-    )
-
-
-def _event_row(event: RecordedEvent) -> dict[str, Any]:
-    meta = _Metadata(
-        schema_version=event.schema_version,
-        content_type=event.content_type,
-        correlation_id=event.correlation_id,
-        causation_id=event.causation_id,
-    )
-    return {
-        "id": event.position,
-        "event_id": event.event_id,
-        "aggregate_id": event.aggregate_id,
-        "aggregate_type": event.aggregate_type,
-        "version": event.version,
-        "event_type": event.event_type,
-        "event_data": event.event_data,
-        "metadata": _encode_metadata(meta).decode(),
-        "timestamp": event.timestamp,
-    }
-
-
-def _outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "topic": topic,
-        "key": event.aggregate_id,
-        "headers": _encode_headers(message_headers(event)).decode(),
-        "payload": event.event_data,
-        "created_at": datetime.now(UTC),
-        "attempts": 0,
-    }
-
-
-def _from_row(row: Sequence[Any]) -> RecordedEvent:
-    meta = _decode_metadata(row[7])
-    moment: datetime = row[8]
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return RecordedEvent(
-        position=row[0],
-        event_id=row[1],
-        aggregate_id=row[2],
-        aggregate_type=row[3],
-        version=row[4],
-        event_type=row[5],
-        event_data=bytes(row[6]),
-        timestamp=moment,
-        schema_version=meta.schema_version,
-        content_type=meta.content_type,
-        correlation_id=meta.correlation_id,
-        causation_id=meta.causation_id,
-    )
-
-
-def _from_sqlite_row(row: tuple[Any, ...]) -> RecordedEvent:
-    """`_from_row` for a sqlite3 tuple, whose timestamp is SQLAlchemy's naive UTC text."""
-    meta = _decode_metadata(row[7])
-    moment = datetime.fromisoformat(row[8])
-    return RecordedEvent(
-        position=row[0],
-        event_id=row[1],
-        aggregate_id=row[2],
-        aggregate_type=row[3],
-        version=row[4],
-        event_type=row[5],
-        event_data=bytes(row[6]),
-        timestamp=moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC),
-        schema_version=meta.schema_version,
-        content_type=meta.content_type,
-        correlation_id=meta.correlation_id,
-        causation_id=meta.causation_id,
     )

@@ -1,0 +1,41 @@
+"""The event store's hot statements as plain SQL for SQLite's own driver (sqlite3).
+
+SQLAlchemy's per-statement cost was most of a small group commit's time on the writer
+thread, and most of loading a snapshot's tail; the driver's tuples avoid it. Timestamps are
+written as SQLAlchemy writes a DateTime in SQLite, so either path reads what the other wrote.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import cast
+
+from sqlalchemy import Connection
+
+VERSIONS = (
+    "SELECT aggregate_id, max(version) FROM events WHERE aggregate_id IN ({marks})"
+    " GROUP BY aggregate_id"
+)
+LAST_POSITION = "SELECT coalesce(max(id), 0) FROM events"
+INSERT_EVENT = (
+    "INSERT INTO events (id, event_id, aggregate_id, aggregate_type, version, event_type,"
+    " event_data, metadata, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_OUTBOX = (
+    "INSERT INTO outbox (event_id, topic, key, headers, payload, created_at, attempts)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0)"
+)
+_COLUMNS = (
+    "id, event_id, aggregate_id, aggregate_type, version, event_type, event_data, metadata,"
+    " timestamp"
+)
+LOAD = f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = ? AND version > ? ORDER BY version"
+LOAD_TO = (
+    f"SELECT {_COLUMNS} FROM events"
+    " WHERE aggregate_id = ? AND version > ? AND version <= ? ORDER BY version"
+)
+
+
+def cursor(connection: Connection) -> sqlite3.Cursor:
+    """A cursor on the driver connection under `connection`, inside its transaction."""
+    return cast(sqlite3.Cursor, connection.connection.cursor())
