@@ -35,7 +35,8 @@ scale: setup
 	$(BIN)/pytest -q -m scale tests/scale
 
 # Debian packages some tests run for real: Prometheus and promtool, docker-compose (config
-# check only). Installed when missing and we are root, as on this project's machines and CI.
+# check only), Chromium (the event browser's tests, through Playwright). Installed when
+# missing and we are root, as on this project's machines and CI.
 tools:
 	@command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -43,6 +44,12 @@ tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends prometheus docker-compose >/dev/null; \
 	  else echo "note: install prometheus and docker-compose to run the deployment tests"; fi; }
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package) for the event browser's tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; \
+	  else echo "note: install chromium to run the event browser's tests"; fi; }
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -99,6 +99,13 @@ function startFeed() {
   source.onmessage = (message) => addFeedRow(JSON.parse(message.data));
 }
 
+// The payload without what the row shows already (cart) or hides in its tooltip (timestamp).
+function payloadText(data) {
+  if (data === null || typeof data !== "object") return JSON.stringify(data);
+  const { cart_id: _cart, timestamp: _moment, ...rest } = data;
+  return Object.keys(rest).length ? JSON.stringify(rest) : "{}";
+}
+
 function addFeedRow(event) {
   $("feed-empty").hidden = true;
   const row = el("tr", { class: "fresh", tabindex: "0", "data-event-id": event.event_id },
@@ -106,7 +113,7 @@ function addFeedRow(event) {
     el("td", { text: event.aggregate_id }),
     el("td", { text: event.event_type }),
     el("td", { text: String(event.version) }),
-    el("td", { class: "payload", text: JSON.stringify(event.data) }));
+    el("td", { class: "payload", title: JSON.stringify(event.data), text: payloadText(event.data) }));
   const open = () => {
     openCart(event.aggregate_id, event.version);
     showLineage(event.event_id);
@@ -136,21 +143,15 @@ async function openCart(cartId, version = null) {
     setMessage("cart-message", err.message, "bad");
     return;
   }
-  if (!result.ok) {
-    state.cart = null;
-    $("cart-view").hidden = true;
-    const text = result.status === 422
-      ? `"${cartId}" is not a cart id: ${detail(result)}`
-      : `Could not read cart ${cartId}: ${detail(result)}`;
-    setMessage("cart-message", text, "bad");
-    return;
-  }
-  const events = result.body.events;
+  const events = result.ok ? result.body.events : [];
   if (events.length === 0) {
     state.cart = null;
     $("cart-view").hidden = true;
-    setMessage("cart-message",
-      `There is no cart "${cartId}" yet. Adding an item creates it.`, "bad");
+    const texts = {
+      422: `"${cartId}" is not a cart id: ${detail(result)}`,
+      404: `There is no cart "${cartId}" yet. Adding an item creates it.`,
+    };
+    setMessage("cart-message", texts[result.status] || `Could not read cart ${cartId}: ${detail(result)}`, "bad");
     clearBilling(`No cart "${cartId}", so no bill.`);
     return;
   }
@@ -255,7 +256,7 @@ async function refreshLineage(current) {
     } else {
       const o = outbox.body;
       steps.push(step("outbox row", `written ${when(o.created_at)}, ` +
-        (published ? `published ${when(o.published_at)}` : "waiting to be published") +
+        (published ? `marked published ${when(o.published_at)}` : "waiting to be published") +
         `, ${o.attempts} attempt(s)` + (o.last_error ? `, last error: ${o.last_error}` : ""),
         published ? "done" : (o.last_error ? "failed" : "waiting")));
       steps.push(step("broker acknowledgement", o.broker_sequence != null
