@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Query, Response
 
 from microservice_connector.cart_service.application import (
     CartNotFound,
@@ -24,6 +24,7 @@ from microservice_connector.cart_service.infrastructure.schemas import (
     CartEvents,
     Event,
     Feed,
+    cart_response,
 )
 from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
@@ -65,15 +66,17 @@ def create_app(
     )
     app.include_router(health_router(checks))
 
+    # The cart answers are encoded by msgspec straight from the view (`cart_response`), not
+    # validated and serialised by pydantic again; `response_model` documents them.
     @app.post("/carts/{cart_id}/items", response_model=Cart)
     async def add_item(
         cart_id: CartId, body: AddItemBody, correlation: CorrelationId = None
-    ) -> Cart:
+    ) -> Response:
         """Add `quantity` of `item_id`; the first item creates the cart."""
         view = await service.add_item(
             cart_id, body.item_id, body.quantity, correlation_id=correlation or _new_id()
         )
-        return Cart.of(view)
+        return cart_response(view)
 
     @app.delete("/carts/{cart_id}/items/{item_id}", response_model=Cart)
     async def remove_item(
@@ -81,24 +84,25 @@ def create_app(
         item_id: ItemId,
         quantity: Annotated[int | None, Query(ge=1, le=MAX_QUANTITY)] = None,
         correlation: CorrelationId = None,
-    ) -> Cart:
+    ) -> Response:
         """Remove `quantity` of the item, or all of it when omitted."""
         view = await service.remove_item(
             cart_id, item_id, quantity, correlation_id=correlation or _new_id()
         )
-        return Cart.of(view)
+        return cart_response(view)
 
     @app.post("/carts/{cart_id}/checkout", response_model=Cart)
-    async def checkout(cart_id: CartId, correlation: CorrelationId = None) -> Cart:
+    async def checkout(cart_id: CartId, correlation: CorrelationId = None) -> Response:
         """Check the cart out; it accepts no change afterwards."""
-        return Cart.of(await service.checkout(cart_id, correlation_id=correlation or _new_id()))
+        view = await service.checkout(cart_id, correlation_id=correlation or _new_id())
+        return cart_response(view)
 
     @app.get("/carts/{cart_id}", response_model=Cart)
     async def get_cart(
         cart_id: CartId, version: Annotated[int | None, Query(ge=1, le=MAX_SQL_INT)] = None
-    ) -> Cart:
+    ) -> Response:
         """The cart now, or as it was right after its `version`-th event."""
-        return Cart.of(await service.get_cart(cart_id, version))
+        return cart_response(await service.get_cart(cart_id, version))
 
     @app.get("/carts/{cart_id}/events", response_model=CartEvents)
     async def cart_events(cart_id: CartId) -> CartEvents:

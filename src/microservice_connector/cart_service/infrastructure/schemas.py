@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import msgspec
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from microservice_connector.cart_service.application import CartView
@@ -44,6 +46,21 @@ class Cart(BaseModel):
             status="checked_out" if view.status == "checked_out" else "open",
             items=view.items,
         )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def cart_response(view: CartView) -> Response:
+    """A 200 answering `view` in the shape of `Cart`, encoded by msgspec directly: the view's
+    fields already have the types `Cart` declares, so validating them again buys nothing."""
+    body = {
+        "cart_id": view.cart_id,
+        "version": view.version,
+        "status": "checked_out" if view.status == "checked_out" else "open",
+        "items": view.items,
+    }
+    return Response(_encode(body), media_type="application/json")
 
 
 class Event(BaseModel):
