@@ -1,0 +1,145 @@
+"""Billing's endpoints behind the event browser, over HTTP with a real nats-server: what
+billing did with one event, its status, dead letters listed and replayed, and CORS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from microservice_connector.billing_service.application import BillingLedger, CartEventIn
+from microservice_connector.billing_service.infrastructure.cart_event_handler import (
+    CartEventHandler,
+)
+from microservice_connector.billing_service.main import build_billing_app, open_billing_repository
+from microservice_connector.events.cart import ItemAdded
+from microservice_connector.events.registry import default_registry
+from microservice_connector.messaging.message import Delivery, Message
+from microservice_connector.settings import Settings
+from support.nats import NatsServer
+from support.processes import wait_for
+
+pytestmark = pytest.mark.nats
+
+CART_ORIGIN = "http://127.0.0.1:8080"
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def settings(tmp_path: Path, nats: NatsServer, **more: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path, broker="nats", nats_url=nats.url, cart_url=CART_ORIGIN, **more
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path, nats_server: NatsServer) -> Iterator[TestClient]:
+    with TestClient(build_billing_app(settings(tmp_path, nats_server))) as client:
+        yield client
+
+
+def test_an_applied_event_says_when_and_an_unknown_one_is_404(
+    client: TestClient, tmp_path: Path
+) -> None:
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    try:
+        event = CartEventIn("ev-1", "c-1", 1, ItemAdded("c-1", "item-001", 1, NOW))
+        BillingLedger(repository).apply_batch([event])
+    finally:
+        repository.store.close()
+    handled = client.get("/billing/events/ev-1").json()
+    assert (handled["outcome"], handled["cart_id"], handled["version"]) == ("applied", "c-1", 1)
+    assert handled["applied_at"] is not None
+    unknown = client.get("/billing/events/ev-2")
+    assert unknown.status_code == 404
+    assert "ev-2" in unknown.json()["detail"]
+    assert client.get("/billing/events/not an id!").status_code == 422
+
+
+def test_duplicates_and_deferrals_are_remembered_without_the_database(tmp_path: Path) -> None:
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    handler = CartEventHandler(BillingLedger(repository), default_registry())
+    try:
+        first, early = _delivery("ev-1", 1), _delivery("ev-3", 3)
+        asyncio.run(handler([first, early]))
+        asyncio.run(handler([_delivery("ev-1", 1)]))
+    finally:
+        repository.store.close()
+    duplicate, deferred = handler.log.get("ev-1"), handler.log.get("ev-3")
+    assert duplicate is not None
+    assert duplicate.counts == {"duplicate": 1}
+    assert deferred is not None
+    assert deferred.last_outcome == "deferred"
+
+
+def test_status_reports_lag_and_dead_letters(client: TestClient) -> None:
+    wait_for(
+        lambda: client.get("/billing/status").json()["consumer_lag"] is not None,
+        20,
+        "billing to measure its consumer lag",
+    )
+    status = client.get("/billing/status").json()
+    assert status == {"consumer_lag": 0, "dead_letters": 0, "problems": []}
+
+
+def test_dead_letters_list_and_an_unknown_replay_is_404(client: TestClient) -> None:
+    assert client.get("/deadletters").json() == []
+    missing = client.post("/deadletters/7/replay")
+    assert missing.status_code == 404
+    assert "7" in missing.json()["detail"]
+    assert client.post("/deadletters/0/replay").status_code == 422
+    assert client.post("/deadletters/abc/replay").status_code == 422
+    assert client.get("/deadletters", params={"limit": 0}).status_code == 422
+
+
+def test_the_cart_origin_may_call_billing_and_others_may_not(client: TestClient) -> None:
+    allowed = client.get("/deadletters", headers={"Origin": CART_ORIGIN})
+    assert allowed.headers["access-control-allow-origin"] == CART_ORIGIN
+    twin = client.get("/prices", headers={"Origin": "http://localhost:8080"})
+    assert twin.headers["access-control-allow-origin"] == "http://localhost:8080"
+    other = client.get("/prices", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    preflight = client.options(
+        "/deadletters/1/replay",
+        headers={
+            "Origin": CART_ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+
+
+def test_replay_needs_the_token_when_one_is_set(tmp_path: Path, nats_server: NatsServer) -> None:
+    app = build_billing_app(settings(tmp_path, nats_server, api_token="s3cret"))
+    with TestClient(app) as client:
+        refused = client.post("/deadletters/1/replay", headers={"Origin": CART_ORIGIN})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == CART_ORIGIN  # UI can read it
+        allowed = client.post("/deadletters/1/replay", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status_code == 404
+
+
+def _delivery(event_id: str, version: int) -> Delivery:
+    payload = (
+        b'{"cart_id":"c-1","item_id":"item-001","quantity":1,"timestamp":"2026-11-25T00:00:00Z"}'
+    )
+    message = Message(
+        id=event_id,
+        topic="cart.events",
+        payload=payload,
+        headers={
+            "event-id": event_id,
+            "event-type": "ItemAdded",
+            "aggregate-id": "c-1",
+            "aggregate-version": str(version),
+        },
+    )
+
+    async def settle(*_: object) -> None:
+        return None
+
+    return Delivery(message, 1, version, settle, settle)
