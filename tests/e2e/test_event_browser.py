@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from microservice_connector.messaging.message import Message
 from microservice_connector.runtime.broker_link import open_broker_link
 from microservice_connector.runtime.system import System
 from microservice_connector.settings import Settings
-from support.processes import free_port, wait_for
+from support.processes import free_port, msc_service, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -238,3 +239,22 @@ def put_dead_letter(system: System, cart_id: str) -> None:
     # Playwright's sync API runs an event loop in this thread: use one of our own elsewhere.
     with ThreadPoolExecutor(1) as other_thread:
         other_thread.submit(asyncio.run, put()).result()
+
+
+def test_sigterm_ends_open_live_feeds_so_the_cart_service_stops_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["cart-service", "--port", str(port), "--data-dir", str(tmp_path), "--no-relay"]
+    with (
+        msc_service(args, health_url=f"{base}/healthz", log=tmp_path / "cart.log") as process,
+        httpx.stream("GET", f"{base}/events/stream", timeout=30) as feed,
+    ):
+        lines = feed.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(lines) == "retry: 1000"
+        stopping = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        took = time.monotonic() - stopping
+    log = (tmp_path / "cart.log").read_text()
+    assert "Application shutdown complete" in log, log[-2000:]  # uvicorn re-raises SIGTERM
+    assert took < 3, f"took {took:.1f} s to stop with a live feed open"

@@ -41,6 +41,7 @@ class LiveFeed:
         self._wakers: set[asyncio.Event] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._wake_queued = False
 
     @property
     def open_streams(self) -> int:
@@ -48,11 +49,15 @@ class LiveFeed:
         return len(self._wakers)
 
     def notify(self) -> None:
-        """Events were stored: wake the open streams (from any thread)."""
+        """Events were stored: wake the open streams (from any thread). Commits in a burst
+        share one wake-up: at most one is queued on the event loop at a time."""
         loop = self._loop
-        if self._wakers and loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
+        if self._wakers and not self._wake_queued and loop is not None and not loop.is_closed():
+            self._wake_queued = True
+            try:
                 loop.call_soon_threadsafe(self._wake_all)
+            except RuntimeError:  # the loop closed meanwhile
+                self._wake_queued = False
 
     def close(self) -> None:
         """End every stream now (the server is stopping); clients reconnect to the next one."""
@@ -92,6 +97,7 @@ class LiveFeed:
             self._wakers.discard(waker)
 
     def _wake_all(self) -> None:
+        self._wake_queued = False
         for waker in self._wakers:
             waker.set()
 
