@@ -12,6 +12,7 @@ that outlives the process.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -76,10 +77,44 @@ class ScaledSystem:
 
         wait_for(through, timeout, f"billing to apply the {len(versions)} carts' stored events")
 
+    def kill_cart_holding_leases(self, cart: Service, timeout: float) -> int:
+        """SIGKILL `cart` at a moment its relay holds leased, unpublished outbox rows; returns
+        how many its dead relay left behind (0 if no such moment came within `timeout` s).
+
+        The relay holds rows only between its claim and its mark, a few milliseconds: when
+        such rows are seen, the process is frozen (SIGSTOP) and looked at again, then killed
+        if it still holds some, else let go on (SIGCONT) to try again."""
+        assert cart.process is not None
+        process, relay_id = cart.process, instance_id(cart)
+        engine = create_engine(self.cart_db, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        held = text(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND claimed_by = :relay "
+            "AND claimed_until > now()"
+        )
+        try:
+            with engine.connect() as connection:
+
+                def holding() -> int:
+                    count: int = connection.execute(held, {"relay": relay_id}).scalar_one()
+                    return count
+
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if not holding():
+                        continue
+                    process.send_signal(signal.SIGSTOP)
+                    if holding():
+                        break
+                    process.send_signal(signal.SIGCONT)
+                cart.kill()
+                return holding()
+        finally:
+            engine.dispose()
+
     def applied_by_instance(self) -> dict[str, Counter[str]]:
         """Per billing instance, how often it logged each event id as applied (over all its
         lives: the log is appended to across restarts)."""
-        return {billing.log.parent.name: _applied_in(billing.log) for billing in self.billings}
+        return {instance_id(billing): _applied_in(billing.log) for billing in self.billings}
 
     def stored_event_ids(self) -> set[str]:
         """The ids of every stored cart event."""
@@ -124,6 +159,11 @@ class ScaledSystem:
 
 
 _BILLED = "SELECT cart_id, last_version FROM bills"
+
+
+def instance_id(service: Service) -> str:
+    """The `MSC_INSTANCE_ID` the service runs with (its relay's id too)."""
+    return service.env["MSC_INSTANCE_ID"]
 
 
 def _query(url: str, sql: str) -> list[Any]:
