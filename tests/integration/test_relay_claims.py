@@ -187,3 +187,24 @@ def test_an_outbox_made_before_claims_gets_the_columns_at_startup(
     finally:
         store.close()
     assert make_url(url).get_backend_name() == database
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_marking_keeps_each_rows_broker_sequence_whatever_their_order(
+    database: str, postgres_url: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}" if database == "sqlite" else postgres_url
+    store = SqlEventStore(url)
+    try:
+        fill(store, 7)
+        ids = [row.id for row in store.outbox.pending()]
+        marked = {ids[5]: 40, ids[0]: 10, ids[1]: 11, ids[2]: 13, ids[4]: None, ids[6]: 41}
+        store.outbox.mark_published(list(marked), list(marked.values()))
+        with store.writer.connect() as connection:
+            rows = connection.execute(
+                select(outbox.c.id, outbox.c.broker_sequence, outbox.c.published_at)
+            ).all()
+        assert {row.id: row.broker_sequence for row in rows} == {**marked, ids[3]: None}
+        assert [row.id for row in rows if row.published_at is None] == [ids[3]]
+    finally:
+        store.close()

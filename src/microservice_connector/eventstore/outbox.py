@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Engine, Row, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Engine, Row, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
@@ -16,13 +16,15 @@ from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import outbox
 
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
-_MARK_WITH_SEQUENCE = (
+# One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
+# is usually one such run, so marking costs one UPDATE, not one per row.
+_MARK_RUN = (
     update(outbox)
-    .where(outbox.c.id == bindparam("row_id"))
+    .where(outbox.c.id.between(bindparam("first"), bindparam("last")))
     .values(
         published_at=bindparam("published"),
         attempts=outbox.c.attempts + 1,
-        broker_sequence=bindparam("sequence"),
+        broker_sequence=outbox.c.id + bindparam("offset", type_=BigInteger),
     )
 )
 
@@ -149,12 +151,9 @@ class SqlOutbox:
         if sequences is None or all(sequence is None for sequence in sequences):
             self._update(ids, published_at=now, attempts=outbox.c.attempts + 1)
             return
-        rows = [
-            {"row_id": row_id, "published": now, "sequence": sequence}
-            for row_id, sequence in zip(ids, sequences, strict=True)
-        ]
+        runs = _runs(ids, sequences, now)
         with self._guard(self._writer), self._writer.begin() as connection:
-            connection.execute(_MARK_WITH_SEQUENCE, rows)
+            connection.execute(_MARK_RUN, runs)
 
     def record_failure(self, ids: Sequence[int], error: str) -> None:
         """Count a failed attempt and keep the error; the rows stay pending."""
@@ -215,6 +214,20 @@ class _Guard:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, SQLAlchemyError):
             raise DatabaseUnavailable(engines.describe_failure(self._engine, exc)) from exc
+
+
+def _runs(
+    ids: Sequence[int], sequences: Sequence[int | None], published: datetime
+) -> list[dict[str, Any]]:
+    """`ids` grouped into runs of consecutive ids with the same `sequence - id` (None: none)."""
+    runs: list[dict[str, Any]] = []
+    for row_id, sequence in sorted(zip(ids, sequences, strict=True)):
+        offset = None if sequence is None else sequence - row_id
+        if runs and runs[-1]["last"] == row_id - 1 and runs[-1]["offset"] == offset:
+            runs[-1]["last"] = row_id
+        else:
+            runs.append({"first": row_id, "last": row_id, "offset": offset, "published": published})
+    return runs
 
 
 def _row(row: Row[Any]) -> OutboxRow:
