@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import pytest
 
 from microservice_connector.billing_service.application import (
@@ -20,12 +21,18 @@ from microservice_connector.billing_service.application import (
     Outcome,
 )
 from microservice_connector.billing_service.domain import Bill
+from microservice_connector.billing_service.infrastructure.cart_event_handler import (
+    CartEventHandler,
+)
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     SqlBillingRepository,
 )
 from microservice_connector.billing_service.infrastructure.tables import DEFAULT_PRICES
 from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.events.cart import CartCheckedOut, ItemAdded, ItemRemoved
+from microservice_connector.events.registry import default_registry
+from microservice_connector.messaging.consumer import Retry
+from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.settings import Settings
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -243,3 +250,38 @@ def test_two_instances_sharing_a_consumer_keep_every_bill_exact(
         assert invoices[cart].total_cents == totals[cart]  # type: ignore[union-attr]
     assert sum(ledger.invoices_issued for ledger in ledgers) == len(checked)
     assert first.store.outbox.status().pending == len(checked)  # one InvoiceIssued each
+
+
+class AlwaysLosing:
+    """A ledger whose batches keep losing to other instances."""
+
+    def apply_batch(self, events: Sequence[CartEventIn]) -> list[Outcome]:
+        raise ConcurrentBillUpdate("bills changed by another instance meanwhile")
+
+
+async def test_a_batch_that_keeps_losing_is_redelivered_without_counting_as_a_failure() -> None:
+    handler = CartEventHandler(AlwaysLosing(), default_registry())  # type: ignore[arg-type]
+    deliveries = [delivery("c-1", version) for version in (1, 2)]
+    settlements = await handler(deliveries)
+    assert [type(s) for s in settlements] == [Retry, Retry]
+    assert all(not s.failure for s in settlements)  # type: ignore[union-attr]
+
+
+def delivery(cart: str, version: int) -> Delivery:
+    payload = ItemAdded(cart, "item-001", 1, NOW)
+    message = Message(
+        id=f"{cart}-{version}",
+        topic="cart.events",
+        payload=msgspec.json.encode(payload),
+        headers={
+            "event-id": f"{cart}-{version}",
+            "event-type": "ItemAdded",
+            "aggregate-id": cart,
+            "aggregate-version": str(version),
+        },
+    )
+
+    async def settle(*_: object) -> None:
+        return None
+
+    return Delivery(message, 1, version, settle, settle)

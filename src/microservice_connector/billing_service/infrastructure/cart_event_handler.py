@@ -6,7 +6,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from microservice_connector.billing_service.application import BillingLedger, CartEventIn, Outcome
+from microservice_connector.billing_service.application import (
+    BillingLedger,
+    CartEventIn,
+    ConcurrentBillUpdate,
+    Outcome,
+)
 from microservice_connector.billing_service.infrastructure.cart_messages import (
     PoisonMessage,
     to_cart_event,
@@ -21,6 +26,7 @@ from microservice_connector.messaging.message import Delivery
 log = logging.getLogger(__name__)
 
 GAP_RETRY_DELAY_S = 0.2
+CONFLICT_RETRY_DELAY_S = 0.1
 # An earlier version that has not come after this many tries is reported as a dead letter.
 MAX_GAP_ATTEMPTS = 300
 _SETTLEMENTS = {Outcome.APPLIED: Ack("applied"), Outcome.DUPLICATE: Ack("duplicate")}
@@ -64,6 +70,8 @@ class CartEventHandler:
             outcomes = await asyncio.to_thread(self._ledger.apply_batch, events)
         except DatabaseUnavailable as exc:
             return [Retry(1.0, str(exc), failure=False) for _ in events]
+        except ConcurrentBillUpdate as exc:  # other instances kept winning: not a failure
+            return [Retry(CONFLICT_RETRY_DELAY_S, str(exc), failure=False) for _ in events]
         except Exception:
             if len(events) == 1:
                 log.exception("billing: event %s failed", events[0].event_id)
