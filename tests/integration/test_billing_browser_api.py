@@ -59,6 +59,32 @@ def test_an_applied_event_says_when_and_an_unknown_one_is_404(
     assert client.get("/billing/events/not an id!").status_code == 422
 
 
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_applied_events_are_recorded_with_the_bill_on_each_database(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if database == "postgres" else None
+    repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
+    try:
+        ledger = BillingLedger(repository)
+        events = [
+            CartEventIn(f"ev-{v}", "c-1", v, ItemAdded("c-1", "item-001", 1, NOW)) for v in (1, 2)
+        ]
+        before = datetime.now(UTC)
+        ledger.apply_batch(events)
+        ledger.apply_batch(events)  # duplicates: nothing recorded twice, nothing fails
+        found = [repository.applied(f"ev-{v}") for v in (1, 2, 3)]
+    finally:
+        repository.store.close()
+    assert found[2] is None
+    for version, applied in enumerate(found[:2], start=1):
+        assert applied is not None
+        assert (applied.cart_id, applied.version) == ("c-1", version)
+        assert before <= applied.applied_at <= datetime.now(UTC)
+
+
 def test_duplicates_and_deferrals_are_remembered_without_the_database(tmp_path: Path) -> None:
     repository = open_billing_repository(Settings(data_dir=tmp_path))
     handler = CartEventHandler(BillingLedger(repository), default_registry())

@@ -59,7 +59,12 @@ _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALU
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
 # deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-_INSERT_HANDLED = insert(handled_events)
+_HANDLED_COLUMNS = "INSERT INTO handled_events (event_id, cart_id, version, applied_at) VALUES "
+_INSERT_HANDLED_SQL = {
+    "qmark": _HANDLED_COLUMNS + "(?, ?, ?, ?)",  # sqlite3
+    "format": _HANDLED_COLUMNS + "(%s, %s, %s, %s)",  # psycopg
+    "pyformat": _HANDLED_COLUMNS + "(%s, %s, %s, %s)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,21 +127,26 @@ class SqlTransaction:
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
 
     def record_applied(self, applied: Collection[CartEventIn]) -> None:
-        """Keep which events this transaction applied, and when (one statement for all)."""
-        if applied:
+        """Keep which events this transaction applied, and when: one driver-level
+        executemany, since per-row statement processing showed in billing's throughput."""
+        if not applied:
+            return
+        dialect = self.connection.dialect
+        sql = _INSERT_HANDLED_SQL.get(dialect.paramstyle)
+        if sql is None:  # a driver we did not prepare for: the portable (slower) way
             now = datetime.now(UTC)
-            self.connection.execute(
-                _INSERT_HANDLED,
-                [
-                    {
-                        "event_id": e.event_id,
-                        "cart_id": e.cart_id,
-                        "version": e.version,
-                        "applied_at": now,
-                    }
-                    for e in applied
-                ],
-            )
+            rows = [
+                {"event_id": e.event_id, "cart_id": e.cart_id, "version": e.version}
+                for e in applied
+            ]
+            self.connection.execute(insert(handled_events).values(applied_at=now), rows)
+            return
+        convert = handled_events.c.applied_at.type.bind_processor(dialect)
+        now = datetime.now(UTC)
+        stamp = convert(now) if convert is not None else now  # once for the whole batch
+        self.connection.exec_driver_sql(
+            sql, [(e.event_id, e.cart_id, e.version, stamp) for e in applied]
+        )
 
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None."""
