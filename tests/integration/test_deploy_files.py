@@ -76,7 +76,11 @@ def test_the_dockerfile_runs_msc_as_a_non_root_user() -> None:
 
 def test_promtool_accepts_the_config_and_the_rules() -> None:
     promtool = tool("promtool")
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"]):
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "config", "prometheus-scale.yml"],
+        ["check", "rules", "alerts.yml"],
+    ):
         result = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -93,9 +97,12 @@ def test_docker_compose_accepts_the_file(profiles: list[str]) -> None:
 def test_the_scale_profile_runs_three_of_each_on_postgres_and_a_nats_cluster() -> None:
     services = compose()["services"]
     scaled = {name for name, s in services.items() if "scale" in s.get("profiles", [])}
-    assert scaled == {*SCALE_CARTS, *SCALE_BILLINGS, *SCALE_NATS, "postgres", "lb"}
+    assert scaled == {*SCALE_CARTS, *SCALE_BILLINGS, *SCALE_NATS, "postgres", "lb"} | {
+        "prometheus-scale"
+    }
+    instances = (*SCALE_CARTS, *SCALE_BILLINGS)
     nats_urls = {f"nats://{node}:4222" for node in SCALE_NATS}
-    for name in (*SCALE_CARTS, *SCALE_BILLINGS):
+    for name in instances:
         service, env = services[name], services[name]["environment"]
         assert service["command"][0] == ("cart-service" if "cart" in name else "billing-service")
         assert set(env["MSC_NATS_URL"].split(",")) == nats_urls, name
@@ -112,6 +119,9 @@ def test_the_scale_profile_runs_three_of_each_on_postgres_and_a_nats_cluster() -
         routes = set(args[args.index("--routes") + 1].split(","))
         assert routes == {f"nats://{other}:6222" for other in SCALE_NATS if other != node}
     assert set(services["lb"]["depends_on"]) == {*SCALE_CARTS, *SCALE_BILLINGS}
+    scrape = yaml.safe_load((DEPLOY / "prometheus-scale.yml").read_text())["scrape_configs"]
+    targets = {t for job in scrape for config in job["static_configs"] for t in config["targets"]}
+    assert targets == {f"{name}:{services[name]['command'][-1]}" for name in instances}
 
 
 def test_the_balancer_sends_cart_and_billing_requests_to_every_instance() -> None:
