@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -195,6 +196,19 @@ class AppliedWatch(threading.Thread):
             engine.dispose()
 
 
+def applied_by(url: str) -> int:
+    """Events the billing instance at `url` applied since it started (its metrics)."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+    return int(
+        sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "msc_billing_events_total" and sample.labels["outcome"] == "applied"
+        )
+    )
+
+
 async def all_pulling(js: JetStreamContext, k: int) -> None:
     """Return once the durable `billing` has pull requests waiting from `k` instances."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -236,10 +250,13 @@ async def billing_run(k: int, args: argparse.Namespace, folder: Path) -> Run:
             watch.start()
             pids = [process.pid for _, process in running]
             cpu_before, busy_before = sum(map(cpu_seconds, pids)), machine_busy()
+            wall = time.perf_counter()
             await js.resume_consumer("CART", DURABLE)
             await asyncio.to_thread(watch.join)
+            wall = time.perf_counter() - wall
             cpu = sum(map(cpu_seconds, pids)) - cpu_before
             busy = busy_between(busy_before, machine_busy())
+            shares = [applied_by(url) for url, _ in running]
         finally:
             await client.close()
         problems = []
@@ -249,9 +266,8 @@ async def billing_run(k: int, args: argparse.Namespace, folder: Path) -> Run:
         else:
             seconds = watch.last - watch.first
         problems += check_bills(Settings(billing_database_url=billing_url), quantities)
-    print(f"  billing x{k}: stream preloaded in {published:.2f} s; {watch.applied} applied")
-    cores = cpu / seconds if seconds > 0 else float("nan")
-    return Run("billing events", k, args.events, seconds, cores, busy, problems)
+    print(f"  billing x{k}: stream preloaded in {published:.2f} s; applied per instance {shares}")
+    return Run("billing events", k, args.events, seconds, cpu / wall, busy, problems)
 
 
 @dataclass(frozen=True)
