@@ -29,9 +29,10 @@ commands billing never applied, count as infinitely late in the percentiles, and
 Output: p50/p90/p99/max of the HTTP response time and of send → billing applied, the achieved
 send rate and how far sends lagged the schedule, each process's CPU use while measured, against
 the targets p50 ≤ 5 ms, p99 ≤ 25 ms. `--stages` adds where the time went, from the timestamps
-the services store (event decided, outbox row built and marked published, bill written). At the
-end billing must hold, over all carts, as many applied versions as commands were sent, and no
-command may have failed; the script exits non-zero otherwise.
+the services store (event decided, outbox row built and marked published, bill written), and
+from a plain NATS subscription to `cart.events` in this process (when the relay's publish
+reached the broker; NATS only). At the end billing must hold, over all carts, as many applied
+versions as commands were sent, and no command may have failed; the script exits non-zero otherwise.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Protocol
 
 import httpx
+import nats
 
 from _support import percentile
 from microservice_connector.runtime.system import System, free_port
@@ -64,6 +66,7 @@ STAGES = (
     "sent → cart decided",
     "decided → outbox row built",
     "row built → HTTP answered",
+    "row built → relay published",
     "row built → relay marked",
     "row built → billing wrote*",
     "billing wrote → poll saw*",
@@ -361,15 +364,43 @@ def _moment(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def stages(folder: Path, commands: list[Command], watcher: BillingWatcher) -> list[str]:
+class WireWatcher:
+    """A plain NATS subscription to `cart.events`: when each event (by `event-id`) reached
+    the broker, as the relay published it (wall clock)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self._client: nats.aio.client.Client | None = None
+
+    async def start(self, url: str) -> None:
+        """Subscribe on the broker at `url`."""
+        self._client = await nats.connect(url)
+
+        async def on_message(message: nats.aio.msg.Msg) -> None:
+            event_id = (message.headers or {}).get("event-id")
+            if event_id is not None:
+                self.seen.setdefault(event_id, time.time())
+
+        await self._client.subscribe("cart.events", cb=on_message)
+
+    async def close(self) -> None:
+        """Unsubscribe and disconnect."""
+        if self._client is not None:
+            await self._client.close()
+
+
+def stages(
+    folder: Path, commands: list[Command], watcher: BillingWatcher, wire: WireWatcher
+) -> list[str]:
     """Where the time went, from the timestamps the services store (wall clock, µs): each
     measured command's event (decided), outbox row (built in the commit, marked after the
     broker's ack) and, for the last command of each cart, billing's `bills.updated_at`
-    (written in the applying transaction, just before its commit)."""
+    (written in the applying transaction, just before its commit); and when the broker
+    passed the event on to a subscriber (`WireWatcher`)."""
     with contextlib.closing(read_only(folder / "events.db")) as db:
         cart_rows = db.execute(
-            "SELECT e.aggregate_id, e.version, e.timestamp, o.created_at, o.published_at"
-            " FROM events e JOIN outbox o ON o.event_id = e.event_id"
+            "SELECT e.aggregate_id, e.version, e.timestamp, o.created_at, o.published_at,"
+            " e.event_id FROM events e JOIN outbox o ON o.event_id = e.event_id"
         ).fetchall()
     with contextlib.closing(read_only(folder / "billing.db")) as db:
         bill_rows = db.execute("SELECT cart_id, last_version, updated_at FROM bills").fetchall()
@@ -380,16 +411,19 @@ def stages(folder: Path, commands: list[Command], watcher: BillingWatcher) -> li
         found = cart_side.get((c.cart, c.version or 0))
         if not c.measured or found is None or found[2] is None:
             continue
-        decided, built, marked = (_moment(text) for text in found)
+        decided, built, marked = (_moment(text) for text in found[:3])
         spans[STAGES[0]].append(decided - c.sent_wall)
         spans[STAGES[1]].append(built - decided)
         spans[STAGES[2]].append(c.answered_wall - built)
-        spans[STAGES[3]].append(marked - built)
+        published = wire.seen.get(found[3])
+        if published is not None:
+            spans[STAGES[3]].append(published - built)
+        spans[STAGES[4]].append(marked - built)
         bill = billed.get((c.cart, c.version or 0))
         seen = watcher.applied_at(c.cart, c.version or 0)
         if bill is not None and seen is not None:
-            spans[STAGES[4]].append(bill - built)
-            spans[STAGES[5]].append(seen + c.wall_offset - bill)
+            spans[STAGES[5]].append(bill - built)
+            spans[STAGES[6]].append(seen + c.wall_offset - bill)
     return [row(name, ms(values)) for name, values in spans.items() if values]
 
 
@@ -405,6 +439,9 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         )
         watcher = BillingWatcher(folder / "billing.db", args.poll_interval)
         watcher.start()
+        wire = WireWatcher()
+        if args.stages and system.nats_url is not None:
+            await wire.start(system.nats_url)
         client: Client
         if args.client == "raw":
             raw = RawClient("127.0.0.1", system.cart_port)
@@ -419,6 +456,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
             await asyncio.to_thread(watcher.wait_idle, DRAIN_TIMEOUT_S)
         finally:
             await client.close()
+            await wire.close()
             watcher.stop()
         with contextlib.closing(read_only(folder / "billing.db")) as db:
             applied_versions = db.execute("SELECT coalesce(sum(last_version), 0) FROM bills")
@@ -494,7 +532,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
     if args.stages and e2e:
         print("where the time went (from the services' stored timestamps; * = last command of")
         print("each cart only, billing's timestamp is taken just before its commit):")
-        for line in stages(folder, commands, watcher):
+        for line in stages(folder, commands, watcher, wire):
             print(line)
     for problem in problems:
         print(f"FAILED {problem}", file=sys.stderr)
