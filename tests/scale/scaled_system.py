@@ -111,6 +111,15 @@ class ScaledSystem:
         finally:
             engine.dispose()
 
+    def published_by_relay(self) -> Counter[str]:
+        """How many outbox rows each relay published (the last lease holder of each row)."""
+        rows = _query(
+            self.cart_db,
+            "SELECT claimed_by, count(*) FROM outbox WHERE published_at IS NOT NULL "
+            "GROUP BY claimed_by",
+        )
+        return Counter({str(relay): count for relay, count in rows})
+
     def applied_by_instance(self) -> dict[str, Counter[str]]:
         """Per billing instance, how often it logged each event id as applied (over all its
         lives: the log is appended to across restarts)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from scaled_system import ScaledSystem, running_scaled_system
+from scaled_system import ScaledSystem, instance_id, running_scaled_system
 
 from support import postgres
 from support.nats_cluster import NatsCluster
@@ -157,11 +157,14 @@ def run_and_check(
     )
     print(f"applied per billing instance: { {k: sum(v.values()) for k, v in applied.items()} }")
     print(f"commands per cart instance since its last start: {served}; {load.statuses()}")
+    published = system.published_by_relay()
+    print(f"outbox rows published per relay: {dict(published)}")
     assert (result.lost, twice, load.server_errors()) == (0, 0, 0), load.statuses()
     assert not unknown, f"billing applied events that are not stored: {sorted(unknown)[:5]}"
     assert invoice_problems == [], invoice_problems[:5]
     assert len(served) == len(system.carts), served
     assert all(served.values()), f"every cart instance answered commands: {served}"
+    assert set(published) == {instance_id(cart) for cart in system.carts}, published
     assert result.commands > 450
 
 
