@@ -41,51 +41,52 @@ def client(tmp_path: Path, nats_server: NatsServer) -> Iterator[TestClient]:
         yield client
 
 
-def test_an_applied_event_says_when_and_an_unknown_one_is_404(
+def test_an_applied_event_is_known_from_its_bill_and_an_unknown_one_is_404(
     client: TestClient, tmp_path: Path
 ) -> None:
     repository = open_billing_repository(Settings(data_dir=tmp_path))
-    try:
-        event = CartEventIn("ev-1", "c-1", 1, ItemAdded("c-1", "item-001", 1, NOW))
-        BillingLedger(repository).apply_batch([event])
+    try:  # applied by another process: this billing's memory knows nothing of them
+        BillingLedger(repository).apply_batch([_added(1), _added(2)])
     finally:
         repository.store.close()
-    handled = client.get("/billing/events/ev-1").json()
-    assert (handled["outcome"], handled["cart_id"], handled["version"]) == ("applied", "c-1", 1)
-    assert handled["applied_at"] is not None
-    unknown = client.get("/billing/events/ev-2")
-    assert unknown.status_code == 404
-    assert "ev-2" in unknown.json()["detail"]
+    latest = client.get("/billing/events/ev-2", params={"cart_id": "c-1", "version": 2}).json()
+    assert (latest["outcome"], latest["cart_id"], latest["version"]) == ("applied", "c-1", 2)
+    assert latest["applied_at"] is not None  # the bill's latest version: when it changed
+    earlier = client.get("/billing/events/ev-1", params={"cart_id": "c-1", "version": 1}).json()
+    assert (earlier["outcome"], earlier["applied_at"]) == ("applied", None)
+    ahead = client.get("/billing/events/ev-3", params={"cart_id": "c-1", "version": 3})
+    assert ahead.status_code == 404
+    assert "ev-3" in ahead.json()["detail"]
+    assert client.get("/billing/events/ev-2").status_code == 404  # no hint, no memory
     assert client.get("/billing/events/not an id!").status_code == 422
+    assert client.get("/billing/events/ev-1", params={"version": 0}).status_code == 422
 
 
 @pytest.mark.parametrize(
     "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_applied_events_are_recorded_with_the_bill_on_each_database(
+def test_the_bill_stamp_says_how_far_billing_got_and_when_on_each_database(
     tmp_path: Path, database: str, request: pytest.FixtureRequest
 ) -> None:
     url = request.getfixturevalue("postgres_url") if database == "postgres" else None
     repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
     try:
-        ledger = BillingLedger(repository)
-        events = [
-            CartEventIn(f"ev-{v}", "c-1", v, ItemAdded("c-1", "item-001", 1, NOW)) for v in (1, 2)
-        ]
         before = datetime.now(UTC)
-        ledger.apply_batch(events)
-        ledger.apply_batch(events)  # duplicates: nothing recorded twice, nothing fails
-        found = [repository.applied(f"ev-{v}") for v in (1, 2, 3)]
+        BillingLedger(repository).apply_batch([_added(1), _added(2)])
+        stamp, none = repository.stamp("c-1"), repository.stamp("c-2")
     finally:
         repository.store.close()
-    assert found[2] is None
-    for version, applied in enumerate(found[:2], start=1):
-        assert applied is not None
-        assert (applied.cart_id, applied.version) == ("c-1", version)
-        assert before <= applied.applied_at <= datetime.now(UTC)
+    assert none is None
+    assert stamp is not None
+    assert stamp.last_version == 2
+    assert before <= stamp.updated_at <= datetime.now(UTC)
 
 
-def test_duplicates_and_deferrals_are_remembered_without_the_database(tmp_path: Path) -> None:
+def _added(version: int) -> CartEventIn:
+    return CartEventIn(f"ev-{version}", "c-1", version, ItemAdded("c-1", "item-001", 1, NOW))
+
+
+def test_the_handler_remembers_each_outcome_in_memory(tmp_path: Path) -> None:
     repository = open_billing_repository(Settings(data_dir=tmp_path))
     handler = CartEventHandler(BillingLedger(repository), default_registry())
     try:
@@ -94,9 +95,10 @@ def test_duplicates_and_deferrals_are_remembered_without_the_database(tmp_path: 
         asyncio.run(handler([_delivery("ev-1", 1)]))
     finally:
         repository.store.close()
-    duplicate, deferred = handler.log.get("ev-1"), handler.log.get("ev-3")
+    duplicate, deferred = handler.handled.get("ev-1"), handler.handled.get("ev-3")
     assert duplicate is not None
-    assert duplicate.counts == {"duplicate": 1}
+    assert duplicate.counts == {"applied": 1, "duplicate": 1}
+    assert duplicate.applied_at is not None
     assert deferred is not None
     assert deferred.last_outcome == "deferred"
 

@@ -132,7 +132,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         on_shutdown=stop,
     )
     app.include_router(deadletter_router(box))
-    app.include_router(handling_router(repository, handler.log, box, lag.get))
+    app.include_router(handling_router(repository, handler.handled, box, lag.get))
     instrument(app, registry)
     protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
     allow_ui(app, settings.cart_url)

@@ -90,9 +90,6 @@ class BillingLedger:
                     if tx.issue_invoice(invoice):
                         issued.append(invoice)
             tx.save_bills(list(bills.values()))
-            tx.record_applied(
-                [events[i] for i, done in outcomes.items() if done is Outcome.APPLIED]
-            )
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)
         self.unpriced_lines += sum(line.unpriced for inv in issued for line in inv.lines.values())

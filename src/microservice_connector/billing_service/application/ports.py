@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from microservice_connector.billing_service.domain import Bill, Invoice
-
-if TYPE_CHECKING:  # the ledger defines it and imports this module
-    from microservice_connector.billing_service.application.ledger import CartEventIn
 
 
 class ConcurrentBillUpdate(Exception):
@@ -27,10 +24,6 @@ class BillingTransaction(Protocol):
     def save_bills(self, bills: Collection[Bill]) -> None:
         """Store the bills (insert or replace); `ConcurrentBillUpdate` if one changed since
         this transaction read it."""
-        ...
-
-    def record_applied(self, applied: Collection[CartEventIn]) -> None:
-        """Keep which events this transaction applied (the lineage view shows it)."""
         ...
 
     def price_of(self, item_id: str) -> int | None:

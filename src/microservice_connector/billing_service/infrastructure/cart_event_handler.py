@@ -37,11 +37,11 @@ class CartEventHandler:
     and while the database is away everything is retried without counting as a failure."""
 
     def __init__(
-        self, ledger: BillingLedger, registry: EventRegistry, log: HandlingLog | None = None
+        self, ledger: BillingLedger, registry: EventRegistry, handled: HandlingLog | None = None
     ) -> None:
         self._ledger = ledger
         self._registry = registry
-        self.log = log or HandlingLog()
+        self.handled = handled or HandlingLog()
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Settlement]:
         """One settlement per delivery, in order."""
@@ -78,9 +78,10 @@ class CartEventHandler:
                 return [Retry(0.5, "billing failed to apply it")]
             # One bad event must not hold back the others: apply them one at a time.
             return [(await self._apply([pair], deliveries))[0] for pair in decoded]
-        for event, outcome in zip(events, outcomes, strict=True):
-            if outcome is not Outcome.APPLIED:  # applied ones are in `handled_events`
-                self.log.record(event.event_id, event.cart_id, event.version, outcome.value)
+        self.handled.record_batch(
+            (event.event_id, event.cart_id, event.version, outcome.value)
+            for event, outcome in zip(events, outcomes, strict=True)
+        )
         return [
             self._settlement(outcome, deliveries[index].attempt, event)
             for (index, event), outcome in zip(decoded, outcomes, strict=True)
@@ -91,7 +92,7 @@ class CartEventHandler:
         event_id = headers.get("event-id") or delivery.message.id
         version = headers.get("aggregate-version", "")
         cart_id = headers.get("aggregate-id", "")
-        self.log.record(
+        self.handled.record(
             event_id, cart_id, int(version) if version.isdigit() else 0, "rejected", error
         )
 

@@ -1,5 +1,8 @@
 """`GET /billing/events/{event_id}` (what billing did with one cart event) and
-`GET /billing/status` (consumer lag, dead letters): the billing half of the event browser."""
+`GET /billing/status` (consumer lag, dead letters): the billing half of the event browser.
+
+Nothing is written for them on billing's hot path: "applied" is read from the bill (its
+`last_version` and `updated_at` commit with the change), the rest from `HandlingLog`."""
 
 from __future__ import annotations
 
@@ -8,30 +11,38 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal, cast
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from microservice_connector.billing_service.infrastructure.deadletter_api import DeadLetterBox
-from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
+from microservice_connector.billing_service.infrastructure.handling_log import (
+    Handling,
+    HandlingLog,
+)
 from microservice_connector.billing_service.infrastructure.sql_repository import (
+    BillStamp,
     SqlBillingRepository,
 )
-from microservice_connector.web.ids import id_path
+from microservice_connector.web.ids import ID_PATTERN, id_path
+from microservice_connector.web.numbers import MAX_SQL_INT
 
 EventId = Annotated[str, id_path("the event's id")]
 Outcome = Literal["applied", "duplicate", "deferred", "rejected"]
 
 
 class HandlingOut(BaseModel):
-    """What billing did with one cart event: `applied` (durable, with `applied_at`), or
-    else its latest outcome since billing started; `counts` of the non-applied outcomes."""
+    """What billing did with one cart event. `outcome` is `applied` once the cart's bill has
+    reached its version (durable: the version gate applies versions in order); else the latest
+    outcome billing saw since it started. `applied_at` is exact when known (this process
+    applied it, or it is the bill's latest version), else null; `counts` of each outcome
+    since billing started."""
 
     event_id: str
     cart_id: str
     version: int
     outcome: Outcome
     applied_at: datetime | None
-    last_seen_at: datetime
+    last_seen_at: datetime | None
     counts: dict[str, int]
     last_error: str | None
 
@@ -58,7 +69,7 @@ class LagReading:
 
 def handling_router(
     repository: SqlBillingRepository,
-    log: HandlingLog,
+    handled: HandlingLog,
     box: DeadLetterBox,
     lag: Callable[[], int | None],
 ) -> APIRouter:
@@ -66,34 +77,23 @@ def handling_router(
     router = APIRouter(tags=["event browser"])
 
     @router.get("/billing/events/{event_id}", response_model=HandlingOut)
-    async def handling(event_id: EventId) -> HandlingOut:
-        """What billing did with the event; 404 while it has not seen it."""
-        applied = await asyncio.to_thread(repository.applied, event_id)
-        seen = log.get(event_id)
-        if applied is None and seen is None:
+    async def handling(
+        event_id: EventId,
+        cart_id: Annotated[str | None, Query(pattern=ID_PATTERN, description="its cart")] = None,
+        version: Annotated[
+            int | None, Query(ge=1, le=MAX_SQL_INT, description="its version")
+        ] = None,
+    ) -> HandlingOut:
+        """What billing did with the event; give `cart_id` and `version` (the lineage view
+        does) to learn from the bill whether it is applied even after billing restarted.
+        404 while billing knows nothing of it."""
+        seen = handled.get(event_id)
+        cart = cart_id or (seen.cart_id if seen else None)
+        stamp = await asyncio.to_thread(repository.stamp, cart) if cart else None
+        found = _handling(event_id, seen, stamp, version or (seen.version if seen else None))
+        if found is None:
             raise HTTPException(404, f"billing has not handled event {event_id} (yet)")
-        if applied is not None:
-            return HandlingOut(
-                event_id=event_id,
-                cart_id=applied.cart_id,
-                version=applied.version,
-                outcome="applied",
-                applied_at=applied.applied_at,
-                last_seen_at=max(applied.applied_at, seen.last_at) if seen else applied.applied_at,
-                counts=seen.counts if seen else {},
-                last_error=seen.last_error if seen else None,
-            )
-        assert seen is not None
-        return HandlingOut(
-            event_id=event_id,
-            cart_id=seen.cart_id,
-            version=seen.version,
-            outcome=cast(Outcome, seen.last_outcome),
-            applied_at=None,
-            last_seen_at=seen.last_at,
-            counts=seen.counts,
-            last_error=seen.last_error,
-        )
+        return found
 
     @router.get("/billing/status", response_model=StatusOut)
     async def status() -> StatusOut:
@@ -110,3 +110,26 @@ def handling_router(
         return StatusOut(consumer_lag=consumer_lag, dead_letters=dead_letters, problems=problems)
 
     return router
+
+
+def _handling(
+    event_id: str, seen: Handling | None, stamp: BillStamp | None, version: int | None
+) -> HandlingOut | None:
+    """What is known of the event from the bill (`stamp`) and the log (`seen`), or None."""
+    applied = stamp is not None and version is not None and stamp.last_version >= version
+    if seen is None and not applied:
+        return None
+    assert version is not None
+    applied_at = seen.applied_at if seen else None
+    if applied and applied_at is None and stamp is not None and stamp.last_version == version:
+        applied_at = stamp.updated_at  # the latest version: the bill changed when it applied
+    return HandlingOut(
+        event_id=event_id,
+        cart_id=seen.cart_id if seen else stamp.cart_id if stamp else "",
+        version=version,
+        outcome="applied" if applied else cast(Outcome, seen.last_outcome if seen else ""),
+        applied_at=applied_at,
+        last_seen_at=seen.last_at if seen else None,
+        counts=seen.counts if seen else {},
+        last_error=seen.last_error if seen else None,
+    )

@@ -1,31 +1,36 @@
-"""What billing did with events it did not apply (duplicate, deferred, rejected): in memory,
-bounded, since the process started. Applied events are recorded durably in `handled_events`."""
+"""What billing did with each event it saw lately (applied, duplicate, deferred, rejected) and
+when: in memory, bounded, since the process started. Whether an event is applied is also
+known durably from its bill: the version gate applies a cart's versions in order, so version
+V is applied once the bill's `last_version` reaches V (see `handling_api`)."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-DEFAULT_CAPACITY = 10_000
+DEFAULT_CAPACITY = 20_000
+Seen = tuple[str, str, int, str]  # event id, cart id, version, outcome
 
 
 @dataclass(slots=True)
 class Handling:
-    """One event's non-applied outcomes: how many of each, the latest, and when."""
+    """One event's outcomes: how many of each, the latest, when it was applied."""
 
     cart_id: str
     version: int
     last_outcome: str
     last_at: datetime
+    applied_at: datetime | None = None
     counts: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
 
 
 class HandlingLog:
-    """The last `capacity` events billing saw but did not apply; the oldest is forgotten
-    first, so memory stays bounded however long billing runs. Thread-safe."""
+    """The last `capacity` events billing handled; the oldest is forgotten first, so memory
+    stays bounded (a few MB) however long billing runs. Thread-safe; one lock per batch."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self._capacity = capacity
@@ -35,17 +40,24 @@ class HandlingLog:
     def record(
         self, event_id: str, cart_id: str, version: int, outcome: str, error: str | None = None
     ) -> None:
-        """Note that `event_id` was `outcome` (duplicate, deferred, rejected) just now."""
+        """Note that `event_id` was `outcome` just now, with the `error` if any."""
+        self.record_batch([(event_id, cart_id, version, outcome)], error)
+
+    def record_batch(self, seen: Iterable[Seen], error: str | None = None) -> None:
+        """Note the outcome of each event of a batch, all at the same moment."""
         now = datetime.now(UTC)
         with self._lock:
-            entry = self._entries.pop(event_id, None)
-            if entry is None:
-                entry = Handling(cart_id, version, outcome, now)
-            entry.last_outcome, entry.last_at = outcome, now
-            entry.counts[outcome] = entry.counts.get(outcome, 0) + 1
-            if error is not None:
-                entry.last_error = error
-            self._entries[event_id] = entry
+            for event_id, cart_id, version, outcome in seen:
+                entry = self._entries.pop(event_id, None)
+                if entry is None:
+                    entry = Handling(cart_id, version, outcome, now)
+                entry.last_outcome, entry.last_at = outcome, now
+                entry.counts[outcome] = entry.counts.get(outcome, 0) + 1
+                if outcome == "applied":
+                    entry.applied_at = now
+                if error is not None:
+                    entry.last_error = error
+                self._entries[event_id] = entry
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
 
@@ -60,6 +72,7 @@ class HandlingLog:
                 entry.version,
                 entry.last_outcome,
                 entry.last_at,
+                entry.applied_at,
                 dict(entry.counts),
                 entry.last_error,
             )

@@ -13,13 +13,11 @@ import msgspec
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
-    handled_events,
     invoices,
     metadata,
     prices,
@@ -59,22 +57,16 @@ _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALU
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
 # deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-_HANDLED_COLUMNS = "INSERT INTO handled_events (event_id, cart_id, version, applied_at) VALUES "
-_INSERT_HANDLED_SQL = {
-    "qmark": _HANDLED_COLUMNS + "(?, ?, ?, ?)",  # sqlite3
-    "format": _HANDLED_COLUMNS + "(%s, %s, %s, %s)",  # psycopg
-    "pyformat": _HANDLED_COLUMNS + "(%s, %s, %s, %s)",
-}
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedEvent:
-    """A cart event billing applied: which cart version, and when it committed."""
+class BillStamp:
+    """How far billing got with a cart: the last version applied, and when that was
+    (both written by the transaction that applied it)."""
 
-    event_id: str
     cart_id: str
-    version: int
-    applied_at: datetime
+    last_version: int
+    updated_at: datetime
 
 
 class SqlTransaction:
@@ -125,28 +117,6 @@ class SqlTransaction:
         if new:
             self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
-
-    def record_applied(self, applied: Collection[CartEventIn]) -> None:
-        """Keep which events this transaction applied, and when: one driver-level
-        executemany, since per-row statement processing showed in billing's throughput."""
-        if not applied:
-            return
-        dialect = self.connection.dialect
-        sql = _INSERT_HANDLED_SQL.get(dialect.paramstyle)
-        if sql is None:  # a driver we did not prepare for: the portable (slower) way
-            now = datetime.now(UTC)
-            rows = [
-                {"event_id": e.event_id, "cart_id": e.cart_id, "version": e.version}
-                for e in applied
-            ]
-            self.connection.execute(insert(handled_events).values(applied_at=now), rows)
-            return
-        convert = handled_events.c.applied_at.type.bind_processor(dialect)
-        now = datetime.now(UTC)
-        stamp = convert(now) if convert is not None else now  # once for the whole batch
-        self.connection.exec_driver_sql(
-            sql, [(e.event_id, e.cart_id, e.version, stamp) for e in applied]
-        )
 
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None."""
@@ -290,19 +260,17 @@ class SqlBillingRepository:
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
-            tx.connection.execute(delete(handled_events))
 
-    def applied(self, event_id: str) -> AppliedEvent | None:
-        """When billing applied the cart event `event_id`, or None if it has not."""
+    def stamp(self, cart_id: str) -> BillStamp | None:
+        """The cart's last applied version and when, or None before its first event."""
+        query = select(bills.c.last_version, bills.c.updated_at).where(bills.c.cart_id == cart_id)
         with self.transaction() as tx:
-            row = tx.connection.execute(
-                select(handled_events).where(handled_events.c.event_id == event_id)
-            ).first()
+            row = tx.connection.execute(query).first()
         if row is None:
             return None
-        applied_at: datetime = row.applied_at
-        applied_at = applied_at.replace(tzinfo=UTC) if applied_at.tzinfo is None else applied_at
-        return AppliedEvent(row.event_id, row.cart_id, row.version, applied_at)
+        updated: datetime = row.updated_at
+        updated = updated.replace(tzinfo=UTC) if updated.tzinfo is None else updated
+        return BillStamp(cart_id, row.last_version, updated)
 
     def summary(self) -> dict[str, int]:
         """Every bill's total by cart id, for comparing rebuilds."""

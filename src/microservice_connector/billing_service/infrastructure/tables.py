@@ -34,17 +34,6 @@ invoices = Table(
     Column("issued_at", DateTime(timezone=True), nullable=False),
 )
 
-# One row per cart event billing applied, written in the transaction that applied it (the
-# event browser's lineage view reads it); duplicates and deferrals are kept in memory only.
-handled_events = Table(
-    "handled_events",
-    metadata,
-    Column("event_id", String(64), primary_key=True),
-    Column("cart_id", String(64), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
-)
-
 DEFAULT_PRICES = {
     "item-001": 1999,
     "item-002": 550,

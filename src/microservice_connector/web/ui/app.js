@@ -283,7 +283,8 @@ async function refreshLineage(current) {
 }
 
 async function billingSteps(e, steps) {
-  const handled = await call("billing", `/billing/events/${encodeURIComponent(e.event_id)}`);
+  const query = `cart_id=${encodeURIComponent(e.aggregate_id)}&version=${e.version}`;
+  const handled = await call("billing", `/billing/events/${encodeURIComponent(e.event_id)}?${query}`);
   serviceState("billing", null);
   if (!handled.ok) {
     steps.push(step("billing", handled.status === 404
@@ -292,7 +293,8 @@ async function billingSteps(e, steps) {
   }
   const h = handled.body;
   const texts = {
-    applied: `applied by billing at ${when(h.applied_at)}`,
+    applied: h.applied_at ? `applied by billing at ${when(h.applied_at)}`
+      : "applied by billing (its bill is past this version; the time is kept only for recent events)",
     duplicate: `a duplicate: billing had applied this version already (${when(h.last_seen_at)})`,
     deferred: `deferred at ${when(h.last_seen_at)}: billing waits for an earlier version of the cart`,
     rejected: `rejected at ${when(h.last_seen_at)} and sent to the dead letters: ${h.last_error || ""}`,
