@@ -158,6 +158,11 @@ class ScaledSystem:
                 problems.append(f"{cart_id}: invoice {invoice} is not {bill}")
         return problems
 
+    def invoice_count(self) -> int:
+        """How many invoices billing has issued."""
+        count: int = _query(self.billing_db, "SELECT count(*) FROM invoices")[0][0]
+        return count
+
     def commands_served(self) -> dict[str, float]:
         """Commands each running cart instance answered `ok` since it last started."""
         return {

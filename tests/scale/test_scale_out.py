@@ -156,12 +156,14 @@ def run_and_check(
         )
     )
     print(f"applied per billing instance: { {k: sum(v.values()) for k, v in applied.items()} }")
+    print(f"invoices issued: {system.invoice_count()}")
     print(f"commands per cart instance since its last start: {served}; {load.statuses()}")
     published = system.published_by_relay()
     print(f"outbox rows published per relay: {dict(published)}")
     assert (result.lost, twice, load.server_errors()) == (0, 0, 0), load.statuses()
     assert not unknown, f"billing applied events that are not stored: {sorted(unknown)[:5]}"
     assert invoice_problems == [], invoice_problems[:5]
+    assert system.invoice_count() > 0, "some carts were checked out and invoiced"
     assert len(served) == len(system.carts), served
     assert all(served.values()), f"every cart instance answered commands: {served}"
     assert set(published) == {instance_id(cart) for cart in system.carts}, published
