@@ -248,7 +248,7 @@ async function refreshLineage(current) {
     }
     const e = event.body;
     steps.push(step("command", `correlation id ${e.correlation_id || "(none)"}` +
-      (e.causation_id ? `, caused by ${e.causation_id}` : ""), "done"));
+      (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : ""), "done"));
     steps.push(step("stored event", `#${e.position} ${e.event_type} v${e.version} of cart ${e.aggregate_id} at ${when(e.timestamp)}`, "done"));
     const published = outbox.ok && outbox.body.published_at;
     if (!outbox.ok) {
@@ -299,7 +299,8 @@ async function billingSteps(e, steps) {
     deferred: `deferred at ${when(h.last_seen_at)}: billing waits for an earlier version of the cart`,
     rejected: `rejected at ${when(h.last_seen_at)} and sent to the dead letters: ${h.last_error || ""}`,
   };
-  const counts = Object.entries(h.counts).map(([k, n]) => `${n}× ${k}`).join(", ");
+  const counts = Object.entries(h.counts).filter(([k]) => k !== "applied")
+    .map(([k, n]) => `${n}× ${k}`).join(", ");
   steps.push(step("billing", texts[h.outcome] + (counts ? ` (also seen: ${counts})` : ""),
     h.outcome === "applied" ? "done" : (h.outcome === "rejected" ? "failed" : "waiting")));
   if (h.outcome !== "applied") return false;
