@@ -22,6 +22,9 @@ class RequestMetrics:
         self._app = app
         self._requests = requests
         self._latency = latency
+        # The labelled children, found once per label set rather than on every request.
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._timers: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,8 +44,15 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            self._requests.labels(method, route, str(status)).inc()
-            self._latency.labels(method, route).observe(time.perf_counter() - started)
+            counter = self._counters.get((method, route, str(status)))
+            if counter is None:
+                counter = self._requests.labels(method, route, str(status))
+                self._counters[(method, route, str(status))] = counter
+            counter.inc()
+            timer = self._timers.get((method, route))
+            if timer is None:
+                timer = self._timers[(method, route)] = self._latency.labels(method, route)
+            timer.observe(time.perf_counter() - started)
 
 
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
