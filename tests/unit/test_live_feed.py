@@ -9,17 +9,21 @@ from datetime import UTC, datetime
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.cart_service.infrastructure.live_feed import PAGE, LiveFeed
 from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.eventstore.errors import DatabaseUnavailable
 
 
 class FakeStore:
-    """Positions 1..n; counts the reads a feed makes."""
+    """Positions 1..n; counts the reads a feed makes; `down` makes reads fail."""
 
     def __init__(self) -> None:
         self.stored = 0
         self.reads = 0
+        self.down = False
 
     async def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
         self.reads += 1
+        if self.down:
+            raise DatabaseUnavailable("database test unavailable: gone")
         return [_event(p) for p in range(after + 1, min(self.stored, after + limit) + 1)]
 
     async def last_position(self) -> int:
@@ -79,6 +83,19 @@ async def test_close_ends_a_waiting_stream_at_once() -> None:
     feed.close()
     frames = await asyncio.wait_for(reader, 2)
     assert frames == [b"retry: 1000\n\n"]
+
+
+async def test_a_stream_outlives_a_database_outage() -> None:
+    store = FakeStore()
+    store.down = True
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=0.01)
+    stream = feed.stream(0)
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert await anext(stream) == b": database unavailable\n\n"
+    store.down, store.stored = False, 1
+    frames = [await anext(stream) for _ in range(2)]
+    assert _positions(frames) == [1]
+    await stream.aclose()
 
 
 async def test_a_new_stream_starts_after_the_recent_events_or_where_it_left_off() -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from microservice_connector.cart_service.infrastructure.schemas import Event
 from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.eventstore.errors import DatabaseUnavailable
 
 ReadAfter = Callable[[int, int], Awaitable[list[RecordedEvent]]]
 LastPosition = Callable[[], Awaitable[int]]
@@ -83,7 +84,12 @@ class LiveFeed:
             position = after
             while not self._closed:
                 waker.clear()
-                page = await self._read_after(position, PAGE)
+                try:
+                    page = await self._read_after(position, PAGE)
+                except DatabaseUnavailable:  # the stream stays open and tries again
+                    yield b": database unavailable\n\n"
+                    await asyncio.sleep(self._idle_check_s)
+                    continue
                 for event in page:
                     yield frame(event)
                     position = event.position
