@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +23,7 @@ PROJECT_STREAMS: Mapping[str, tuple[str, ...]] = {
     "DEADLETTER": ("deadletter.>",),
 }
 
+CLOSE_TIMEOUT_S = 2.0
 _STREAM_NAME_IN_USE = 10058  # JetStream: "stream name already in use with a different config"
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -39,9 +43,10 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
 
     Waits (without limit) for a server to come up, so a service may start before its broker;
     bound it with `asyncio.wait_for` if needed. Refused credentials raise
-    `BrokerRefusedCredentials` at once. `options` go to `nats.aio.client.Client.connect`
-    (`user`, `password`, `token`, `user_credentials`, `tls`, callbacks…) and override the
-    defaults here.
+    `BrokerRefusedCredentials` at once, a failed TLS handshake (an untrusted or misnamed
+    server certificate) `BrokerUnavailable` saying why. `options` go to
+    `nats.aio.client.Client.connect` (`user`, `password`, `token`, `user_credentials`, `tls`,
+    callbacks…) and override the defaults here.
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
     client = Client()
@@ -52,9 +57,10 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
     user_reconnected_cb: Callback | None = options.pop("reconnected_cb", None)
 
     async def on_error(exc: Exception) -> None:
-        if not connected and _is_refused_credentials(exc):
+        if not connected and (_is_refused_credentials(exc) or isinstance(exc, ssl.SSLError)):
             refused.append(exc)
-            # nats-py re-reads this option after each failed attempt: stop retrying.
+            # nats-py re-reads this option after each failed attempt: stop retrying (after a
+            # failed TLS handshake it would otherwise stall, silently).
             client.options["allow_reconnect"] = False
         else:
             log.debug("nats %s: %s", name, exc)
@@ -86,7 +92,13 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
     try:
         await client.connect(urls, **settings)
     except Exception as exc:
-        await client.close()
+        # After a failed TLS upgrade nats-py's close() waits forever for the socket to close.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_S)
+        if refused and isinstance(refused[0], ssl.SSLError):
+            raise BrokerUnavailable(
+                f"TLS handshake of {name} with NATS failed: {refused[0]}"
+            ) from exc
         if refused:
             raise BrokerRefusedCredentials(
                 f"NATS refused the credentials of {name}: {exc}"
