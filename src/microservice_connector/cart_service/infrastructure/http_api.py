@@ -18,6 +18,7 @@ from microservice_connector.cart_service.domain import (
     CartRuleViolation,
     InvalidCommand,
 )
+from microservice_connector.cart_service.infrastructure.fast_commands import FastCommands
 from microservice_connector.cart_service.infrastructure.schemas import (
     AddItemBody,
     Cart,
@@ -65,6 +66,7 @@ def create_app(
         },
     )
     app.include_router(health_router(checks))
+    app.add_middleware(FastCommands, service=service)  # innermost: guards and metrics wrap it
 
     # The cart answers are encoded by msgspec straight from the view (`cart_response`), not
     # validated and serialised by pydantic again; `response_model` documents them.

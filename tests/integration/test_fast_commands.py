@@ -1,0 +1,162 @@
+"""The fast lane for cart commands answers exactly as the FastAPI routes do: every request
+below gets the same status and body from the app with it and from the app without it, and
+the plainly valid ones are answered by the lane itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from microservice_connector.cart_service.infrastructure.fast_commands import FastCommands
+from microservice_connector.cart_service.main import build_cart_app
+from microservice_connector.settings import Settings
+
+JSON = {"Content-Type": "application/json"}
+# (method, path, body bytes or None, headers, answered by the fast lane)
+REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], bool]] = [
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 3}', JSON, True),
+    ("POST", "/carts/new-1/items", b'{"quantity": 1, "item_id": "x.y:z_1-2"}', JSON, True),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 3.0}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": true}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": "3"}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 0}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 10001}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 10000}', JSON, True),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 1, "x": 1}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b"}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "a b", "quantity": 1}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "a\\n", "quantity": 1}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "' + b"i" * 65 + b'", "quantity": 1}', JSON, False),
+    ("POST", "/carts/c1/items", b"[1, 2]", JSON, False),
+    ("POST", "/carts/c1/items", b"{not json", JSON, False),
+    ("POST", "/carts/c1/items", b"", JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 1}', {}, False),
+    (
+        "POST",
+        "/carts/c1/items",
+        b'{"item_id": "b", "quantity": 1}',
+        {"Content-Type": "text/plain"},
+        False,
+    ),
+    (
+        "POST",
+        "/carts/c1/items",
+        b'{"item_id": "b", "quantity": 1}',
+        {"Content-Type": "application/json; charset=utf-8"},
+        False,
+    ),
+    (
+        "POST",
+        "/carts/c1/items",
+        b'{"item_id": "b", "quantity": 1}',
+        {**JSON, "X-Correlation-ID": "req-9"},
+        True,
+    ),
+    (
+        "POST",
+        "/carts/c1/items",
+        b'{"item_id": "b", "quantity": 1}',
+        {**JSON, "X-Correlation-ID": "not ok"},
+        False,
+    ),
+    ("POST", "/carts/a%20b/items", b'{"item_id": "b", "quantity": 1}', JSON, False),
+    # FastAPI redirects this to /carts/c1/items; the lane answers the request that follows.
+    ("POST", "/carts/c1/items/", b'{"item_id": "b", "quantity": 1}', JSON, True),
+    ("POST", "/carts/done/items", b'{"item_id": "b", "quantity": 1}', JSON, True),
+    ("DELETE", "/carts/c1/items/a?quantity=1", None, {}, True),
+    ("DELETE", "/carts/c1/items/a?quantity=50", None, {}, True),
+    ("DELETE", "/carts/c1/items/a?quantity=0", None, {}, False),
+    ("DELETE", "/carts/c1/items/a?quantity=01", None, {}, False),
+    ("DELETE", "/carts/c1/items/a?quantity=abc", None, {}, False),
+    ("DELETE", "/carts/c1/items/a?quantity=10001", None, {}, False),
+    ("DELETE", "/carts/c1/items/nothing", None, {}, True),
+    ("DELETE", "/carts/nobody/items/a", None, {}, True),
+    ("DELETE", "/carts/c1/items/a", None, {}, True),
+    ("POST", "/carts/emptied/checkout", None, {}, True),
+    ("POST", "/carts/nobody/checkout", None, {}, True),
+    ("POST", "/carts/done/checkout", None, {}, True),
+    ("POST", "/carts/c1/checkout", None, {"X-Correlation-ID": "req-10"}, True),
+    ("POST", "/carts/c1/checkout", None, {"X-Correlation-ID": "a b"}, False),
+    ("GET", "/carts/c1", None, {}, False),
+]
+
+
+def seeded(app: FastAPI) -> TestClient:
+    """A client on `app`, whose store holds carts c1 (2 of a), emptied, and done."""
+    client = TestClient(app)
+    client.__enter__()
+    for cart, item in (("c1", "a"), ("c1", "a"), ("emptied", "a"), ("done", "a")):
+        assert client.post(f"/carts/{cart}/items", json={"item_id": item, "quantity": 1}).is_success
+    assert client.delete("/carts/emptied/items/a").is_success
+    assert client.post("/carts/done/checkout").is_success
+    return client
+
+
+def lane_of(app: FastAPI) -> FastCommands:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, FastCommands):
+        layer = layer.app if hasattr(layer, "app") else layer._app  # ours keep it private
+    return layer
+
+
+@pytest.fixture
+def clients(tmp_path: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    fast = build_cart_app(Settings(data_dir=tmp_path / "fast"), relay=False)
+    plain = build_cart_app(Settings(data_dir=tmp_path / "plain"), relay=False)
+    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not FastCommands]
+    with seeded(fast) as fast_client, seeded(plain) as plain_client:
+        yield fast_client, plain_client
+
+
+def send(
+    client: TestClient, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, Any]:
+    response = client.request(method, path, content=body, headers=headers)
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "fast"), REQUESTS)
+def test_the_lane_answers_as_the_route_does(
+    clients: tuple[TestClient, TestClient],
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    fast: bool,
+) -> None:
+    with_lane, without = clients
+    lane = lane_of(with_lane.app)  # type: ignore[arg-type]
+    before = lane.answered
+    assert send(with_lane, method, path, body, headers) == send(
+        without, method, path, body, headers
+    )
+    assert lane.answered - before == (1 if fast else 0)
+
+
+def test_a_correlation_id_reaches_the_event_and_metrics_name_the_route(
+    clients: tuple[TestClient, TestClient],
+) -> None:
+    with_lane, without = clients
+    for client in clients:
+        added = client.post(
+            "/carts/c1/items",
+            content=b'{"item_id": "b", "quantity": 1}',
+            headers={**JSON, "X-Correlation-ID": "req-42"},
+        )
+        assert added.status_code == 200
+        assert client.get("/carts/c1/events").json()["events"][-1]["correlation_id"] == "req-42"
+
+    def counted(client: TestClient) -> list[str]:
+        return [
+            line
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("msc_http_requests_total{") and "/carts/" in line
+        ]
+
+    assert counted(with_lane) == counted(without)
+    assert any('route="/carts/{cart_id}/items"' in line for line in counted(with_lane))
