@@ -48,7 +48,11 @@ class FastCommands:
         self.answered = 0  # requests this lane answered (the rest went on to the app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("root_path"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "DELETE")
+            or scope.get("root_path")
+        ):
             await self._app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
