@@ -51,7 +51,7 @@ const downServices = new Set();
 function serviceState(service, err) {
   if (err) downServices.add(service); else downServices.delete(service);
   const messages = [...downServices].map((name) => name === "billing"
-    ? `The billing service at ${state.billingUrl} is not answering: bills, lineage past the broker, dead letters and lag are unavailable.`
+    ? `The billing service at ${state.billingUrl} is not answering (or does not allow this page's origin: start it with MSC_CART_URL=${location.origin}): bills, lineage past the broker, dead letters and lag are unavailable.`
     : "The cart service is not answering: the feed, carts and outbox are unavailable.");
   showBanner(messages.join(" "));
 }
