@@ -183,6 +183,20 @@ def test_unknown_cart_and_billing_down_each_say_so(page: Page, system: System) -
     expect(page.get_by_test_id("health-lag")).to_have_text("consumer lag: billing down")
 
 
+def test_an_event_billing_has_not_reached_says_so(page: Page, system: System) -> None:
+    page.route(  # billing, as it answers before the event reaches it
+        f"{billing_url(system)}/billing/events/**",
+        lambda route: route.fulfill(status=404, json={"detail": "billing has not handled it"}),
+    )
+    cart_id = new_cart()
+    add_item(system, cart_id, "item-004", 1)
+    page.locator("#feed-rows tr", has_text=cart_id).click()
+    lineage = page.get_by_test_id("lineage")
+    expect(lineage).to_contain_text("not handled by billing yet")
+    expect(lineage).to_contain_text("stored event")
+    expect(page.get_by_test_id("lineage-message")).to_contain_text("following it")
+
+
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
 def test_the_page_fits_the_screen_without_sideways_scrolling(
     browser: Browser, system: System, shots: Path, width: int, height: int
