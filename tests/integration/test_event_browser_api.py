@@ -43,13 +43,16 @@ def first_event(client: TestClient, cart_id: str) -> dict[str, Any]:
     return event
 
 
-def test_one_stored_event_by_id_carries_the_commands_correlation_id(client: TestClient) -> None:
+def test_an_events_lineage_is_the_stored_event_with_its_correlation_id_and_outbox_row(
+    client: TestClient,
+) -> None:
     add(client, "c-1", **{"X-Correlation-ID": "req-42"})
     event = first_event(client, "c-1")
-    found = client.get(f"/events/{event['event_id']}")
+    found = client.get(f"/lineage/{event['event_id']}")
     assert found.status_code == 200
-    assert found.json() == event
-    assert found.json()["correlation_id"] == "req-42"
+    assert found.json()["event"] == event
+    assert found.json()["event"]["correlation_id"] == "req-42"
+    assert found.json()["outbox"] == client.get(f"/outbox/{event['event_id']}").json()
 
 
 def test_a_new_events_outbox_row_is_pending_with_no_broker_sequence(client: TestClient) -> None:
@@ -60,13 +63,13 @@ def test_a_new_events_outbox_row_is_pending_with_no_broker_sequence(client: Test
     assert row["topic"] == "cart.events"
     assert row["status"] == "pending"
     assert (row["published_at"], row["broker_sequence"], row["attempts"]) == (None, None, 0)
-    status = client.get("/outbox/status").json()
+    status = client.get("/outbox").json()
     assert status["pending"] == 1
     assert status["published"] == 0
     assert status["oldest_age_seconds"] >= 0
 
 
-@pytest.mark.parametrize("path", ["/events/{}", "/outbox/{}"])
+@pytest.mark.parametrize("path", ["/lineage/{}", "/outbox/{}"])
 def test_an_unknown_event_id_is_404_naming_it_and_a_malformed_one_422(
     client: TestClient, path: str
 ) -> None:

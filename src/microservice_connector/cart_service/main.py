@@ -97,7 +97,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         store.close()
 
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
-    app.include_router(live_feed_router(feed))  # before /events/{event_id}
+    app.include_router(live_feed_router(feed))
     app.include_router(lineage_router(sql_store))
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed

@@ -1,6 +1,6 @@
-"""The cart half of an event's lineage: `GET /events/{event_id}` (the stored event, with its
-correlation id), `GET /outbox/{event_id}` (its outbox row and broker sequence) and
-`GET /outbox/status` (what is still to publish)."""
+"""The cart half of an event's lineage: `GET /lineage/{event_id}` (the stored event, with its
+correlation id, and its outbox row), `GET /outbox/{event_id}` (the outbox row alone, with the
+broker's sequence) and `GET /outbox` (what is still to publish)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from microservice_connector.cart_service.infrastructure.schemas import Event
+from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import SqlEventStore
+from microservice_connector.eventstore.outbox import OutboxRecord
 from microservice_connector.web.ids import id_path
 
 EventId = Annotated[str, id_path("the event's id")]
@@ -32,6 +34,13 @@ class OutboxOut(BaseModel):
     broker_sequence: int | None
 
 
+class LineageOut(BaseModel):
+    """A stored event and its outbox row (null if the store keeps none for it)."""
+
+    event: Event
+    outbox: OutboxOut | None
+
+
 class OutboxStatusOut(BaseModel):
     """Rows still to publish, how old the oldest is, and how many were published."""
 
@@ -44,7 +53,7 @@ def lineage_router(store: SqlEventStore) -> APIRouter:
     """Routes reading the event store and its outbox, each on a worker thread."""
     router = APIRouter(tags=["event browser"])
 
-    @router.get("/outbox/status", response_model=OutboxStatusOut)
+    @router.get("/outbox", response_model=OutboxStatusOut)
     async def outbox_status() -> OutboxStatusOut:
         """Pending rows and the oldest one's age: how far publishing is behind."""
         status = await asyncio.to_thread(store.outbox.status)
@@ -60,23 +69,33 @@ def lineage_router(store: SqlEventStore) -> APIRouter:
         record = await asyncio.to_thread(store.outbox.record, event_id)
         if record is None:
             raise HTTPException(404, f"no outbox row for event {event_id}")
-        return OutboxOut(
-            event_id=record.event_id,
-            topic=record.topic,
-            status="pending" if record.published_at is None else "published",
-            created_at=record.created_at,
-            published_at=record.published_at,
-            attempts=record.attempts,
-            last_error=record.last_error,
-            broker_sequence=record.broker_sequence,
-        )
+        return _outbox_out(record)
 
-    @router.get("/events/{event_id}", response_model=Event)
-    async def stored_event(event_id: EventId) -> Event:
-        """One stored event by its id; 404 if there is none."""
-        found = await asyncio.to_thread(store.find, event_id)
+    @router.get("/lineage/{event_id}", response_model=LineageOut)
+    async def lineage(event_id: EventId) -> LineageOut:
+        """The stored event and its outbox row; 404 if no event has that id."""
+
+        def read() -> tuple[RecordedEvent | None, OutboxRecord | None]:
+            return store.find(event_id), store.outbox.record(event_id)
+
+        found, record = await asyncio.to_thread(read)
         if found is None:
             raise HTTPException(404, f"no stored event {event_id}")
-        return Event.of(found)
+        return LineageOut(
+            event=Event.of(found), outbox=None if record is None else _outbox_out(record)
+        )
 
     return router
+
+
+def _outbox_out(record: OutboxRecord) -> OutboxOut:
+    return OutboxOut(
+        event_id=record.event_id,
+        topic=record.topic,
+        status="pending" if record.published_at is None else "published",
+        created_at=record.created_at,
+        published_at=record.published_at,
+        attempts=record.attempts,
+        last_error=record.last_error,
+        broker_sequence=record.broker_sequence,
+    )

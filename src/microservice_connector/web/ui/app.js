@@ -239,22 +239,22 @@ async function refreshLineage(current) {
   const steps = [];
   let complete = false;
   try {
-    const [event, outbox] = await Promise.all([call("cart", `/events/${id}`), call("cart", `/outbox/${id}`)]);
+    const found = await call("cart", `/lineage/${id}`);
     serviceState("cart", null);
-    if (!event.ok) {
-      setMessage("lineage-message", event.status === 404
-        ? `No stored event ${current.eventId}: nothing to follow.` : detail(event), "bad");
+    if (!found.ok) {
+      setMessage("lineage-message", found.status === 404
+        ? `No stored event ${current.eventId}: nothing to follow.` : detail(found), "bad");
       return;
     }
-    const e = event.body;
+    const e = found.body.event;
+    const o = found.body.outbox;
     steps.push(step("command", `correlation id ${e.correlation_id || "(none)"}` +
       (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : ""), "done"));
     steps.push(step("stored event", `#${e.position} ${e.event_type} v${e.version} of cart ${e.aggregate_id} at ${when(e.timestamp)}`, "done"));
-    const published = outbox.ok && outbox.body.published_at;
-    if (!outbox.ok) {
-      steps.push(step("outbox row", `none yet (${detail(outbox)})`, "waiting"));
+    const published = o && o.published_at;
+    if (!o) {
+      steps.push(step("outbox row", "none: this store keeps no outbox row for the event", "waiting"));
     } else {
-      const o = outbox.body;
       steps.push(step("outbox row", `written ${when(o.created_at)}, ` +
         (published ? `marked published ${when(o.published_at)}` : "waiting to be published") +
         `, ${o.attempts} attempt(s)` + (o.last_error ? `, last error: ${o.last_error}` : ""),
@@ -410,7 +410,7 @@ async function replayDeadLetter(sequence, button) {
 
 async function refreshHealth() {
   try {
-    const outbox = await call("cart", "/outbox/status");
+    const outbox = await call("cart", "/outbox");
     serviceState("cart", null);
     if (outbox.ok) {
       const o = outbox.body;
