@@ -99,7 +99,9 @@ class OutboxRelay:
             if round_.failed:
                 backoff = min(self._max_backoff, max(0.05, backoff * 2))
                 await _wait(stop, backoff)
-            elif round_.published == 0:
+            elif round_.published < self._batch_size:
+                # Nothing more was pending at the claim; every commit since set `_wake`
+                # (cleared before the claim), so claiming again at once would find nothing.
                 backoff = 0.0
                 await _wait_any(stop, self._wake, self._poll_interval)
             else:
