@@ -94,10 +94,10 @@ class FastCommands:
     async def _add(
         self, cart_id: str, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        body, more = await _read_body(receive)
-        fields = None if more is None else _add_fields(headers, body)
+        body, last = await _read_body(receive)
+        fields = None if last is None else _add_fields(headers, body)
         if fields is None:
-            await self._app(scope, _replay(body, more, receive), send)
+            await self._app(scope, _replay(body, last, receive), send)
             return
         item_id, quantity = fields
         await self._answer(
