@@ -5,7 +5,6 @@ the plainly valid ones are answered by the lane itself."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,10 +103,12 @@ def lane_of(app: FastAPI) -> FastCommands:
     return layer
 
 
-@pytest.fixture
-def clients(tmp_path: Path) -> Iterator[tuple[TestClient, TestClient]]:
-    fast = build_cart_app(Settings(data_dir=tmp_path / "fast"), relay=False)
-    plain = build_cart_app(Settings(data_dir=tmp_path / "plain"), relay=False)
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, TestClient]]:
+    """Both apps see the same requests in the same order, so their states stay alike."""
+    folder = tmp_path_factory.mktemp("fast-lane")
+    fast = build_cart_app(Settings(data_dir=folder / "fast"), relay=False)
+    plain = build_cart_app(Settings(data_dir=folder / "plain"), relay=False)
     plain.user_middleware = [m for m in plain.user_middleware if m.cls is not FastCommands]
     with seeded(fast) as fast_client, seeded(plain) as plain_client:
         yield fast_client, plain_client
@@ -144,12 +145,12 @@ def test_a_correlation_id_reaches_the_event_and_metrics_name_the_route(
     with_lane, without = clients
     for client in clients:
         added = client.post(
-            "/carts/c1/items",
+            "/carts/traced/items",
             content=b'{"item_id": "b", "quantity": 1}',
             headers={**JSON, "X-Correlation-ID": "req-42"},
         )
         assert added.status_code == 200
-        assert client.get("/carts/c1/events").json()["events"][-1]["correlation_id"] == "req-42"
+        assert client.get("/carts/traced/events").json()["events"][-1]["correlation_id"] == "req-42"
 
     def counted(client: TestClient) -> list[str]:
         return [
