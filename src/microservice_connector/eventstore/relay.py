@@ -73,12 +73,14 @@ class OutboxRelay:
         self._observer = observer
         self._mark_published = mark_published or self._mark_on_a_thread
         self._wake = asyncio.Event()
+        self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
         self.failed_total = 0
 
     def wake(self) -> None:
         """Ask for a round now; safe to call from any thread."""
+        self._woken_by_commits = True
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -99,9 +101,11 @@ class OutboxRelay:
             if round_.failed:
                 backoff = min(self._max_backoff, max(0.05, backoff * 2))
                 await _wait(stop, backoff)
-            elif round_.published < self._batch_size:
-                # Nothing more was pending at the claim; every commit since set `_wake`
-                # (cleared before the claim), so claiming again at once would find nothing.
+            elif round_.published == 0 or (
+                self._woken_by_commits and round_.published < self._batch_size
+            ):
+                # Nothing more was pending at the claim; where every commit since set
+                # `_wake` (cleared before the claim), claiming again at once finds nothing.
                 backoff = 0.0
                 await _wait_any(stop, self._wake, self._poll_interval)
             else:
