@@ -12,11 +12,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
+from schemathesis.python import asgi
 
 from microservice_connector.billing_service.main import build_billing_app
 from microservice_connector.cart_service.main import build_cart_app
 from microservice_connector.settings import Settings
 from support.nats import NatsServer
+from support.processes import wait_for
 from support.reliability import Figures, report
 
 pytestmark = [pytest.mark.reliability, pytest.mark.nats]
@@ -41,7 +43,9 @@ FUZZ = settings(
 
 def _fuzz(service: str, schema: schemathesis.BaseSchema, mode: GenerationMode) -> None:
     """Every operation of `schema`, `EXAMPLES` generated cases each, in `mode`; fails with
-    every operation's first failure."""
+    every operation's first failure. Starts once the app is ready (its broker connected): a
+    `/readyz` answering 503 before that would be a server error that is no fault."""
+    _wait_until_ready(schema.app)
     failures = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -61,6 +65,11 @@ def _fuzz(service: str, schema: schemathesis.BaseSchema, mode: GenerationMode) -
         except Exception as exc:
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+def _wait_until_ready(app: Any) -> None:
+    with asgi.get_client(app) as client:
+        wait_for(lambda: client.get(f"http://{asgi.HOST}/readyz").status_code == 200, 60, "/readyz")
 
 
 def _has_inputs(operation: Any) -> bool:

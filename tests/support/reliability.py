@@ -291,7 +291,9 @@ class Answer:
 
 class Load:
     """`clients` threads sending commands over `carts` until stopped; keeps every answer.
-    Given several cart service URLs, each thread takes them in turn, request by request."""
+    Given several cart service URLs, each thread takes them in turn, request by request. A
+    cart checked out is replaced by a fresh one (`<id>:<n>`), so a long run never runs out
+    of carts that accept commands."""
 
     def __init__(
         self, url: str | Sequence[str], carts: list[str], *, clients: int = 4, seed: int = 0
@@ -299,6 +301,8 @@ class Load:
         self.urls = [url] if isinstance(url, str) else list(url)
         self.url, self.carts, self.clients, self.seed = self.urls[0], carts, clients, seed
         self.answers: list[Answer] = []
+        self._open_carts = list(carts)
+        self._replaced = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -347,7 +351,9 @@ class Load:
         with httpx.Client(timeout=30) as http:
             while not self._stop.is_set():
                 url = next(urls)
-                cart_id, item = rng.choice(self.carts), rng.choice(ITEMS)
+                with self._lock:
+                    cart_id = rng.choice(self._open_carts)
+                item = rng.choice(ITEMS)
                 correlation = str(uuid.uuid4())
                 headers = {"X-Correlation-ID": correlation}
                 roll = rng.random()
@@ -371,8 +377,17 @@ class Load:
                 else:
                     version = response.json()["version"] if response.status_code == 200 else None
                     answer = Answer(correlation, cart_id, response.status_code, version)
+                    if response.status_code == 200 and roll >= 0.99:
+                        self._replace(cart_id)
                 with self._lock:
                     self.answers.append(answer)
+
+    def _replace(self, cart_id: str) -> None:
+        with self._lock:
+            if cart_id in self._open_carts:
+                self._replaced += 1
+                base = cart_id.split(":", 1)[0]
+                self._open_carts[self._open_carts.index(cart_id)] = f"{base}:{self._replaced}"
 
 
 def _refused(exc: httpx.HTTPError) -> bool:
