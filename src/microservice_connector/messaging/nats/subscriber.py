@@ -79,7 +79,9 @@ class NatsSubscriber:
             raise BrokerUnavailable(f"disconnected from NATS; nothing fetched in {wait:g} s")
         try:
             messages = await self._subscription.fetch(max_messages, timeout=max(wait, 0.01))
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):
+            # nats-py raises a bare asyncio.TimeoutError when the deadline runs out between its
+            # no-wait probe and its lingering pull request: just as much "nothing came".
             return []
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BrokerUnavailable(f"cannot fetch from NATS: {exc!r}") from exc
