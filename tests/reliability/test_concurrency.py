@@ -48,7 +48,9 @@ async def _hammer(url: str, carts: list[str], commands: int, seed: int) -> list[
     for step in plan:
         queue.put_nowait(step)
     sent: list[Sent] = []
-    limits = httpx.Limits(max_connections=CLIENTS)
+    # Idle connections are dropped well before the server's 5 s keep-alive ends, so a request
+    # never goes out on a connection the server is closing at that moment.
+    limits = httpx.Limits(max_connections=CLIENTS, keepalive_expiry=1.0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
         async def client() -> None:
