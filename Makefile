@@ -24,7 +24,7 @@ test: setup tools
 	$(BIN)/pytest -q -m "not reliability and not scale"
 
 # Crashes, outages, concurrency and hostile input under load, with a table of figures at the
-# end (also appended to bench/results/reliability.md). About 20-30 minutes on 2 cores.
+# end (also appended to bench/results/reliability.md). About 10-12 minutes on 2 cores.
 reliability: setup tools
 	$(BIN)/pytest -q tests/reliability
 
