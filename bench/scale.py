@@ -21,6 +21,10 @@ an L4 balancer spreads connections), each adding items to carts of its own (`--c
 connection`), closed loop: `--warmup` s not counted, then `--seconds` s counted. Afterwards
 the store must hold one event per command answered 200.
 
+Each run also prints how often the PostgreSQL server flushed its WAL (`pg_stat_wal`, the whole
+server's, so other users count too): every durable commit waits for a flush, and one flush
+can cover commits from several sessions.
+
 Every measurement runs `--rounds` times, the instance counts interleaved (1, 2, 3, then
 again), as other programs may load the machine meanwhile. Printed: for each, the best round's
 count, seconds and rate, its ratio against one instance's best, the CPU the instances used
@@ -252,10 +256,12 @@ async def billing_run(k: int, args: argparse.Namespace, folder: Path) -> Run:
             watch.start()
             pids = [process.pid for _, process in running]
             cpu_before, busy_before = sum(map(cpu_seconds, pids)), machine_busy()
+            flushes = wal_syncs(args.postgres)
             wall = time.perf_counter()
             await js.resume_consumer("CART", DURABLE)
             await asyncio.to_thread(watch.join)
             wall = time.perf_counter() - wall
+            flushes = wal_syncs(args.postgres) - flushes
             cpu = sum(map(cpu_seconds, pids)) - cpu_before
             busy = busy_between(busy_before, machine_busy())
             shares = [applied_by(url) for url, _ in running]
@@ -268,7 +274,10 @@ async def billing_run(k: int, args: argparse.Namespace, folder: Path) -> Run:
         else:
             seconds = watch.last - watch.first
         problems += check_bills(Settings(billing_database_url=billing_url), quantities)
-    print(f"  billing x{k}: stream preloaded in {published:.2f} s; applied per instance {shares}")
+    print(
+        f"  billing x{k}: stream preloaded in {published:.2f} s; applied per instance {shares}; "
+        f"PostgreSQL flushed its WAL {flushes / wall:,.0f} times/s"
+    )
     return Run("billing events", k, args.events, seconds, cpu / wall, busy, problems)
 
 
@@ -283,6 +292,7 @@ class ClientLoad:
     warmup: float
     seconds: float
     tag: str  # keeps cart ids apart between runs
+    postgres: str  # the server, to count its WAL flushes
 
 
 @dataclass(frozen=True)
@@ -295,6 +305,7 @@ class Driven:
     instances_cpu: float
     client_cpu: float
     busy: float
+    wal_syncs: int  # the whole PostgreSQL server's, in the window (other users included)
 
 
 def commands_run(k: int, args: argparse.Namespace, nats_url: str, folder: Path) -> Run:
@@ -314,6 +325,7 @@ def commands_run(k: int, args: argparse.Namespace, nats_url: str, folder: Path) 
             warmup=args.warmup,
             seconds=args.seconds,
             tag=f"{folder.name}-k{k}",
+            postgres=args.postgres,
         )
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             driven: Driven = pool.apply(drive_commands, (load,))
@@ -322,9 +334,11 @@ def commands_run(k: int, args: argparse.Namespace, nats_url: str, folder: Path) 
             stored = connection.execute(text("SELECT count(*) FROM events")).scalar_one()
         engine.dispose()
     statuses = driven.statuses
+    flushes = driven.wal_syncs / args.seconds
     print(
-        f"  cart x{k}: {driven.counted} commands counted; "
-        f"the client used {driven.client_cpu / args.seconds:.2f} cores"
+        f"  cart x{k}: {driven.counted} commands counted; the client used "
+        f"{driven.client_cpu / args.seconds:.2f} cores; PostgreSQL flushed its WAL "
+        f"{flushes:,.0f} times/s ({driven.counted / max(driven.wal_syncs, 1):.1f} commands each)"
     )
     problems = []
     if set(statuses) != {200}:
@@ -346,7 +360,7 @@ async def _drive(load: ClientLoad) -> Driven:
     counted = 0
     start = time.perf_counter()
     window = (start + load.warmup, start + load.warmup + load.seconds)
-    marks: dict[str, tuple[float, float, tuple[float, float]]] = {}
+    marks: dict[str, tuple[float, float, tuple[float, float], int]] = {}
 
     async def connection(i: int) -> None:
         nonlocal counted
@@ -366,15 +380,28 @@ async def _drive(load: ClientLoad) -> Driven:
 
     async def mark(name: str, at: float) -> None:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
-        marks[name] = (sum(map(cpu_seconds, load.pids)), time.process_time(), machine_busy())
+        cpu = sum(map(cpu_seconds, load.pids)), time.process_time()
+        marks[name] = (*cpu, machine_busy(), wal_syncs(load.postgres))
 
     await asyncio.gather(
         mark("start", window[0]),
         mark("end", window[1]),
         *(connection(i) for i in range(load.connections)),
     )
-    (cpu0, own0, busy0), (cpu1, own1, busy1) = marks["start"], marks["end"]
-    return Driven(counted, statuses, cpu1 - cpu0, own1 - own0, busy_between(busy0, busy1))
+    (cpu0, own0, busy0, wal0), (cpu1, own1, busy1, wal1) = marks["start"], marks["end"]
+    busy = busy_between(busy0, busy1)
+    return Driven(counted, statuses, cpu1 - cpu0, own1 - own0, busy, wal1 - wal0)
+
+
+def wal_syncs(server: str) -> int:
+    """How often the PostgreSQL server has flushed its WAL to disk so far (`pg_stat_wal`):
+    every durable commit waits for one, though one flush may cover several commits."""
+    engine = create_engine(server, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT wal_sync FROM pg_stat_wal")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def table(runs: list[Run]) -> list[str]:
