@@ -77,9 +77,9 @@ class ScaledSystem:
 
         wait_for(through, timeout, f"billing to apply the {len(versions)} carts' stored events")
 
-    def kill_cart_holding_leases(self, cart: Service, timeout: float) -> int:
+    def kill_cart_holding_leases(self, cart: Service, timeout: float) -> list[int]:
         """SIGKILL `cart` at a moment its relay holds leased, unpublished outbox rows; returns
-        how many its dead relay left behind (0 if no such moment came within `timeout` s).
+        the ids of those its dead relay left behind ([] if no such moment came in `timeout` s).
 
         The relay holds rows only between its claim and its mark, a few milliseconds: when
         such rows are seen, the process is frozen (SIGSTOP) and looked at again, then killed
@@ -88,15 +88,14 @@ class ScaledSystem:
         process, relay_id = cart.process, instance_id(cart)
         engine = create_engine(self.cart_db, poolclass=NullPool, isolation_level="AUTOCOMMIT")
         held = text(
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND claimed_by = :relay "
+            "SELECT id FROM outbox WHERE published_at IS NULL AND claimed_by = :relay "
             "AND claimed_until > now()"
         )
         try:
             with engine.connect() as connection:
 
-                def holding() -> int:
-                    count: int = connection.execute(held, {"relay": relay_id}).scalar_one()
-                    return count
+                def holding() -> list[int]:
+                    return [row_id for (row_id,) in connection.execute(held, {"relay": relay_id})]
 
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
@@ -110,6 +109,16 @@ class ScaledSystem:
                 return holding()
         finally:
             engine.dispose()
+
+    def wait_until_published(self, row_ids: list[int], timeout: float) -> None:
+        """Poll until every one of these outbox rows is marked published."""
+        ids = ", ".join(str(int(row_id)) for row_id in row_ids) or "NULL"
+        sql = f"SELECT count(*) FROM outbox WHERE published_at IS NULL AND id IN ({ids})"
+        wait_for(
+            lambda: _query(self.cart_db, sql)[0][0] == 0,
+            timeout,
+            f"another relay to publish the {len(row_ids)} rows the dead one held",
+        )
 
     def published_by_relay(self) -> Counter[str]:
         """How many outbox rows each relay published (the last lease holder of each row)."""
