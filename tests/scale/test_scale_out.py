@@ -2,8 +2,9 @@
 load sent round-robin through every cart instance. Midway one cart instance, one billing
 instance and (on NATS) the node leading stream CART are SIGKILLed, the cart instance at a
 moment its relay holds leased outbox rows; while they are down the survivors must publish those
-rows (once the lease ends) and bill everything stored so far; then they are started again. Afterwards every command answered 200 is stored, every bill and
-invoice equals the model from the price list, and no event was applied twice by any instance.
+rows (once the lease ends) and bill everything stored so far; then they are started again.
+Afterwards every command answered 200 is stored, every bill and invoice equals the model from
+the price list, and no event was applied twice by any instance.
 """
 
 from __future__ import annotations

@@ -70,7 +70,9 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     cart events are decoded (and upcast) by `events`, the default registry if None."""
     repository = open_billing_repository(settings)
     ledger = BillingLedger(repository)
-    handler = CartEventHandler(ledger, events or default_registry())
+    handler = CartEventHandler(
+        ledger, events or default_registry(), gap_wait_s=settings.billing_gap_wait_s
+    )
     link = open_broker_link(settings, name="billing-service")
     background = Background()
     registry = service_registry("billing", settings.instance())

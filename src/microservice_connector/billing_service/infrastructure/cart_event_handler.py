@@ -25,10 +25,13 @@ from microservice_connector.messaging.message import Delivery
 
 log = logging.getLogger(__name__)
 
-GAP_RETRY_DELAY_S = 0.2
+GAP_RETRY_DELAY_S = 0.2  # the first waits of an early event: reordering heals fast
+GAP_RETRY_MAX_DELAY_S = 5.0  # later waits grow to this
 CONFLICT_RETRY_DELAY_S = 0.1
-# An earlier version that has not come after this many tries is reported as a dead letter.
-MAX_GAP_ATTEMPTS = 300
+# How long an early event waits for its predecessor before it is reported as a dead letter.
+# The predecessor may be held by a billing instance that died, and comes back only after the
+# consumer's ack wait (30 s), perhaps more than once: so minutes, not seconds.
+DEFAULT_GAP_WAIT_S = 300.0
 _SETTLEMENTS = {Outcome.APPLIED: Ack("applied"), Outcome.DUPLICATE: Ack("duplicate")}
 
 
@@ -37,11 +40,17 @@ class CartEventHandler:
     and while the database is away everything is retried without counting as a failure."""
 
     def __init__(
-        self, ledger: BillingLedger, registry: EventRegistry, handled: HandlingLog | None = None
+        self,
+        ledger: BillingLedger,
+        registry: EventRegistry,
+        handled: HandlingLog | None = None,
+        *,
+        gap_wait_s: float = DEFAULT_GAP_WAIT_S,
     ) -> None:
         self._ledger = ledger
         self._registry = registry
         self.handled = handled or HandlingLog()
+        self._gap_attempts = gap_attempts(gap_wait_s)
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Settlement]:
         """One settlement per delivery, in order."""
@@ -96,17 +105,31 @@ class CartEventHandler:
             event_id, cart_id, int(version) if version.isdigit() else 0, "rejected", error
         )
 
-    @staticmethod
-    def _settlement(outcome: Outcome, attempt: int, event: CartEventIn) -> Settlement:
+    def _settlement(self, outcome: Outcome, attempt: int, event: CartEventIn) -> Settlement:
         if outcome is not Outcome.DEFERRED:
             return _SETTLEMENTS[outcome]
-        if attempt >= MAX_GAP_ATTEMPTS:
+        if attempt >= self._gap_attempts:
             return Reject(
                 f"cart {event.cart_id}: version {event.version} waited {attempt} times "
                 "for an earlier one"
             )
         return Retry(
-            GAP_RETRY_DELAY_S,
+            gap_delay(attempt),
             f"cart {event.cart_id} version {event.version} is early",
             failure=False,
         )
+
+
+def gap_delay(attempt: int) -> float:
+    """Seconds before an early event's next try: 0.2 s for its first five, then 1.5 times
+    longer each try, up to 5 s."""
+    return min(GAP_RETRY_DELAY_S * 1.5 ** max(0, attempt - 5), GAP_RETRY_MAX_DELAY_S)
+
+
+def gap_attempts(wait_s: float) -> int:
+    """The delivery attempt at which an early event has waited `wait_s` in all."""
+    attempt, waited = 0, 0.0
+    while waited < wait_s:
+        attempt += 1
+        waited += gap_delay(attempt)
+    return max(attempt, 1)
