@@ -65,6 +65,7 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
     assert up.returncode == 0, output
     assert "stopped cleanly" in output
     assert f"http://127.0.0.1:{cart_port}" in output  # it said where it listens
+    assert f"http://127.0.0.1:{cart_port}/ui/" in output  # and where the event browser is
     assert (tmp_path / "events.db").exists()
     assert (tmp_path / "billing.db").exists()
     assert (tmp_path / "nats").is_dir()
