@@ -55,7 +55,7 @@ class NatsServer:
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     break  # it exited: most likely the port was taken; try another
-                if _accepts(self.port):
+                if accepts(self.port):
                     return
                 time.sleep(0.02)
             self.stop()
@@ -87,7 +87,8 @@ class NatsServer:
         self.stop()
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port` right now."""
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
         return True
     return False

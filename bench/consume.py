@@ -30,9 +30,7 @@ import contextlib
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -41,14 +39,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 
 from _support import NatsServer, rate_header, rate_row, stream_messages
+from cart_events import cart_events, check_bills
 from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
     CartEventHandler,
 )
 from microservice_connector.billing_service.main import MAX_ATTEMPTS, open_billing_repository
-from microservice_connector.events.cart import ItemAdded
-from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
-from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.messaging.consumer import Ack, Consumer, Outcome
@@ -67,38 +63,17 @@ from microservice_connector.messaging.nats.subscriber import NatsSubscriber
 from microservice_connector.settings import Settings
 
 STREAM, SUBJECT = "CART", "cart.events"
-ITEMS = ("item-001", "item-002", "item-003", "item-004", "item-005")
 ACK_WAIT_S, MAX_ACK_PENDING = 30.0, 1000  # NatsSubscriber.create's defaults
 FETCH_WAIT_S = 0.5  # Consumer's default
 
 
 async def publish_events(js: JetStreamContext, events: int, carts: int) -> dict[str, list[int]]:
     """Publish the cart events; returns each cart's quantities in version order."""
-    cart_ids = [f"cart-{uuid.uuid4().hex[:12]}" for _ in range(carts)]
-    quantities: dict[str, list[int]] = {cart: [] for cart in cart_ids}
+    recorded, quantities = cart_events(events, carts)
     futures = []
-    for k in range(events):
-        cart = cart_ids[k % carts]
-        quantity = 1 + k % 3
-        quantities[cart].append(quantity)
-        now = datetime.now(UTC)
-        correlation = str(uuid.uuid4())
-        recorded = RecordedEvent(
-            position=k + 1,
-            event_id=str(uuid.uuid4()),
-            aggregate_id=cart,
-            aggregate_type="ShoppingCart",
-            version=len(quantities[cart]),
-            event_type="ItemAdded",
-            schema_version=1,
-            content_type=JSON_CONTENT_TYPE,
-            event_data=encode_json(ItemAdded(cart, ITEMS[k % len(ITEMS)], quantity, now)),
-            timestamp=now,
-            correlation_id=correlation,
-            causation_id=correlation,
-        )
-        headers = {**message_headers(recorded), MSG_ID_HEADER: recorded.event_id}
-        futures.append(await js.publish_async(SUBJECT, recorded.event_data, headers=headers))
+    for event in recorded:
+        headers = {**message_headers(event), MSG_ID_HEADER: event.event_id}
+        futures.append(await js.publish_async(SUBJECT, event.event_data, headers=headers))
         if len(futures) == 500:
             await asyncio.gather(*futures)
             futures = []
@@ -169,29 +144,6 @@ async def consume_billing(
     finally:
         repository.store.close()
     return seconds, outcomes
-
-
-def check_bills(settings: Settings, quantities: dict[str, list[int]]) -> list[str]:
-    """Every cart's bill at its last version with the published quantities, reopened cold."""
-    repository = open_billing_repository(settings)
-    problems: list[str] = []
-    billed = expected = 0
-    try:
-        for cart, published in quantities.items():
-            bill = repository.bill(cart)
-            if bill is None:
-                problems.append(f"cart {cart}: no bill")
-                continue
-            if bill.last_version != len(published):
-                problems.append(f"cart {cart}: bill at {bill.last_version}, not {len(published)}")
-            billed += sum(line.quantity for line in bill.lines.values())
-            expected += sum(published)
-    finally:
-        repository.store.close()
-    if billed != expected:
-        problems.append(f"bills hold quantity {billed}, published {expected}")
-    print(f"bills: {len(quantities)} carts, total quantity {billed} (published {expected})")
-    return problems[:10]
 
 
 async def run(args: argparse.Namespace, folder: Path) -> int:

@@ -38,24 +38,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from _support import rate_header, rate_row
+from _support import accepts, rate_header, rate_row
+from cart_events import cart_events, check_bills
 from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
     CartEventHandler,
 )
 from microservice_connector.billing_service.main import MAX_ATTEMPTS, open_billing_repository
-from microservice_connector.events.cart import ItemAdded
-from microservice_connector.events.codec import JSON_CONTENT_TYPE, encode_json
-from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.outbox_rows import message_headers
@@ -82,8 +78,6 @@ from microservice_connector.runtime.system import free_port, wait_until
 from microservice_connector.runtime.tansu import tansu_command
 from microservice_connector.settings import Settings
 from relay import fill
-
-ITEMS = ("item-001", "item-002", "item-003", "item-004", "item-005")
 
 
 @dataclass
@@ -174,28 +168,11 @@ async def publish_cart_events(
     producer: AIOKafkaProducer, topic: str, events: int, carts: int
 ) -> dict[str, list[int]]:
     """Cart events as the relay publishes them; returns each cart's quantities by version."""
-    cart_ids = [f"cart-{uuid.uuid4().hex[:12]}" for _ in range(carts)]
-    quantities: dict[str, list[int]] = {cart: [] for cart in cart_ids}
-    messages = []
-    for k in range(events):
-        cart = cart_ids[k % carts]
-        quantity = 1 + k % 3
-        quantities[cart].append(quantity)
-        now = datetime.now(UTC)
-        recorded = RecordedEvent(
-            position=k + 1,
-            event_id=str(uuid.uuid4()),
-            aggregate_id=cart,
-            aggregate_type="ShoppingCart",
-            version=len(quantities[cart]),
-            event_type="ItemAdded",
-            schema_version=1,
-            content_type=JSON_CONTENT_TYPE,
-            event_data=encode_json(ItemAdded(cart, ITEMS[k % len(ITEMS)], quantity, now)),
-            timestamp=now,
-        )
-        headers = message_headers(recorded)
-        messages.append(Message(recorded.event_id, topic, recorded.event_data, headers, cart))
+    recorded, quantities = cart_events(events, carts, correlated=False)
+    messages = [
+        Message(event.event_id, topic, event.event_data, message_headers(event), event.aggregate_id)
+        for event in recorded
+    ]
     results = await KafkaPublisher(producer, ack_timeout=60).publish(messages)
     assert all(result.acknowledged for result in results)
     return quantities
@@ -283,22 +260,6 @@ async def consume_billing(
         repository.store.close()
 
 
-def check_bills(settings: Settings, quantities: dict[str, list[int]]) -> list[str]:
-    """Every cart's bill at its last version with the published quantities."""
-    repository = open_billing_repository(settings)
-    try:
-        problems = []
-        for cart, published in quantities.items():
-            bill = repository.bill(cart)
-            if bill is None or bill.last_version != len(published):
-                problems.append(f"cart {cart}: bill {bill and bill.last_version}, {len(published)}")
-            elif sum(line.quantity for line in bill.lines.values()) != sum(published):
-                problems.append(f"cart {cart}: wrong quantity")
-        return problems[:5]
-    finally:
-        repository.store.close()
-
-
 async def consume_round(
     args: argparse.Namespace, config: KafkaConfig, producer: AIOKafkaProducer, folder: Path, n: int
 ) -> tuple[float, float, list[str]]:
@@ -360,14 +321,6 @@ async def run(args: argparse.Namespace, folder: Path, bootstrap: str) -> int:
     return 1 if problems else 0
 
 
-def _accepts(port: int) -> bool:
-    import socket
-
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per side and round")
@@ -384,7 +337,7 @@ def main() -> int:
         with (Path(folder) / "tansu.log").open("wb") as log:
             tansu = subprocess.Popen(tansu_command(port), stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: _accepts(port), 15, "tansu")
+            wait_until(lambda: accepts(port), 15, "tansu")
             return asyncio.run(run(args, Path(folder), f"127.0.0.1:{port}"))
         finally:
             tansu.terminate()

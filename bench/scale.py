@@ -60,7 +60,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from _support import NatsServer
-from consume import check_bills, publish_events
+from cart_events import check_bills
+from consume import publish_events
 from latency import RawClient, cpu_seconds
 from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
 from microservice_connector.runtime.system import free_port
