@@ -19,7 +19,7 @@ import pytest
 from microservice_connector.messaging.nats.connection import ensure_stream
 from support.nats_cluster import NatsCluster
 from support.processes import wait_for
-from support.reliability import Figures, Load, audit, report, running_system
+from support.reliability import Load, audit, audited, report, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -61,16 +61,14 @@ def test_killing_the_stream_leader_under_load_loses_nothing(tmp_path: Path) -> N
 
     twice = result.wrong_bills + max(0, int(applied) - result.events)
     report(
-        Figures(
+        audited(
             f"cluster: stream leader SIGKILL, 3 nodes, R3 (publishing resumed in "
             f"{min(resumed_s):.1f}-{max(resumed_s):.1f} s)",
             rounds,
-            result.commands,
-            result.events,
-            result.lost,
-            twice,
-            load.server_errors(),
+            result,
+            load,
             max(resumed_s),
+            applied_twice=twice,
         )
     )
     assert (result.lost, twice, load.server_errors()) == (0, 0, 0), load.statuses()

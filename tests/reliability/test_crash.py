@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support.reliability import Figures, Load, StreamWatch, audit, report, running_system
+from support.reliability import Load, StreamWatch, audit, audited, report, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -42,15 +42,13 @@ def test_cart_service_killed_at_random_moments_loses_nothing(tmp_path: Path, rou
 
     twice = result.wrong_bills + max(0, int(applied) - result.events)
     report(
-        Figures(
+        audited(
             f"crash: cart service SIGKILL ({unmarked} mid publish-mark)",
             rounds,
-            result.commands,
-            result.events,
-            result.lost,
-            twice,
-            load.server_errors(),
+            result,
+            load,
             recover_s,
+            applied_twice=twice,
         )
     )
     assert (result.lost, twice, load.server_errors()) == (0, 0, 0), load.statuses()
@@ -78,14 +76,11 @@ def test_billing_killed_mid_stream_applies_each_event_once(tmp_path: Path, round
         result = audit(system, load)
 
     report(
-        Figures(
+        audited(
             "crash: billing SIGKILL mid-stream",
             rounds,
-            result.commands,
-            result.events,
-            result.lost,
-            result.wrong_bills,
-            load.server_errors(),
+            result,
+            load,
             recover_s,
         )
     )

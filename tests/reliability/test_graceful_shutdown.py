@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.reliability import Figures, Load, audit, report, running_system
+from support.reliability import Load, audit, audited, report, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.reliability]
 
@@ -34,14 +34,11 @@ def test_sigterm_under_load_finishes_what_it_started(tmp_path: Path) -> None:
         load.stop()
         result = audit(system, load)
     report(
-        Figures(
+        audited(
             f"graceful: SIGTERM cart and billing under load ({result.cut} cut mid-request)",
             ROUNDS,
-            result.commands,
-            result.events,
-            result.lost,
-            result.wrong_bills,
-            load.server_errors(),
+            result,
+            load,
             recover_s,
         )
     )

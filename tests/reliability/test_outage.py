@@ -17,7 +17,7 @@ from typing import Literal
 import pytest
 
 from support.processes import wait_for
-from support.reliability import Figures, Load, audit, report, running_system
+from support.reliability import Load, audit, audited, report, running_system
 
 pytestmark = [pytest.mark.e2e]
 
@@ -55,16 +55,14 @@ def test_broker_outage_under_load_drains_and_loses_nothing(
         result = audit(system, load, since=back)
         applied = system.applied()
     report(
-        Figures(
+        audited(
             f"{broker} outage {outage_s} s ({during} commands, backlog {backlog:.0f}, "
             f"drained in {result.drain_s:.1f} s)",
             1,
-            result.commands,
-            result.events,
-            result.lost,
-            result.wrong_bills + max(0, int(applied) - result.events),
-            load.server_errors(),
+            result,
+            load,
             result.drain_s,
+            applied_twice=result.wrong_bills + max(0, int(applied) - result.events),
         )
     )
     assert during > 0  # commands kept succeeding while the broker was down

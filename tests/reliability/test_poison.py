@@ -16,7 +16,7 @@ import pytest
 
 from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
 from support.processes import wait_for
-from support.reliability import Figures, Load, audit, report, running_system
+from support.reliability import Load, audit, audited, report, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -125,14 +125,11 @@ def test_poison_is_dead_lettered_and_the_consumer_never_stalls(tmp_path: Path, k
         )
         recover_s = time.monotonic() - started
     report(
-        Figures(
+        audited(
             f"poison: {len(messages)} hostile messages, all dead-lettered",
             1,
-            result.commands,
-            result.events,
-            result.lost,
-            result.wrong_bills,
-            load.server_errors(),
+            result,
+            load,
             recover_s,
         )
     )

@@ -22,7 +22,7 @@ from scaled_system import ScaledSystem, instance_id, running_scaled_system
 from support import postgres
 from support.nats_cluster import NatsCluster
 from support.processes import wait_for
-from support.reliability import Figures, Load, audit, report
+from support.reliability import Load, audit, audited, report
 from support.system import KAFKA_SESSION_TIMEOUT_MS
 from support.tansu import TansuServer, tansu_or_skip
 
@@ -146,15 +146,13 @@ def run_and_check(
     invoice_problems = system.invoice_problems(system.stored_versions())
 
     report(
-        Figures(
+        audited(
             f"{suite}; the dead relay held {len(held)} leased rows",
             1,
-            result.commands,
-            result.events,
-            result.lost,
-            twice,
-            load.server_errors(),
+            result,
+            load,
             recover_s,
+            applied_twice=twice,
         )
     )
     print(f"applied per billing instance: { {k: sum(v.values()) for k, v in applied.items()} }")

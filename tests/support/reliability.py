@@ -406,6 +406,30 @@ class Audit:
     cut: int  # commands stored whose caller got no answer (the connection broke mid-request)
 
 
+def audited(
+    suite: str,
+    rounds: int,
+    result: Audit,
+    load: Load,
+    recover_s: float,
+    *,
+    applied_twice: int | None = None,
+) -> Figures:
+    """The summary row of a run under `load` checked by `audit`; applied twice is the audit's
+    wrong bills unless the test counted it otherwise."""
+    twice = result.wrong_bills if applied_twice is None else applied_twice
+    return Figures(
+        suite,
+        rounds,
+        result.commands,
+        result.events,
+        result.lost,
+        twice,
+        load.server_errors(),
+        recover_s,
+    )
+
+
 def audit(
     system: System, load: Load, *, since: float | None = None, drain_timeout: float = 180
 ) -> Audit:
