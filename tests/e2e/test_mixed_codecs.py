@@ -9,7 +9,6 @@ import random
 import sqlite3
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from microservice_connector.billing_service.infrastructure.tables import DEFAULT_PRICES
 from support.nats import NatsServer
 from support.processes import free_port, msc_service, run_msc, wait_for
+from support.system import expected_bill
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -45,20 +45,6 @@ def shop(http: httpx.Client, base: str, carts: list[str], commands: int, seed: i
         else:
             response = http.delete(f"{base}/carts/{cart}/items/{item}", params={"quantity": 1})
         assert response.status_code in (200, 404, 409), response.text
-
-
-def expected_lines(cart: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The bill's lines a correct billing keeps for `cart`, from the default price list."""
-    lines = {}
-    for item, quantity in cart["items"].items():
-        price = DEFAULT_PRICES.get(item)
-        lines[item] = {
-            "quantity": quantity,
-            "unit_price_cents": price or 0,
-            "amount_cents": quantity * (price or 0),
-            "unpriced": price is None,
-        }
-    return lines
 
 
 def content_types(data_dir: Path) -> set[str]:
@@ -107,7 +93,7 @@ def test_billing_bills_right_from_a_stream_mixing_json_and_protobuf(tmp_path: Pa
         wait_for(billed, 60, "billing to apply every cart's events")
         for cart in carts:
             bill = http.get(f"{billing}/billing/carts/{cart}").json()
-            lines = expected_lines(state[cart])
+            lines = expected_bill(state[cart])["lines"]
             assert bill["lines"] == lines, cart
             assert bill["checked_out"] == (state[cart]["status"] == "checked_out")
             if bill["checked_out"]:
