@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool
 
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
+from reference_cart import Cart
 
 Sync = Literal["FULL", "NORMAL"]
 Layout = list[list[uuid.UUID]]  # the carts of each caller
@@ -104,17 +104,6 @@ async def run_ours(path: Path, sync: Sync, owned: Layout, counts: list[int]) -> 
     total = sum(sum(view.items.values()) for view in views)
     problems = _check(path, {"events": rows, "outbox": rows}, total, rows * QUANTITY)
     return Result("microservice_connector", seconds, pragmas, problems)
-
-
-class Cart(Aggregate):
-    """The reference cart: a dict of item quantities."""
-
-    def __init__(self, id: uuid.UUID) -> None:  # the library's idiom for a given id
-        self.items: dict[str, int] = {}
-
-    @event("ItemAdded")
-    def add_item(self, item_id: str, quantity: int) -> None:
-        self.items[item_id] = self.items.get(item_id, 0) + quantity
 
 
 class CartApp(Application[uuid.UUID]):

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import cast
 
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
 
 from microservice_connector.cart_service.application import CartService, CartView
 from microservice_connector.cart_service.application.cart_snapshots import cart_from, snapshot_of
@@ -48,6 +47,7 @@ from microservice_connector.events import (
 from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.codecs import Serializer
 from microservice_connector.eventstore import AppendRequest, GroupCommitStore, SqlEventStore
+from reference_cart import Cart
 
 CART = "cart-10k"
 ITEMS = [f"item-{n:03d}" for n in range(20)]
@@ -121,25 +121,6 @@ def direct(store: SqlEventStore, repeat: int) -> float:
         return cart
 
     return median_ms(load, repeat)
-
-
-class Cart(Aggregate):
-    """The reference cart: item quantities, evolved by its two events."""
-
-    def __init__(self, id: uuid.UUID) -> None:  # the library's idiom for a given id
-        self.items: dict[str, int] = {}
-
-    @event("ItemAdded")
-    def add_item(self, item_id: str, quantity: int) -> None:
-        self.items[item_id] = self.items.get(item_id, 0) + quantity
-
-    @event("ItemRemoved")
-    def remove_item(self, item_id: str, quantity: int) -> None:
-        left = self.items.get(item_id, 0) - quantity
-        if left > 0:
-            self.items[item_id] = left
-        else:
-            self.items.pop(item_id, None)
 
 
 def theirs(path: Path, events: list[CartEvent], repeat: int) -> tuple[float, dict[str, int]]:
