@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from microservice_connector.instance import default_instance_id
 
 DEFAULT_DATA_DIR = Path("data")
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
 
     def instance(self) -> str:
         """This instance's id: `MSC_INSTANCE_ID`, else `<hostname>-<pid>`."""
-        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        return self.instance_id or default_instance_id()
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from typing import Protocol
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
+from microservice_connector.instance import default_instance_id
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.ports import Publisher
 
@@ -63,7 +62,7 @@ class OutboxRelay:
         relay_id: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_S,
     ) -> None:
-        self.relay_id = relay_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.relay_id = relay_id or default_instance_id()
         self._lease_seconds = lease_seconds
         self._outbox = outbox
         self._publisher = publisher
