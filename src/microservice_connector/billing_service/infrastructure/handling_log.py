@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 DEFAULT_CAPACITY = 20_000
@@ -67,12 +67,4 @@ class HandlingLog:
             entry = self._entries.get(event_id)
             if entry is None:
                 return None
-            return Handling(
-                entry.cart_id,
-                entry.version,
-                entry.last_outcome,
-                entry.last_at,
-                entry.applied_at,
-                dict(entry.counts),
-                entry.last_error,
-            )
+            return replace(entry, counts=dict(entry.counts))
