@@ -508,6 +508,18 @@ class TestDeadLetters:
         assert letter.failed_at.endswith("Z")
         assert timedelta(0) <= datetime.now(UTC) - failed_at < timedelta(minutes=1)
 
+    async def test_a_dead_letter_put_again_after_a_lost_ack_is_kept_once(
+        self, adapter: Adapter
+    ) -> None:
+        dead_letters = await adapter.dead_letters()
+        first, second = events(2)
+
+        await dead_letters.put(first, "boom")
+        await dead_letters.put(first, "boom")  # the first put's ack was lost: the caller retried
+        await dead_letters.put(second, "boom")
+
+        assert [letter.message.id for letter in await dead_letters.list()] == ids([first, second])
+
     async def test_a_long_error_is_cut_to_one_short_line(self, adapter: Adapter) -> None:
         dead_letters = await adapter.dead_letters()
 

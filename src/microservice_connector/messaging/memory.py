@@ -114,7 +114,11 @@ class InMemoryBroker:
         return len(self._logs.get(topic, [])) - consumer.cursor + len(consumer.unacked)
 
     def put_dead_letter(self, message: Message, error: str) -> DeadLetter:
-        """Keep `message` as a dead letter with a one-line `error` and the time, in order."""
+        """Keep `message` as a dead letter with a one-line `error` and the time, in order; a
+        message put again under the same id (its first put's answer was lost) is kept once."""
+        for kept in self._dead_letters.values():
+            if kept.message.id == message.id:
+                return kept
         self._last_dead_letter += 1
         letter = DeadLetter(self._last_dead_letter, message, _one_line(error), _utc_now())
         self._dead_letters[letter.sequence] = letter

@@ -117,6 +117,7 @@ class KafkaDeadLetters:
         consumer = AIOKafkaConsumer(**self._config.client_options(), enable_auto_commit=False)
         letters: dict[int, DeadLetter] = {}
         replayed: set[int] = set()
+        seen: set[str] = set()
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
                 await consumer.start()
@@ -126,7 +127,7 @@ class KafkaDeadLetters:
                 while True:
                     batches = await consumer.getmany(tp, timeout_ms=200)
                     for record in batches.get(tp, []):
-                        _take(record, letters, replayed)
+                        _take(record, letters, replayed, seen)
                     # Tansu 0.6 may answer ListOffsets short of the end (its last batch's
                     # first offset + 1): the high watermark of a fetch knows better.
                     high = consumer.highwater(tp)
@@ -142,13 +143,21 @@ class KafkaDeadLetters:
         return {seq: letter for seq, letter in letters.items() if seq not in replayed}
 
 
-def _take(record: Any, letters: dict[int, DeadLetter], replayed: set[int]) -> None:
+def _take(record: Any, letters: dict[int, DeadLetter], replayed: set[int], seen: set[str]) -> None:
+    """Add `record` to `letters` (or `replayed`, for a marker). A dead letter whose original id
+    was already read is a put repeated after a lost ack: Kafka has no dedupe, so it is
+    skipped here."""
     stored = header_map(record.headers)
     sequence = record.offset + 1
     if REPLAYED_HEADER in stored:
         with contextlib.suppress(ValueError):
             replayed.add(int(stored[REPLAYED_HEADER]))
         return
+    original_id = stored.get(ORIGINAL_ID_HEADER)
+    if original_id is not None:
+        if original_id in seen:
+            return
+        seen.add(original_id)
     original = {name: value for name, value in stored.items() if name not in _ADDED_HEADERS}
     message = Message(
         id=stored.get(ORIGINAL_ID_HEADER) or stored.get("event-id") or f"deadletter-{sequence}",

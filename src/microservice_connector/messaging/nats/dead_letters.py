@@ -24,10 +24,18 @@ ORIGINAL_TOPIC_HEADER = "original-topic"
 ORIGINAL_ID_HEADER = "original-id"
 ORIGINAL_KEY_HEADER = "original-key"
 _ADDED_HEADERS = frozenset(
-    {ERROR_HEADER, FAILED_AT_HEADER, ORIGINAL_TOPIC_HEADER, ORIGINAL_ID_HEADER, ORIGINAL_KEY_HEADER}
+    {
+        ERROR_HEADER,
+        FAILED_AT_HEADER,
+        ORIGINAL_TOPIC_HEADER,
+        ORIGINAL_ID_HEADER,
+        ORIGINAL_KEY_HEADER,
+        MSG_ID_HEADER,
+    }
 )
 ERROR_MAX_CHARS = 1000
 REPLAY_MARK = "#replay-"
+DEAD_LETTER_ID_PREFIX = "deadletter-"
 
 
 class NatsDeadLetters:
@@ -44,9 +52,11 @@ class NatsDeadLetters:
 
     async def put(self, message: Message, error: str) -> None:
         """Store `message` on `deadletter.<topic>`; raises `BrokerUnavailable` unless acked,
-        so the caller can nak the original and lose nothing."""
+        so the caller can nak the original and lose nothing. Stored under its own message id,
+        so a put repeated after a lost ack is kept once (within the stream's dedupe window)."""
         headers = {name: value for name, value in message.headers.items() if name != MSG_ID_HEADER}
         headers |= {
+            MSG_ID_HEADER: DEAD_LETTER_ID_PREFIX + message.id,
             ERROR_HEADER: one_line(error),
             FAILED_AT_HEADER: utc_now(),
             ORIGINAL_TOPIC_HEADER: message.topic,
