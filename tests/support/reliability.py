@@ -54,17 +54,22 @@ class Figures:
     rounds: int
     commands: int
     events: int
-    lost: int
-    applied_twice: int
+    lost: int | None  # None: the suite has nothing that could be lost (shown as "n/a")
+    applied_twice: int | None
     server_errors: int
     recover_s: float
 
     def row(self) -> str:
         """The row of the summary table."""
+        lost, twice = (_cell(n) for n in (self.lost, self.applied_twice))
         return (
-            f"| {self.suite} | {self.rounds} | {self.commands} | {self.events} | {self.lost} "
-            f"| {self.applied_twice} | {self.server_errors} | {self.recover_s:.1f} |"
+            f"| {self.suite} | {self.rounds} | {self.commands} | {self.events} | {lost} "
+            f"| {twice} | {self.server_errors} | {self.recover_s:.1f} |"
         )
+
+
+def _cell(count: int | None) -> str:
+    return "n/a" if count is None else str(count)
 
 
 REPORTED: list[Figures] = []
