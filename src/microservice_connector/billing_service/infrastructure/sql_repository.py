@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
@@ -25,8 +25,14 @@ from microservice_connector.billing_service.infrastructure.tables import (
 from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
 from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, ConcurrencyError, SqlEventStore
-from microservice_connector.eventstore.engine import create_schema, describe_failure
+from microservice_connector.eventstore.engine import create_schema, describe, describe_failure
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.failures import (
+    DataRejected,
+    Failure,
+    classify,
+    is_unique_violation,
+)
 
 BILLING_TOPIC = "billing.events"
 
@@ -55,8 +61,6 @@ _UPDATE_BILL = (
 )
 _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
-# deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,20 +197,16 @@ class SqlBillingRepository:
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        """A transaction on the writer; commits when the block ends cleanly. A race lost to
-        another instance (a bill or invoice written meanwhile, a deadlock) rolls it back and
-        raises `ConcurrentBillUpdate`; any other database failure `DatabaseUnavailable`."""
+        """A transaction on the writer; commits when the block ends cleanly, else rolls back
+        and raises what the failure means (`eventstore.failures`): `ConcurrentBillUpdate` for
+        a race lost to another instance (a bill or invoice written meanwhile, a deadlock),
+        `DatabaseUnavailable` for what may heal by itself, `DataRejected` for data the
+        database refuses (a value that does not fit): retrying that cannot help."""
         try:
             with self._engine.begin() as connection:
                 yield SqlTransaction(connection, self._store)
-        except IntegrityError as exc:
-            raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-                raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+        except (SQLAlchemyError, OverflowError) as exc:
+            raise _meaning(self._engine, exc) from exc
 
     def bill(self, cart_id: str) -> Bill | None:
         """The cart's running bill, or None before its first event."""
@@ -277,6 +277,17 @@ class SqlBillingRepository:
         with self.transaction() as tx:
             rows = tx.connection.execute(select(bills.c.cart_id, bills.c.lines))
             return {cart: _bill(cart, 0, False, lines).total_cents for cart, lines in rows}
+
+
+def _meaning(engine: Engine, exc: SQLAlchemyError | OverflowError) -> Exception:
+    """The billing error that says what a database failure means for whoever retries."""
+    failure = classify(exc)
+    if failure is Failure.RACE or is_unique_violation(exc):
+        return ConcurrentBillUpdate(describe_failure(engine, exc))
+    if failure is Failure.TRANSIENT:
+        return DatabaseUnavailable(describe_failure(engine, exc))
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return DataRejected(f"database {describe(engine)} refused billing's write: {reason}")
 
 
 def _bill(cart_id: str, last_version: int, checked_out: bool, lines: str) -> Bill:
