@@ -144,7 +144,9 @@ def billing_rebuild(
     page: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
 ) -> None:
     """Drop billing's bills and invoices and replay every cart event from the cart service's
-    `GET /events` feed, reaching the same bills (prices as they are now)."""
+    `GET /events` feed: each priced at the price in effect at its own time (prices are
+    billing's own events), each invoice dated by its checkout, so bills and invoices come
+    out identical to the originals."""
     from microservice_connector.billing_service.application import BillingLedger
     from microservice_connector.billing_service.infrastructure.cart_messages import (
         event_from_feed,

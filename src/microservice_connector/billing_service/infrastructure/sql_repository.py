@@ -1,9 +1,10 @@
-"""Billing's storage on SQLAlchemy: bills, prices, invoices, and InvoiceIssued via the outbox."""
+"""Billing's storage on SQLAlchemy: bills, invoices, prices (as events, `sql_prices`), and
+InvoiceIssued via the outbox."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,16 +12,22 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
-from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
+from microservice_connector.billing_service.domain import Bill, BillLine, Invoice, Price
+from microservice_connector.billing_service.infrastructure.sql_prices import (
+    PriceHistory,
+    change_price,
+    current_prices,
+    project_prices,
+    seed_prices,
+)
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
     invoices,
     metadata,
-    prices,
 )
 from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
 from microservice_connector.events.envelope import NewEvent
@@ -35,12 +42,14 @@ from microservice_connector.eventstore.failures import (
 )
 
 BILLING_TOPIC = "billing.events"
+PRICE_RETRIES = 10
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, omit_defaults=True):
     quantity: int
     unit_price_cents: int
     unpriced: bool = False
+    price_version: int | None = None  # absent in lines written before prices were events
 
 
 _encode = msgspec.json.Encoder().encode
@@ -79,7 +88,7 @@ class SqlTransaction:
     def __init__(self, connection: Connection, store: SqlEventStore) -> None:
         self.connection = connection
         self._store = store
-        self._prices: dict[str, int | None] = {}
+        self._prices = PriceHistory(connection)
         self._read: dict[str, int] = {}  # last_version of the bills with a row, as read
 
     def get_bill(self, cart_id: str) -> Bill | None:
@@ -122,13 +131,9 @@ class SqlTransaction:
             self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
 
-    def price_of(self, item_id: str) -> int | None:
-        """The item's unit price in cents, or None."""
-        if item_id not in self._prices:
-            self._prices[item_id] = self.connection.execute(
-                select(prices.c.unit_price_cents).where(prices.c.item_id == item_id)
-            ).scalar_one_or_none()
-        return self._prices[item_id]
+    def price_of(self, item_id: str, at: datetime) -> Price | None:
+        """The item's price in effect at `at`, or None."""
+        return self._prices.price_at(item_id, at)
 
     def issue_invoice(self, invoice: Invoice) -> bool:
         """Store the invoice and append `InvoiceIssued` to the outbox; False if already issued."""
@@ -168,27 +173,18 @@ class SqlTransaction:
 class SqlBillingRepository:
     """Billing's read model and outbox in one database (SQLite `billing.db` or PostgreSQL)."""
 
-    def __init__(self, store: SqlEventStore, *, seed_prices: dict[str, int] | None = None) -> None:
+    def __init__(self, store: SqlEventStore, *, seed: Mapping[str, int] = DEFAULT_PRICES) -> None:
+        """Create the tables and, in a new database, the first prices as events."""
         self._store = store
         self._engine = store.writer
         create_schema(self._engine, metadata)  # instances starting together take turns
         try:
-            with self._engine.begin() as connection:
-                if connection.execute(select(prices.c.item_id).limit(1)).first() is None:
-                    seed = DEFAULT_PRICES if seed_prices is None else seed_prices
-                    now = datetime.now(UTC)
-                    if seed:
-                        connection.execute(
-                            insert(prices),
-                            [
-                                {"item_id": k, "unit_price_cents": v, "updated_at": now}
-                                for k, v in seed.items()
-                            ],
-                        )
-        except IntegrityError:
+            with self.transaction() as tx:
+                seed_prices(tx.connection, store, seed)
+        except (ConcurrencyError, ConcurrentBillUpdate):
             pass  # another instance seeded the prices first
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+        except DataRejected as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
 
     @property
     def store(self) -> SqlEventStore:
@@ -221,45 +217,39 @@ class SqlBillingRepository:
             ).first()
         if row is None:
             return None
-        lines = {
-            k: BillLine(v.quantity, v.unit_price_cents, v.unpriced)
-            for k, v in _decode_lines(row.lines).items()
-        }
         issued_at: datetime = row.issued_at
         issued_at = (
             issued_at.replace(tzinfo=UTC) if issued_at.tzinfo is None else issued_at.astimezone(UTC)
         )
-        return Invoice(row.invoice_id, row.cart_id, lines, row.total_cents, issued_at)
+        return Invoice(row.invoice_id, row.cart_id, _lines(row.lines), row.total_cents, issued_at)
 
-    def prices(self) -> dict[str, int]:
-        """The whole price list, by item id."""
+    def prices(self) -> dict[str, Price]:
+        """The latest version of every item's price, by item id."""
         with self.transaction() as tx:
-            rows = tx.connection.execute(
-                select(prices.c.item_id, prices.c.unit_price_cents).order_by(prices.c.item_id)
-            )
-            return {item: cents for item, cents in rows}
+            return current_prices(tx.connection)
 
-    def set_price(self, item_id: str, unit_price_cents: int) -> None:
-        """Set one item's price; bills reprice a line when its quantity next changes."""
-        try:
-            self._set_price(item_id, unit_price_cents)
-        except ConcurrentBillUpdate:  # another instance inserted it first: now it updates
-            self._set_price(item_id, unit_price_cents)
-
-    def _set_price(self, item_id: str, unit_price_cents: int) -> None:
-        with self.transaction() as tx:
-            values = {"unit_price_cents": unit_price_cents, "updated_at": datetime.now(UTC)}
-            done = tx.connection.execute(
-                update(prices).where(prices.c.item_id == item_id).values(**values)
-            )
-            if done.rowcount == 0:
-                tx.connection.execute(insert(prices).values(item_id=item_id, **values))
+    def set_price(self, item_id: str, unit_price_cents: int) -> Price:
+        """Record the item's next price as a `PriceChanged` event, in effect from now: a
+        bill line takes it when its quantity next changes at or after this moment."""
+        for attempt in range(1, PRICE_RETRIES + 1):
+            try:
+                with self.transaction() as tx:
+                    change = change_price(
+                        tx.connection, self._store, item_id, unit_price_cents, datetime.now(UTC)
+                    )
+                return Price(change.unit_price_cents, change.version)
+            except (ConcurrencyError, ConcurrentBillUpdate):
+                if attempt == PRICE_RETRIES:  # other instances kept changing it
+                    raise ConcurrentBillUpdate(f"price of {item_id} kept changing") from None
+        raise AssertionError("unreachable")
 
     def reset_read_model(self) -> None:
-        """Delete every bill and invoice (prices and billing's own events stay)."""
+        """Delete every bill and invoice, and project the prices again from billing's own
+        `PriceChanged` events (which stay, as do the others)."""
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
+            project_prices(tx.connection, self._store)
 
     def stamp(self, cart_id: str) -> BillStamp | None:
         """The cart's last applied version and when, or None before its first event."""
@@ -291,16 +281,20 @@ def _meaning(engine: Engine, exc: SQLAlchemyError | OverflowError) -> Exception:
 
 
 def _bill(cart_id: str, last_version: int, checked_out: bool, lines: str) -> Bill:
-    decoded = _decode_lines(lines)
-    return Bill(
-        cart_id,
-        last_version,
-        bool(checked_out),
-        {k: BillLine(v.quantity, v.unit_price_cents, v.unpriced) for k, v in decoded.items()},
-    )
+    return Bill(cart_id, last_version, bool(checked_out), _lines(lines))
+
+
+def _lines(encoded: str) -> dict[str, BillLine]:
+    return {
+        item: BillLine(line.quantity, line.unit_price_cents, line.unpriced, line.price_version)
+        for item, line in _decode_lines(encoded).items()
+    }
 
 
 def _encode_lines(lines: dict[str, BillLine]) -> str:
     return _encode(
-        {k: _Line(v.quantity, v.unit_price_cents, v.unpriced) for k, v in lines.items()}
+        {
+            item: _Line(line.quantity, line.unit_price_cents, line.unpriced, line.price_version)
+            for item, line in lines.items()
+        }
     ).decode()

@@ -31,9 +31,23 @@ bills = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-prices = Table(
-    "prices",
+# Every version of every item's price, projected from billing's own `PriceChanged` events
+# in the transaction that appends them: what cart events are priced from, by their time.
+price_versions = Table(
+    "price_versions",
     metadata,
+    Column("item_id", String(MAX_ID_LENGTH), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("unit_price_cents", BigInteger, nullable=False),
+    Column("effective_at", DateTime(timezone=True), nullable=False),
+)
+
+# The price list before prices were events: read once from older databases, to turn it
+# into `PriceChanged` events; never created.
+legacy = MetaData()
+legacy_prices = Table(
+    "prices",
+    legacy,
     Column("item_id", String(MAX_ID_LENGTH), primary_key=True),
     Column("unit_price_cents", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
