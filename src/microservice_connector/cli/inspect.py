@@ -18,6 +18,7 @@ from microservice_connector.cli.services import (
     broker_name,
 )
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -185,7 +186,10 @@ def billing_rebuild(
                     fail(f"cannot read the feed at {settings.cart_url}/events ({exc})", 2)
                 if not feed["events"]:
                     break
-                ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                try:
+                    ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                except DataRejected as exc:  # the same event fails the same way every time
+                    fail(f"cannot rebuild past position {after}: {exc}", 1)
                 applied += len(feed["events"])
                 after = feed["next_after"]
                 progress.update(task, completed=applied)
