@@ -145,3 +145,17 @@ def test_an_older_price_list_becomes_events_once(settings: Settings) -> None:
             repository.store.close()
         assert prices == {"item-001": Price(1500, 1), "old-item": Price(4200, 1)}
         assert changes == 2
+
+
+def test_prices_written_as_protobuf_project_back_after_a_reset(settings: Settings) -> None:
+    repository = open_billing_repository(settings.model_copy(update={"serializer": "protobuf"}))
+    try:
+        repository.set_price("item-001", 2222)
+        repository.reset_read_model()
+        prices = repository.prices()
+        content_types = {event.content_type for event in repository.store.read_all(0, 100)}
+    finally:
+        repository.store.close()
+    assert content_types == {"application/x-protobuf"}
+    assert prices["item-001"] == Price(2222, 2)
+    assert prices["item-002"] == Price(550, 1)
