@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
 from microservice_connector.billing_service.application import (
@@ -18,6 +19,7 @@ from microservice_connector.billing_service.application import (
     ConcurrentBillUpdate,
 )
 from microservice_connector.billing_service.domain import Price
+from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     SqlBillingRepository,
 )
@@ -159,3 +161,22 @@ def test_prices_written_as_protobuf_project_back_after_a_reset(settings: Setting
     assert content_types == {"application/x-protobuf"}
     assert prices["item-001"] == Price(2222, 2)
     assert prices["item-002"] == Price(550, 1)
+
+
+def test_the_price_api_keeps_its_contract_and_shows_versions(
+    repository: SqlBillingRepository,
+) -> None:
+    app = create_billing_app(repository, checks={})
+    with TestClient(app) as client:
+        put = client.put("/prices/item-x", json={"unit_price_cents": 120})
+        again = client.put("/prices/item-x", json={"unit_price_cents": 130})
+        bad = client.put("/prices/item-x", json={"unit_price_cents": -1})
+        listed = {price["item_id"]: price for price in client.get("/prices").json()}
+    assert (put.status_code, put.json()) == (
+        200,
+        {"item_id": "item-x", "unit_price_cents": 120, "version": 1},
+    )
+    assert again.json()["version"] == 2
+    assert bad.status_code == 422
+    assert listed["item-x"] == {"item_id": "item-x", "unit_price_cents": 130, "version": 2}
+    assert listed["item-001"] == {"item_id": "item-001", "unit_price_cents": 1999, "version": 1}

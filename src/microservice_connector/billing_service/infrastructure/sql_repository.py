@@ -45,7 +45,7 @@ BILLING_TOPIC = "billing.events"
 PRICE_RETRIES = 10
 
 
-class _Line(msgspec.Struct, omit_defaults=True):
+class _Line(msgspec.Struct):
     quantity: int
     unit_price_cents: int
     unpriced: bool = False
@@ -231,7 +231,7 @@ class SqlBillingRepository:
     def set_price(self, item_id: str, unit_price_cents: int) -> Price:
         """Record the item's next price as a `PriceChanged` event, in effect from now: a
         bill line takes it when its quantity next changes at or after this moment."""
-        for attempt in range(1, PRICE_RETRIES + 1):
+        for _ in range(PRICE_RETRIES):
             try:
                 with self.transaction() as tx:
                     change = change_price(
@@ -239,9 +239,10 @@ class SqlBillingRepository:
                     )
                 return Price(change.unit_price_cents, change.version)
             except (ConcurrencyError, ConcurrentBillUpdate):
-                if attempt == PRICE_RETRIES:  # other instances kept changing it
-                    raise ConcurrentBillUpdate(f"price of {item_id} kept changing") from None
-        raise AssertionError("unreachable")
+                continue  # another instance took that version first: try the next one
+        raise ConcurrentBillUpdate(
+            f"the price of {item_id} kept changing meanwhile ({PRICE_RETRIES} tries); try again"
+        )
 
     def reset_read_model(self) -> None:
         """Delete every bill and invoice, and project the prices again from billing's own
