@@ -152,6 +152,7 @@ def test_duplicates_are_applied_once_and_reordered_events_bill_right(flow: Flow)
             "unit_price_cents": 550,
             "amount_cents": 1650,
             "unpriced": False,
+            "price_version": 1,
         }
     }
     assert shuffled["checked_out"] is True

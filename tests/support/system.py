@@ -187,7 +187,8 @@ class Flow:
 
 
 def expected_bill(cart: dict[str, Any]) -> dict[str, Any]:
-    """The bill a correct billing keeps for `cart`, priced from the default price list."""
+    """The bill a correct billing keeps for `cart`, priced from the default price list (each
+    price at its first version)."""
     lines = {}
     for item, quantity in cart["items"].items():
         price = DEFAULT_PRICES.get(item)
@@ -196,6 +197,7 @@ def expected_bill(cart: dict[str, Any]) -> dict[str, Any]:
             "unit_price_cents": price or 0,
             "amount_cents": quantity * (price or 0),
             "unpriced": price is None,
+            "price_version": None if price is None else 1,
         }
     return {
         "cart_id": cart["cart_id"],

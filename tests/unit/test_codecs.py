@@ -20,7 +20,7 @@ from microservice_connector.events import (
     ItemRemoved,
     codec_named,
 )
-from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
+from microservice_connector.events.billing import InvoiceIssued, InvoiceLine, PriceChanged
 
 JSON, PROTOBUF = codec_named("json"), codec_named("protobuf")
 AT = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -40,6 +40,7 @@ payloads = st.one_of(
     st.builds(
         InvoiceIssued, ids, ids, st.dictionaries(ids, lines, max_size=4), quantities, moments
     ),
+    st.builds(PriceChanged, ids, quantities, quantities, moments),
 )
 
 

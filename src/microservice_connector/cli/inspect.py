@@ -18,6 +18,7 @@ from microservice_connector.cli.services import (
     broker_name,
 )
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -144,7 +145,9 @@ def billing_rebuild(
     page: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
 ) -> None:
     """Drop billing's bills and invoices and replay every cart event from the cart service's
-    `GET /events` feed, reaching the same bills (prices as they are now)."""
+    `GET /events` feed: each priced at the price in effect at its own time (prices are
+    billing's own events), each invoice dated by its checkout, so bills and invoices come
+    out identical to the originals."""
     from microservice_connector.billing_service.application import BillingLedger
     from microservice_connector.billing_service.infrastructure.cart_messages import (
         event_from_feed,
@@ -183,7 +186,10 @@ def billing_rebuild(
                     fail(f"cannot read the feed at {settings.cart_url}/events ({exc})", 2)
                 if not feed["events"]:
                     break
-                ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                try:
+                    ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                except DataRejected as exc:  # the same event fails the same way every time
+                    fail(f"cannot rebuild past position {after}: {exc}", 1)
                 applied += len(feed["events"])
                 after = feed["next_after"]
                 progress.update(task, completed=applied)

@@ -24,3 +24,16 @@ class InvoiceIssued(msgspec.Struct, frozen=True):
     lines: dict[str, InvoiceLine]
     total_cents: int
     timestamp: datetime
+
+
+class PriceChanged(msgspec.Struct, frozen=True):
+    """Item `item_id` costs `unit_price_cents` from `effective_at` on: the `version`-th price
+    of that item. Cart events are priced at the price in effect at their own timestamp."""
+
+    item_id: str
+    unit_price_cents: int
+    version: int
+    effective_at: datetime
+
+
+BILLING_EVENTS: tuple[type[msgspec.Struct], ...] = (InvoiceIssued, PriceChanged)

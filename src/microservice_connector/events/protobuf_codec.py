@@ -73,6 +73,7 @@ def default_protobuf_codec() -> ProtobufCodec:
             "ItemRemoved": cart_pb2.ItemRemoved,
             "CartCheckedOut": cart_pb2.CartCheckedOut,
             "InvoiceIssued": billing_pb2.InvoiceIssued,
+            "PriceChanged": billing_pb2.PriceChanged,
         }
     )
 

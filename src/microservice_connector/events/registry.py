@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from microservice_connector.events.billing import BILLING_EVENTS
 from microservice_connector.events.cart import CART_EVENTS
 from microservice_connector.events.codec import Codec, EventDecodeError
 from microservice_connector.events.codecs import all_codecs
@@ -112,5 +113,13 @@ def default_registry() -> EventRegistry:
     """A registry holding the cart's events at schema version 1, reading every codec."""
     registry = EventRegistry()
     for cls in CART_EVENTS:
+        registry.register(cls)
+    return registry
+
+
+def billing_registry() -> EventRegistry:
+    """A registry holding billing's own events at schema version 1, reading every codec."""
+    registry = EventRegistry()
+    for cls in BILLING_EVENTS:
         registry.register(cls)
     return registry

@@ -12,7 +12,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import metadata
-from microservice_connector.eventstore.schema_upgrade import add_missing_columns
+from microservice_connector.eventstore.schema_upgrade import add_missing_columns, widen_columns
 
 SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
 BUSY_TIMEOUT_MS = 10_000
@@ -96,19 +96,20 @@ def _sqlite_engine(url: URL, *, writer: bool, synchronous: SqliteSynchronous) ->
 
 
 def create_schema(engine: Engine, tables: MetaData = metadata) -> None:
-    """Create missing tables and indexes and add missing nullable columns, logging what was
-    added; on PostgreSQL one instance at a time, so instances may start together.
+    """Create missing tables and indexes, add missing nullable columns and widen narrower
+    ones, logging what changed; on PostgreSQL one instance at a time, so instances may
+    start together.
     `DatabaseUnavailable` if the database is not there."""
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(_ADVISORY_LOCK, {"key": _SCHEMA_LOCK_KEY})
             tables.create_all(connection)
-            added = add_missing_columns(connection, tables)
+            added = add_missing_columns(connection, tables) + widen_columns(connection, tables)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
     if added:
-        log.warning("%s: added columns %s", describe(engine), ", ".join(added))
+        log.warning("%s: added or widened columns %s", describe(engine), ", ".join(added))
 
 
 def describe(engine: Engine) -> str:

@@ -84,3 +84,12 @@ def _is_operational(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError) or (
         not isinstance(exc, SQLAlchemyError) and type(exc).__name__ in {"OperationalError"}
     )
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """Whether `exc` is a duplicate key: for a writer that inserts only keys it has just
+    read as absent, another transaction won the race (class 23 is otherwise permanent)."""
+    if sqlstate(exc) == "23505":
+        return True
+    orig = getattr(exc, "orig", None) or exc
+    return isinstance(orig, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(orig)

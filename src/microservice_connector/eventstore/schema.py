@@ -1,6 +1,7 @@
 """The tables of DESIGN §3.2: events (the original schema, extended), snapshots, outbox.
 
-Columns added later are nullable, so `engine.create_schema` can add them to older databases.
+Columns added later are nullable, so `engine.create_schema` can add them to older databases;
+columns widened later (ids that carry a prefix) are widened there too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from microservice_connector.events.ids import STORED_ID_LENGTH
+
 metadata = MetaData()
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
@@ -29,7 +32,7 @@ events = Table(
     metadata,
     Column("id", _Id, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False, unique=True),
-    Column("aggregate_id", String(64), nullable=False),
+    Column("aggregate_id", String(STORED_ID_LENGTH), nullable=False),
     Column("aggregate_type", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("event_type", String(128), nullable=False),
@@ -45,7 +48,7 @@ events = Table(
 snapshots = Table(
     "snapshots",
     metadata,
-    Column("aggregate_id", String(64), primary_key=True),
+    Column("aggregate_id", String(STORED_ID_LENGTH), primary_key=True),
     Column("aggregate_type", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     Column("state", LargeBinary, nullable=False),

@@ -1,4 +1,4 @@
-"""The shape every id in a path, body or header must have."""
+"""The shape every id in a path, body or header must have (the rule lives in `events.ids`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import Field
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+from microservice_connector.events.ids import ID_DESCRIPTION, ID_PATTERN
 
-IdField = Annotated[str, Field(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ : -")]
+__all__ = ["ID_PATTERN", "IdField", "id_path"]
+
+IdField = Annotated[str, Field(pattern=ID_PATTERN, description=ID_DESCRIPTION)]
 
 
 def id_path(description: str) -> Any:

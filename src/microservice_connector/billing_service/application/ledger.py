@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from microservice_connector.billing_service.application.ports import (
     BillingRepository,
@@ -39,14 +38,8 @@ class BillingLedger:
     """The version gate: a batch commits its bills, invoices and outbox rows in one
     transaction, so a redelivered or reordered event can never bill twice or out of order."""
 
-    def __init__(
-        self,
-        repository: BillingRepository,
-        *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
+    def __init__(self, repository: BillingRepository) -> None:
         self._repository = repository
-        self._clock = clock
         self.invoices_issued = 0
         self.unpriced_lines = 0
 
@@ -86,7 +79,8 @@ class BillingLedger:
                 bills[incoming.cart_id] = bill
                 outcomes[index] = Outcome.APPLIED
                 if isinstance(incoming.event, CartCheckedOut):
-                    invoice = bill.invoice(self._clock())
+                    # Dated by the checkout itself, so a rebuild issues the very same invoice.
+                    invoice = bill.invoice(incoming.event.timestamp)
                     if tx.issue_invoice(invoice):
                         issued.append(invoice)
             tx.save_bills(list(bills.values()))

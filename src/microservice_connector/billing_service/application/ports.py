@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Protocol
 
-from microservice_connector.billing_service.domain import Bill, Invoice
+from microservice_connector.billing_service.domain import Bill, Invoice, Price
 
 
 class ConcurrentBillUpdate(Exception):
@@ -26,8 +27,8 @@ class BillingTransaction(Protocol):
         this transaction read it."""
         ...
 
-    def price_of(self, item_id: str) -> int | None:
-        """The item's unit price in cents, or None when it has no price."""
+    def price_of(self, item_id: str, at: datetime) -> Price | None:
+        """The item's price in effect at `at`, or None when it had none then."""
         ...
 
     def issue_invoice(self, invoice: Invoice) -> bool:

@@ -6,8 +6,9 @@ from microservice_connector.billing_service.domain.bill import (
     Bill,
     BillLine,
     Invoice,
+    Price,
     PriceLookup,
     VersionCheck,
 )
 
-__all__ = ["Bill", "BillLine", "Invoice", "PriceLookup", "VersionCheck"]
+__all__ = ["Bill", "BillLine", "Invoice", "Price", "PriceLookup", "VersionCheck"]

@@ -19,6 +19,7 @@ from microservice_connector.billing_service.infrastructure.cart_messages import 
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.messaging.consumer import Ack, Reject, Retry
 from microservice_connector.messaging.consumer import Outcome as Settlement
 from microservice_connector.messaging.message import Delivery
@@ -81,10 +82,12 @@ class CartEventHandler:
             return [Retry(1.0, str(exc), failure=False) for _ in events]
         except ConcurrentBillUpdate as exc:  # other instances kept winning: not a failure
             return [Retry(CONFLICT_RETRY_DELAY_S, str(exc), failure=False) for _ in events]
-        except Exception:
+        except Exception as exc:
             if len(events) == 1:
-                log.exception("billing: event %s failed", events[0].event_id)
-                return [Retry(0.5, "billing failed to apply it")]
+                # Counted, so after bounded attempts it alone goes to the dead letters.
+                if not isinstance(exc, DataRejected):
+                    log.exception("billing: event %s failed", events[0].event_id)
+                return [Retry(0.5, f"billing cannot apply it: {exc}")]
             # One bad event must not hold back the others: apply them one at a time.
             return [(await self._apply([pair], deliveries))[0] for pair in decoded]
         self.handled.record_batch(

@@ -12,10 +12,13 @@ from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.codec import EventDecodeError
 from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.messaging.message import Message
 
 REQUIRED_HEADERS = ("event-id", "event-type", "aggregate-id", "aggregate-version")
+ID_HEADERS = ("event-id", "aggregate-id")
+_SHOWN_CHARS = 80  # of a bad id in an error: enough to recognise it, never a flood
 
 
 class PoisonMessage(ValueError):
@@ -28,6 +31,12 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
         raise PoisonMessage(f"message {message.id}: missing headers {', '.join(missing)}")
+    for name in ID_HEADERS:
+        if not is_valid_id(headers[name]):
+            raise PoisonMessage(
+                f"message {_shown(message.id)}: header {name} {_shown(headers[name])} is not an id "
+                f"({ID_DESCRIPTION})"
+            )
     try:
         version = int(headers["aggregate-version"])
         schema_version = int(headers.get("schema-version") or 1)
@@ -74,3 +83,9 @@ def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEve
         },
     )
     return to_cart_event(message, registry, int(item["position"]))
+
+
+def _shown(value: str) -> str:
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"

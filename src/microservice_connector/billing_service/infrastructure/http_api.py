@@ -10,10 +10,12 @@ from typing import Annotated
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from microservice_connector.billing_service.application import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import BillLine
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     SqlBillingRepository,
 )
+from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import id_path
@@ -30,12 +32,13 @@ class NotFound(LookupError):
 
 
 class Line(BaseModel):
-    """One priced item."""
+    """One priced item, at version `price_version` of its price (None when unpriced)."""
 
     quantity: int
     unit_price_cents: int
     amount_cents: int
     unpriced: bool
+    price_version: int | None
 
     @classmethod
     def of(cls, line: BillLine) -> Line:
@@ -45,6 +48,7 @@ class Line(BaseModel):
             unit_price_cents=line.unit_price_cents,
             amount_cents=line.amount_cents,
             unpriced=line.unpriced,
+            price_version=line.price_version,
         )
 
 
@@ -77,10 +81,11 @@ class PriceIn(BaseModel):
 
 
 class PriceOut(BaseModel):
-    """One item's price."""
+    """One item's price, the `version`-th it has had."""
 
     item_id: str
     unit_price_cents: int
+    version: int
 
 
 Lifecycle = Callable[[], Awaitable[None]]
@@ -101,7 +106,7 @@ def create_billing_app(
         lifespan=lifespan(on_startup, on_shutdown),
         responses=ERROR_RESPONSES,
     )
-    install_error_handlers(app, {NotFound: 404})
+    install_error_handlers(app, {NotFound: 404, ConcurrentBillUpdate: 409, DataRejected: 422})
     app.include_router(health_router(checks))
 
     @app.get("/billing/carts/{cart_id}", response_model=BillOut)
@@ -136,12 +141,18 @@ def create_billing_app(
     async def list_prices() -> list[PriceOut]:
         """The price list."""
         found = await asyncio.to_thread(repository.prices)
-        return [PriceOut(item_id=item, unit_price_cents=cents) for item, cents in found.items()]
+        return [
+            PriceOut(item_id=item, unit_price_cents=price.unit_price_cents, version=price.version)
+            for item, price in found.items()
+        ]
 
     @app.put("/prices/{item_id}", response_model=PriceOut)
     async def set_price(item_id: ItemId, body: PriceIn) -> PriceOut:
-        """Set one item's price; a bill line takes it when its quantity next changes."""
-        await asyncio.to_thread(repository.set_price, item_id, body.unit_price_cents)
-        return PriceOut(item_id=item_id, unit_price_cents=body.unit_price_cents)
+        """Set one item's price, in effect from now (a `PriceChanged` event): a bill line
+        takes it when its quantity next changes, by a cart event from this moment on."""
+        price = await asyncio.to_thread(repository.set_price, item_id, body.unit_price_cents)
+        return PriceOut(
+            item_id=item_id, unit_price_cents=price.unit_price_cents, version=price.version
+        )
 
     return app

@@ -1,40 +1,55 @@
-"""Billing's storage on SQLAlchemy: bills, prices, invoices, and InvoiceIssued via the outbox."""
+"""Billing's storage on SQLAlchemy: bills, invoices, prices (as events, `sql_prices`), and
+InvoiceIssued via the outbox."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
-from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
+from microservice_connector.billing_service.domain import Bill, BillLine, Invoice, Price
+from microservice_connector.billing_service.infrastructure.sql_prices import (
+    PriceHistory,
+    change_price,
+    current_prices,
+    project_prices,
+    seed_prices,
+)
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
     invoices,
     metadata,
-    prices,
 )
 from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
 from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, ConcurrencyError, SqlEventStore
-from microservice_connector.eventstore.engine import create_schema, describe_failure
+from microservice_connector.eventstore.engine import create_schema, describe, describe_failure
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.failures import (
+    DataRejected,
+    Failure,
+    classify,
+    is_unique_violation,
+)
 
 BILLING_TOPIC = "billing.events"
+PRICE_RETRIES = 10
 
 
 class _Line(msgspec.Struct):
     quantity: int
     unit_price_cents: int
     unpriced: bool = False
+    price_version: int | None = None  # absent in lines written before prices were events
 
 
 _encode = msgspec.json.Encoder().encode
@@ -55,8 +70,6 @@ _UPDATE_BILL = (
 )
 _INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
 _decode_lines = msgspec.json.Decoder(dict[str, _Line]).decode
-# deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +88,7 @@ class SqlTransaction:
     def __init__(self, connection: Connection, store: SqlEventStore) -> None:
         self.connection = connection
         self._store = store
-        self._prices: dict[str, int | None] = {}
+        self._prices = PriceHistory(connection)
         self._read: dict[str, int] = {}  # last_version of the bills with a row, as read
 
     def get_bill(self, cart_id: str) -> Bill | None:
@@ -118,13 +131,9 @@ class SqlTransaction:
             self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
 
-    def price_of(self, item_id: str) -> int | None:
-        """The item's unit price in cents, or None."""
-        if item_id not in self._prices:
-            self._prices[item_id] = self.connection.execute(
-                select(prices.c.unit_price_cents).where(prices.c.item_id == item_id)
-            ).scalar_one_or_none()
-        return self._prices[item_id]
+    def price_of(self, item_id: str, at: datetime) -> Price | None:
+        """The item's price in effect at `at`, or None."""
+        return self._prices.price_at(item_id, at)
 
     def issue_invoice(self, invoice: Invoice) -> bool:
         """Store the invoice and append `InvoiceIssued` to the outbox; False if already issued."""
@@ -164,27 +173,18 @@ class SqlTransaction:
 class SqlBillingRepository:
     """Billing's read model and outbox in one database (SQLite `billing.db` or PostgreSQL)."""
 
-    def __init__(self, store: SqlEventStore, *, seed_prices: dict[str, int] | None = None) -> None:
+    def __init__(self, store: SqlEventStore, *, seed: Mapping[str, int] = DEFAULT_PRICES) -> None:
+        """Create the tables and, in a new database, the first prices as events."""
         self._store = store
         self._engine = store.writer
         create_schema(self._engine, metadata)  # instances starting together take turns
         try:
-            with self._engine.begin() as connection:
-                if connection.execute(select(prices.c.item_id).limit(1)).first() is None:
-                    seed = DEFAULT_PRICES if seed_prices is None else seed_prices
-                    now = datetime.now(UTC)
-                    if seed:
-                        connection.execute(
-                            insert(prices),
-                            [
-                                {"item_id": k, "unit_price_cents": v, "updated_at": now}
-                                for k, v in seed.items()
-                            ],
-                        )
-        except IntegrityError:
+            with self.transaction() as tx:
+                seed_prices(tx.connection, store, seed)
+        except (ConcurrencyError, ConcurrentBillUpdate):
             pass  # another instance seeded the prices first
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+        except DataRejected as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
 
     @property
     def store(self) -> SqlEventStore:
@@ -193,20 +193,16 @@ class SqlBillingRepository:
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        """A transaction on the writer; commits when the block ends cleanly. A race lost to
-        another instance (a bill or invoice written meanwhile, a deadlock) rolls it back and
-        raises `ConcurrentBillUpdate`; any other database failure `DatabaseUnavailable`."""
+        """A transaction on the writer; commits when the block ends cleanly, else rolls back
+        and raises what the failure means (`eventstore.failures`): `ConcurrentBillUpdate` for
+        a race lost to another instance (a bill or invoice written meanwhile, a deadlock),
+        `DatabaseUnavailable` for what may heal by itself, `DataRejected` for data the
+        database refuses (a value that does not fit): retrying that cannot help."""
         try:
             with self._engine.begin() as connection:
                 yield SqlTransaction(connection, self._store)
-        except IntegrityError as exc:
-            raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-                raise ConcurrentBillUpdate(describe_failure(self._engine, exc)) from exc
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(describe_failure(self._engine, exc)) from exc
+        except (SQLAlchemyError, OverflowError) as exc:
+            raise _meaning(self._engine, exc) from exc
 
     def bill(self, cart_id: str) -> Bill | None:
         """The cart's running bill, or None before its first event."""
@@ -221,45 +217,40 @@ class SqlBillingRepository:
             ).first()
         if row is None:
             return None
-        lines = {
-            k: BillLine(v.quantity, v.unit_price_cents, v.unpriced)
-            for k, v in _decode_lines(row.lines).items()
-        }
         issued_at: datetime = row.issued_at
         issued_at = (
             issued_at.replace(tzinfo=UTC) if issued_at.tzinfo is None else issued_at.astimezone(UTC)
         )
-        return Invoice(row.invoice_id, row.cart_id, lines, row.total_cents, issued_at)
+        return Invoice(row.invoice_id, row.cart_id, _lines(row.lines), row.total_cents, issued_at)
 
-    def prices(self) -> dict[str, int]:
-        """The whole price list, by item id."""
+    def prices(self) -> dict[str, Price]:
+        """The latest version of every item's price, by item id."""
         with self.transaction() as tx:
-            rows = tx.connection.execute(
-                select(prices.c.item_id, prices.c.unit_price_cents).order_by(prices.c.item_id)
-            )
-            return {item: cents for item, cents in rows}
+            return current_prices(tx.connection)
 
-    def set_price(self, item_id: str, unit_price_cents: int) -> None:
-        """Set one item's price; bills reprice a line when its quantity next changes."""
-        try:
-            self._set_price(item_id, unit_price_cents)
-        except ConcurrentBillUpdate:  # another instance inserted it first: now it updates
-            self._set_price(item_id, unit_price_cents)
-
-    def _set_price(self, item_id: str, unit_price_cents: int) -> None:
-        with self.transaction() as tx:
-            values = {"unit_price_cents": unit_price_cents, "updated_at": datetime.now(UTC)}
-            done = tx.connection.execute(
-                update(prices).where(prices.c.item_id == item_id).values(**values)
-            )
-            if done.rowcount == 0:
-                tx.connection.execute(insert(prices).values(item_id=item_id, **values))
+    def set_price(self, item_id: str, unit_price_cents: int) -> Price:
+        """Record the item's next price as a `PriceChanged` event, in effect from now: a
+        bill line takes it when its quantity next changes at or after this moment."""
+        for _ in range(PRICE_RETRIES):
+            try:
+                with self.transaction() as tx:
+                    change = change_price(
+                        tx.connection, self._store, item_id, unit_price_cents, datetime.now(UTC)
+                    )
+                return Price(change.unit_price_cents, change.version)
+            except (ConcurrencyError, ConcurrentBillUpdate):
+                continue  # another instance took that version first: try the next one
+        raise ConcurrentBillUpdate(
+            f"the price of {item_id} kept changing meanwhile ({PRICE_RETRIES} tries); try again"
+        )
 
     def reset_read_model(self) -> None:
-        """Delete every bill and invoice (prices and billing's own events stay)."""
+        """Delete every bill and invoice, and project the prices again from billing's own
+        `PriceChanged` events (which stay, as do the others)."""
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
+            project_prices(tx.connection, self._store)
 
     def stamp(self, cart_id: str) -> BillStamp | None:
         """The cart's last applied version and when, or None before its first event."""
@@ -279,17 +270,32 @@ class SqlBillingRepository:
             return {cart: _bill(cart, 0, False, lines).total_cents for cart, lines in rows}
 
 
+def _meaning(engine: Engine, exc: SQLAlchemyError | OverflowError) -> Exception:
+    """The billing error that says what a database failure means for whoever retries."""
+    failure = classify(exc)
+    if failure is Failure.RACE or is_unique_violation(exc):
+        return ConcurrentBillUpdate(describe_failure(engine, exc))
+    if failure is Failure.TRANSIENT:
+        return DatabaseUnavailable(describe_failure(engine, exc))
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return DataRejected(f"database {describe(engine)} refused billing's write: {reason}")
+
+
 def _bill(cart_id: str, last_version: int, checked_out: bool, lines: str) -> Bill:
-    decoded = _decode_lines(lines)
-    return Bill(
-        cart_id,
-        last_version,
-        bool(checked_out),
-        {k: BillLine(v.quantity, v.unit_price_cents, v.unpriced) for k, v in decoded.items()},
-    )
+    return Bill(cart_id, last_version, bool(checked_out), _lines(lines))
+
+
+def _lines(encoded: str) -> dict[str, BillLine]:
+    return {
+        item: BillLine(line.quantity, line.unit_price_cents, line.unpriced, line.price_version)
+        for item, line in _decode_lines(encoded).items()
+    }
 
 
 def _encode_lines(lines: dict[str, BillLine]) -> str:
     return _encode(
-        {k: _Line(v.quantity, v.unit_price_cents, v.unpriced) for k, v in lines.items()}
+        {
+            item: _Line(line.quantity, line.unit_price_cents, line.unpriced, line.price_version)
+            for item, line in lines.items()
+        }
     ).decode()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rbilling.proto\x12\nmsc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bInvoiceLine\x12\x10\n\x08quantity\x18\x01 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08unpriced\x18\x04 \x01(\x08\"\xf4\x01\n\rInvoiceIssued\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x33\n\x05lines\x18\x03 \x03(\x0b\x32$.msc.events.InvoiceIssued.LinesEntry\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x45\n\nLinesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.msc.events.InvoiceLine:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rbilling.proto\x12\nmsc.events\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bInvoiceLine\x12\x10\n\x08quantity\x18\x01 \x01(\x03\x12\x18\n\x10unit_price_cents\x18\x02 \x01(\x03\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08unpriced\x18\x04 \x01(\x08\"\xf4\x01\n\rInvoiceIssued\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x02 \x01(\t\x12\x33\n\x05lines\x18\x03 \x03(\x0b\x32$.msc.events.InvoiceIssued.LinesEntry\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x45\n\nLinesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.msc.events.InvoiceLine:\x02\x38\x01\"|\n\x0cPriceChanged\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x18\n\x10unit_price_cents\x18\x02 \x01(\x03\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,4 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOICEISSUED']._serialized_end=406
   _globals['_INVOICEISSUED_LINESENTRY']._serialized_start=337
   _globals['_INVOICEISSUED_LINESENTRY']._serialized_end=406
+  _globals['_PRICECHANGED']._serialized_start=408
+  _globals['_PRICECHANGED']._serialized_end=532
 # @@protoc_insertion_point(module_scope)

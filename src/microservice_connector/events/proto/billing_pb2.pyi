@@ -41,3 +41,15 @@ class InvoiceIssued(_message.Message):
     total_cents: int
     timestamp: _timestamp_pb2.Timestamp
     def __init__(self, invoice_id: _Optional[str] = ..., cart_id: _Optional[str] = ..., lines: _Optional[_Mapping[str, InvoiceLine]] = ..., total_cents: _Optional[int] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PriceChanged(_message.Message):
+    __slots__ = ("item_id", "unit_price_cents", "version", "effective_at")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_PRICE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_AT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    unit_price_cents: int
+    version: int
+    effective_at: _timestamp_pb2.Timestamp
+    def __init__(self, item_id: _Optional[str] = ..., unit_price_cents: _Optional[int] = ..., version: _Optional[int] = ..., effective_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

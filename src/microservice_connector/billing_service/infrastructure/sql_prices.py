@@ -1,0 +1,151 @@
+"""Billing's prices as events: each change is a `PriceChanged` in billing's own store, and
+`price_versions` its projection, written in the same transaction; cart events are priced
+from it at their own time, so a replay prices them exactly as the first time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import Connection, and_, delete, func, insert, inspect, select
+
+from microservice_connector.billing_service.domain import Price
+from microservice_connector.billing_service.infrastructure.tables import (
+    legacy_prices,
+    price_versions,
+)
+from microservice_connector.events.billing import PriceChanged
+from microservice_connector.events.envelope import NewEvent
+from microservice_connector.events.registry import billing_registry
+from microservice_connector.eventstore import AppendRequest, SqlEventStore
+
+PRICE_AGGREGATE = "Price"
+# Seeded and migrated prices are in effect for every cart event, however old.
+SINCE_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
+_PAGE = 1000
+_registry = billing_registry()
+
+
+def price_aggregate_id(item_id: str) -> str:
+    """The aggregate id of an item's price in billing's store."""
+    return f"price-{item_id}"
+
+
+class PriceHistory:
+    """The price versions of the items asked for, each read once per transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._versions: dict[str, list[tuple[datetime, Price]]] = {}
+
+    def price_at(self, item_id: str, at: datetime) -> Price | None:
+        """The highest version of the item's price in effect at `at`, or None."""
+        if item_id not in self._versions:
+            rows = self._connection.execute(
+                select(
+                    price_versions.c.effective_at,
+                    price_versions.c.unit_price_cents,
+                    price_versions.c.version,
+                )
+                .where(price_versions.c.item_id == item_id)
+                .order_by(price_versions.c.version)
+            )
+            self._versions[item_id] = [(_utc(when), Price(cents, v)) for when, cents, v in rows]
+        moment = _utc(at)
+        found = None
+        for effective_at, price in self._versions[item_id]:
+            if effective_at <= moment:
+                found = price
+        return found
+
+
+def change_price(
+    connection: Connection,
+    store: SqlEventStore,
+    item_id: str,
+    unit_price_cents: int,
+    effective_at: datetime,
+) -> PriceChanged:
+    """Append the item's next `PriceChanged` and project it, in the caller's transaction on
+    the store's writer; `ConcurrencyError` if another transaction changed it meanwhile."""
+    current = connection.execute(
+        select(func.max(price_versions.c.version)).where(price_versions.c.item_id == item_id)
+    ).scalar_one()
+    change = PriceChanged(item_id, unit_price_cents, (current or 0) + 1, effective_at)
+    event = NewEvent("PriceChanged", change, datetime.now(UTC))
+    request = AppendRequest(price_aggregate_id(item_id), PRICE_AGGREGATE, current or 0, [event])
+    store.append_in(connection, request)
+    _project(connection, [change])
+    return change
+
+
+def current_prices(connection: Connection) -> dict[str, Price]:
+    """The latest version of every item's price, by item id."""
+    latest = (
+        select(price_versions.c.item_id, func.max(price_versions.c.version).label("version"))
+        .group_by(price_versions.c.item_id)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(price_versions.c.item_id, price_versions.c.unit_price_cents, latest.c.version)
+        .join(
+            latest,
+            and_(
+                price_versions.c.item_id == latest.c.item_id,
+                price_versions.c.version == latest.c.version,
+            ),
+        )
+        .order_by(price_versions.c.item_id)
+    )
+    return {item: Price(cents, version) for item, cents, version in rows}
+
+
+def project_prices(connection: Connection, store: SqlEventStore) -> int:
+    """Rebuild `price_versions` from every `PriceChanged` in the store, in the caller's
+    transaction; how many versions it holds now."""
+    connection.execute(delete(price_versions))
+    changes: list[PriceChanged] = []
+    after = 0
+    while page := store.read_all(after, _PAGE):
+        for recorded in page:
+            if recorded.event_type == "PriceChanged":
+                changes.append(cast(PriceChanged, _registry.decode(recorded)))
+        after = page[-1].position
+    _project(connection, changes)
+    return len(changes)
+
+
+def seed_prices(connection: Connection, store: SqlEventStore, seed: Mapping[str, int]) -> None:
+    """Make the first prices events (version 1, in effect since always): an older database's
+    price list if it has one, else `seed`; unless the store holds price events already."""
+    if connection.execute(select(price_versions.c.item_id).limit(1)).first() is not None:
+        return
+    if project_prices(connection, store):
+        return
+    if inspect(connection).has_table(legacy_prices.name):
+        older = select(legacy_prices.c.item_id, legacy_prices.c.unit_price_cents)
+        seed = {item_id: cents for item_id, cents in connection.execute(older)}
+    for item_id, cents in sorted(seed.items()):
+        change_price(connection, store, item_id, cents, SINCE_ALWAYS)
+
+
+def _project(connection: Connection, changes: list[PriceChanged]) -> None:
+    if changes:
+        connection.execute(
+            insert(price_versions),
+            [
+                {
+                    "item_id": change.item_id,
+                    "version": change.version,
+                    "unit_price_cents": change.unit_price_cents,
+                    "effective_at": _utc(change.effective_at),
+                }
+                for change in changes
+            ],
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive one (SQLite gives them back so) is taken to be UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,182 @@
+"""Prices are billing's own events, on SQLite and PostgreSQL: every change a `PriceChanged`
+with its version, the price list projected from them, an older database's price list
+turned into events once, and each cart event priced at the price of its own time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+
+from microservice_connector.billing_service.application import (
+    BillingLedger,
+    CartEventIn,
+    ConcurrentBillUpdate,
+)
+from microservice_connector.billing_service.domain import Price
+from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
+from microservice_connector.billing_service.infrastructure.sql_repository import (
+    SqlBillingRepository,
+)
+from microservice_connector.billing_service.infrastructure.tables import legacy
+from microservice_connector.billing_service.main import open_billing_repository
+from microservice_connector.events.cart import CartCheckedOut, ItemAdded
+from microservice_connector.eventstore.engine import parse_database_url
+from microservice_connector.settings import Settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return Settings(data_dir=tmp_path, billing_database_url=url)
+
+
+@pytest.fixture
+def repository(settings: Settings) -> Iterator[SqlBillingRepository]:
+    repository = open_billing_repository(settings)
+    yield repository
+    repository.store.close()
+
+
+def test_each_change_is_an_event_with_the_next_version(repository: SqlBillingRepository) -> None:
+    for cents in (100, 200, 300):
+        repository.set_price("item-x", cents)
+    changes = [
+        (event.aggregate_id, event.version)
+        for event in repository.store.read_all(0, 1000)
+        if event.event_type == "PriceChanged" and event.aggregate_id == "price-item-x"
+    ]
+    assert changes == [("price-item-x", 1), ("price-item-x", 2), ("price-item-x", 3)]
+    assert repository.prices()["item-x"] == Price(300, 3)
+
+
+def test_cart_events_are_priced_at_their_own_time_however_late_they_come(
+    repository: SqlBillingRepository,
+) -> None:
+    moments = []
+    for cents in (100, 200, 300):
+        repository.set_price("item-x", cents)
+        moments.append(datetime.now(UTC) + timedelta(microseconds=1))
+    # Applied only now, after the last change: each still takes the price of its moment.
+    ledger = BillingLedger(repository)
+    ledger.apply_batch(
+        [
+            CartEventIn(f"e-{n}", f"cart-{n}", 1, ItemAdded(f"cart-{n}", "item-x", 1, moment))
+            for n, moment in enumerate(moments)
+        ]
+    )
+    lines = [repository.bill(f"cart-{n}").lines["item-x"] for n in range(3)]  # type: ignore[union-attr]
+    assert [(line.unit_price_cents, line.price_version) for line in lines] == [
+        (100, 1),
+        (200, 2),
+        (300, 3),
+    ]
+
+
+def test_an_invoice_is_dated_by_its_checkout(repository: SqlBillingRepository) -> None:
+    checked_out_at = datetime(2026, 11, 30, 12, 0, 1, 250_000, tzinfo=UTC)
+    BillingLedger(repository).apply_batch(
+        [
+            CartEventIn("e-1", "c", 1, ItemAdded("c", "item-001", 1, checked_out_at)),
+            CartEventIn("e-2", "c", 2, CartCheckedOut("c", checked_out_at)),
+        ]
+    )
+    invoice = repository.invoice("c")
+    assert invoice is not None
+    assert invoice.issued_at == checked_out_at
+
+
+def test_instances_changing_one_price_at_once_never_share_a_version(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, billing_database_url=postgres_url)
+    instances = [open_billing_repository(settings) for _ in range(3)]
+    got: list[Price] = []
+    refused: list[ConcurrentBillUpdate] = []
+
+    def change(repository: SqlBillingRepository, cents: int) -> None:
+        for n in range(4):
+            try:
+                got.append(repository.set_price("item-x", cents + n))
+            except ConcurrentBillUpdate as exc:  # answered 409: the caller may try again
+                refused.append(exc)
+
+    try:
+        threads = [
+            threading.Thread(target=change, args=(instance, 1000 * (i + 1)))
+            for i, instance in enumerate(instances)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        latest = instances[0].prices()["item-x"]
+    finally:
+        for instance in instances:
+            instance.store.close()
+    assert len(got) + len(refused) == 12
+    assert sorted(price.version for price in got) == list(range(1, len(got) + 1))
+    assert latest == max(got, key=lambda price: price.version)
+
+
+def test_an_older_price_list_becomes_events_once(settings: Settings) -> None:
+    engine = create_engine(parse_database_url(settings.billing_db_url()))
+    with engine.begin() as connection:  # a database from before prices were events
+        legacy.create_all(connection)
+        connection.execute(
+            legacy.tables["prices"].insert(),
+            [
+                {"item_id": "old-item", "unit_price_cents": 4200, "updated_at": datetime.now(UTC)},
+                {"item_id": "item-001", "unit_price_cents": 1500, "updated_at": datetime.now(UTC)},
+            ],
+        )
+    engine.dispose()
+    for _ in range(2):  # the second start finds the events and adds none
+        repository = open_billing_repository(settings)
+        try:
+            prices = repository.prices()
+            changes = sum(
+                event.event_type == "PriceChanged" for event in repository.store.read_all(0, 100)
+            )
+        finally:
+            repository.store.close()
+        assert prices == {"item-001": Price(1500, 1), "old-item": Price(4200, 1)}
+        assert changes == 2
+
+
+def test_prices_written_as_protobuf_project_back_after_a_reset(settings: Settings) -> None:
+    repository = open_billing_repository(settings.model_copy(update={"serializer": "protobuf"}))
+    try:
+        repository.set_price("item-001", 2222)
+        repository.reset_read_model()
+        prices = repository.prices()
+        content_types = {event.content_type for event in repository.store.read_all(0, 100)}
+    finally:
+        repository.store.close()
+    assert content_types == {"application/x-protobuf"}
+    assert prices["item-001"] == Price(2222, 2)
+    assert prices["item-002"] == Price(550, 1)
+
+
+def test_the_price_api_keeps_its_contract_and_shows_versions(
+    repository: SqlBillingRepository,
+) -> None:
+    app = create_billing_app(repository, checks={})
+    with TestClient(app) as client:
+        put = client.put("/prices/item-x", json={"unit_price_cents": 120})
+        again = client.put("/prices/item-x", json={"unit_price_cents": 130})
+        bad = client.put("/prices/item-x", json={"unit_price_cents": -1})
+        listed = {price["item_id"]: price for price in client.get("/prices").json()}
+    assert (put.status_code, put.json()) == (
+        200,
+        {"item_id": "item-x", "unit_price_cents": 120, "version": 1},
+    )
+    assert again.json()["version"] == 2
+    assert bad.status_code == 422
+    assert listed["item-x"] == {"item_id": "item-x", "unit_price_cents": 130, "version": 2}
+    assert listed["item-001"] == {"item_id": "item-001", "unit_price_cents": 1999, "version": 1}

@@ -1,0 +1,50 @@
+"""A cart message's ids follow the API's id rule: anything else is poison, named clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from microservice_connector.billing_service.infrastructure.cart_messages import (
+    PoisonMessage,
+    to_cart_event,
+)
+from microservice_connector.events.registry import default_registry
+from microservice_connector.messaging.message import Message
+
+PAYLOAD = '{"cart_id":"%s","item_id":"item-001","quantity":1,"timestamp":"2026-11-25T00:00:00Z"}'
+
+
+def _message(cart_id: str, event_id: str = "ev-1") -> Message:
+    headers = {
+        "event-id": event_id,
+        "event-type": "ItemAdded",
+        "aggregate-id": cart_id,
+        "aggregate-version": "1",
+    }
+    return Message(event_id, "cart.events", (PAYLOAD % cart_id).encode(), headers)
+
+
+def test_an_id_of_64_characters_is_accepted() -> None:
+    cart_id = "c" * 64
+    assert to_cart_event(_message(cart_id), default_registry()).cart_id == cart_id
+
+
+@pytest.mark.parametrize(
+    ("cart_id", "event_id", "named"),
+    [
+        ("c" * 65, "ev-1", "aggregate-id"),
+        ("c" * 100_000, "ev-1", "aggregate-id"),
+        ("cart 1", "ev-1", "aggregate-id"),
+        ("cart/1", "ev-1", "aggregate-id"),
+        ("cart-1", "ev\n1", "event-id"),
+        ("cart-1", "e" * 65, "event-id"),
+    ],
+)
+def test_a_malformed_or_oversized_id_is_poison_with_a_short_clear_error(
+    cart_id: str, event_id: str, named: str
+) -> None:
+    with pytest.raises(PoisonMessage) as raised:
+        to_cart_event(_message(cart_id, event_id), default_registry())
+    assert f"header {named}" in str(raised.value)
+    assert "is not an id (1-64 of A-Z a-z 0-9 . _ : -)" in str(raised.value)
+    assert len(str(raised.value)) < 500
