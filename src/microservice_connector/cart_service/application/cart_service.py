@@ -16,6 +16,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
     CartSnapshots,
     SnapshotRead,
 )
+from microservice_connector.cart_service.application.idempotency import pending_key
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
@@ -202,6 +203,7 @@ class CartService:
                         _new_event(self._registry, payload, now, correlation_id)
                         for payload in decide(cart, now)
                     ],
+                    idempotency=pending_key.get(),
                 )
                 try:
                     recorded = await self._store.append(request)
