@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -22,7 +23,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.event_rows import sqlite_time
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
 from microservice_connector.eventstore.port import AppendRequest
 from microservice_connector.eventstore.schema import metadata
@@ -39,6 +42,16 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("idx_idempotency_keys_expires_at", "expires_at"),
+)
+# On SQLite's driver directly, as the event rows are: SQLAlchemy's per-row work cost more
+# than the statements themselves (keys in a 64-command batch: +60% time, measured).
+_SQLITE_SELECT = (
+    "SELECT key, fingerprint, aggregate_id, version, expires_at FROM idempotency_keys "
+    "WHERE key IN ({marks})"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, version, created_at, "
+    "expires_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS = (
     idempotency_keys.c.key,
@@ -58,6 +71,7 @@ class KeyLedger:
         self._now = datetime.now(UTC)
         keys = [r.idempotency.key for r in requests if r.idempotency is not None]
         self._found = _select(connection, keys) if keys else {}
+        self._expired = {key for key, found in self._found.items() if found.expires_at <= self._now}
         self._accepted: list[RecordedKey] = []
 
     def used(self, request: AppendRequest) -> IdempotencyKeyUsed | None:
@@ -85,13 +99,30 @@ class KeyLedger:
         concurrent transaction recorded first raises `IntegrityError`, as a version race does."""
         if not self._accepted:
             return
-        keys = [record.key for record in self._accepted]
-        # Only expired records can be here: an unexpired one made its request `used`.
-        self._connection.execute(
-            delete(idempotency_keys).where(
-                idempotency_keys.c.key.in_(keys), idempotency_keys.c.expires_at <= self._now
+        if replaced := [record.key for record in self._accepted if record.key in self._expired]:
+            self._connection.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.key.in_(replaced),
+                    idempotency_keys.c.expires_at <= self._now,
+                )
             )
-        )
+        if self._connection.dialect.name == "sqlite":
+            created_at = sqlite_time(self._now)
+            sqlite_sql.cursor(self._connection).executemany(
+                _SQLITE_INSERT,
+                [
+                    (
+                        r.key,
+                        r.fingerprint,
+                        r.aggregate_id,
+                        r.version,
+                        created_at,
+                        sqlite_time(r.expires_at),
+                    )
+                    for r in self._accepted
+                ],
+            )
+            return
         self._connection.execute(
             insert(idempotency_keys),
             [
@@ -141,13 +172,20 @@ class SqlIdempotencyKeys:
 
 
 def _select(connection: Connection, keys: Sequence[str]) -> dict[str, RecordedKey]:
-    rows = connection.execute(select(*_COLUMNS).where(idempotency_keys.c.key.in_(keys)))
+    rows: Any
+    if connection.dialect.name == "sqlite":
+        sql = _SQLITE_SELECT.format(marks=",".join("?" * len(keys)))
+        rows = sqlite_sql.cursor(connection).execute(sql, list(keys)).fetchall()
+    else:
+        rows = connection.execute(select(*_COLUMNS).where(idempotency_keys.c.key.in_(keys)))
     return {
         key: RecordedKey(key, fingerprint, aggregate_id, version, _utc(expires_at))
         for key, fingerprint, aggregate_id, version, expires_at in rows
     }
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back the naive UTC time SQLAlchemy stored."""
+def _utc(moment: datetime | str) -> datetime:
+    """SQLite hands back the naive UTC time SQLAlchemy stored, as text from its driver."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
