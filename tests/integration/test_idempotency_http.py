@@ -65,6 +65,9 @@ def test_a_repeated_command_is_applied_once_and_answered_as_the_first_time(
             }
         )
     assert [e["version"] for e in events_of(client, "c1")] == [1, 2]
+    metrics = client.get("/metrics").text
+    assert 'command="add_item",outcome="replayed"' in metrics  # not counted as an error
+    assert 'outcome="error"' not in metrics
 
 
 @pytest.mark.parametrize(
