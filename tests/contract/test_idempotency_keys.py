@@ -4,7 +4,9 @@ has not expired) writes nothing and says so. The same on memory, SQLite and Post
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import select
 
+from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.events import ItemAdded, NewEvent, RecordedEvent
 from microservice_connector.eventstore import (
     AppendRequest,
@@ -26,6 +30,7 @@ from microservice_connector.eventstore.idempotency import (
     IdempotencyKeyUsed,
     RecordedKey,
 )
+from microservice_connector.eventstore.idempotency_keys import idempotency_keys
 
 T = TypeVar("T")
 NOW = datetime.now(UTC)
@@ -200,3 +205,27 @@ def test_stores_racing_with_one_key_apply_it_once(sql_stores: Stores, same_cart:
     cart = "c1" if same_cart else f"c{loser}"
     again = used_record(racers[loser], keyed(cart, 1 if same_cart else 0, "k1"))
     assert again.version == 1
+
+
+async def test_the_purge_task_deletes_expired_keys_until_stopped(sql_stores: Stores) -> None:
+    store = sql_stores.open()
+    assert isinstance(store, SqlEventStore)
+    store.append(keyed("c1", 0, "gone", expires_at=NOW - timedelta(seconds=1)))
+    store.append(keyed("c2", 0, "live"))
+
+    def stored_keys() -> set[str]:
+        with store.writer.connect() as connection:
+            return set(connection.execute(select(idempotency_keys.c.key)).scalars())
+
+    async def unused(cart_id: str, version: int) -> Any:
+        raise AssertionError("no replay here")
+
+    commands = IdempotentCommands(store.idempotency_keys, unused)
+    stop = asyncio.Event()
+    task = asyncio.create_task(commands.purge_until_stopped(stop, every=0.01))
+    deadline = time.monotonic() + 10
+    while stored_keys() != {"live"}:
+        assert time.monotonic() < deadline, f"expired key not purged: {stored_keys()}"
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from microservice_connector.cart_service.application.idempotency import (
     IdempotentCommands,
@@ -20,6 +21,7 @@ from microservice_connector.cart_service.infrastructure.idempotency_http import 
     request_fingerprint,
 )
 from microservice_connector.eventstore.idempotency import RecordedKey
+from microservice_connector.settings import Settings
 from microservice_connector.web.guards import Receive, Scope, Send
 
 
@@ -122,3 +124,14 @@ async def test_a_repeat_while_the_first_runs_answers_409_with_retry_after() -> N
         assert "still being processed" in repeat.json()["detail"]
         finish.set()
         assert (await first).status_code == 200
+
+
+def test_the_key_lifetime_defaults_to_a_day_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSC_IDEMPOTENCY_TTL_S", raising=False)
+    assert Settings().idempotency_ttl_s == 86_400
+    monkeypatch.setenv("MSC_IDEMPOTENCY_TTL_S", "3600")
+    assert Settings().idempotency_ttl_s == 3600
+    for bad in ("0", "-5", "nope", str(31 * 86_400)):
+        monkeypatch.setenv("MSC_IDEMPOTENCY_TTL_S", bad)
+        with pytest.raises(ValidationError, match="idempotency_ttl_s"):
+            Settings()
