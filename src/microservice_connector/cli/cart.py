@@ -18,7 +18,9 @@ from rich.table import Table
 from microservice_connector.cli.common import console, errors, fail, load_settings
 
 cart_app = typer.Typer(
-    help="Talk to a running cart service (MSC_CART_URL, default http://127.0.0.1:8080).",
+    help="Talk to a running cart service (MSC_CART_URL, default http://127.0.0.1:8080). "
+    "Each command carries a fresh Idempotency-Key and is resent with it after a connection "
+    "error or a 503, so it is applied once.",
     no_args_is_help=True,
 )
 
