@@ -11,6 +11,10 @@ Both sides run the same workload, each on a fresh SQLite file in WAL mode at the
   (it only switches to WAL), so it runs at SQLite's compiled default (FULL here); this script
   sets the level on every connection its pool opens, and checks it on both sides.
 
+Ours runs twice: without and with an `Idempotency-Key` on every command (a fresh key each,
+claimed and recorded in the command's transaction, as the HTTP layer does); the script
+prints the rate with keys as a ratio of the rate without, same run.
+
 Carts are split over the callers so no two callers touch one cart. A warm-up, not timed, adds
 one item to every cart (creating it); then the timed run spreads `--commands` over the carts.
 Afterwards each database is reopened cold and every cart's total quantity, and the row counts,
@@ -36,6 +40,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool
 
 from microservice_connector.cart_service.application import CartService
+from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
 from reference_cart import Cart
 
@@ -74,14 +79,24 @@ def _check(path: Path, rows: dict[str, int], total: int, expected_total: int) ->
     return problems
 
 
-async def run_ours(path: Path, sync: Sync, owned: Layout, counts: list[int]) -> Result:
-    """Our `CartService` on a group-committing SQLite store, one asyncio task per caller."""
-    store = GroupCommitStore(SqlEventStore(f"sqlite:///{path}", sqlite_synchronous=sync))
+async def run_ours(
+    path: Path, sync: Sync, owned: Layout, counts: list[int], *, keys: bool = False
+) -> Result:
+    """Our `CartService` on a group-committing SQLite store, one asyncio task per caller;
+    with `keys`, every command runs under a fresh idempotency key."""
+    sql = SqlEventStore(f"sqlite:///{path}", sqlite_synchronous=sync)
+    store = GroupCommitStore(sql)
     service = CartService(store, cache_size=CACHE_SIZE)
+    idempotent = IdempotentCommands(sql.idempotency_keys, service.get_cart)
 
     async def caller(carts: list[str], n: int) -> None:
         for k in range(n):
-            await service.add_item(carts[k % len(carts)], f"item-{k % ITEMS}", QUANTITY)
+            cart, item = carts[k % len(carts)], f"item-{k % ITEMS}"
+            if keys:
+                with idempotent.running(str(uuid.uuid4()), "bench"):
+                    await service.add_item(cart, item, QUANTITY)
+            else:
+                await service.add_item(cart, item, QUANTITY)
 
     ids = [[str(cart) for cart in carts] for carts in owned]
     try:
@@ -102,8 +117,10 @@ async def run_ours(path: Path, sync: Sync, owned: Layout, counts: list[int]) -> 
     cold.close()
     rows = len(views) + sum(counts)  # one ItemAdded per warm-up and per timed command
     total = sum(sum(view.items.values()) for view in views)
-    problems = _check(path, {"events": rows, "outbox": rows}, total, rows * QUANTITY)
-    return Result("microservice_connector", seconds, pragmas, problems)
+    tables = {"events": rows, "outbox": rows, "idempotency_keys": rows if keys else 0}
+    problems = _check(path, tables, total, rows * QUANTITY)
+    side = "microservice_connector" + (" +keys" if keys else "")
+    return Result(side, seconds, pragmas, problems)
 
 
 class CartApp(Application[uuid.UUID]):
@@ -191,13 +208,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as folder:
         results = [
             asyncio.run(run_ours(Path(folder) / "ours.db", sync, owned, counts)),
+            asyncio.run(run_ours(Path(folder) / "keys.db", sync, owned, counts, keys=True)),
             run_eventsourcing(Path(folder) / "eventsourcing.db", sync, owned, counts),
         ]
     print(f"{'side':<24} {'commands':>9} {'seconds':>8} {'commands/s':>11}  sqlite")
     for r in results:
         rate = args.commands / r.seconds
         print(f"{r.side:<24} {args.commands:>9} {r.seconds:>8.2f} {rate:>11,.0f}  {r.pragmas}")
-    print(f"ratio: {results[1].seconds / results[0].seconds:.2f}× (target ≥ 3×)")  # noqa: RUF001
+    print(f"ratio: {results[2].seconds / results[0].seconds:.2f}× (target ≥ 3×)")  # noqa: RUF001
+    print(
+        f"with Idempotency-Key: {results[0].seconds / results[1].seconds:.2f}× the rate "  # noqa: RUF001
+        f"without (keys cost {results[1].seconds / results[0].seconds - 1:+.0%} time)"
+    )
     failed = [f"{r.side}: {p}" for r in results for p in r.problems]
     wanted = f"journal_mode=wal synchronous={sync}"
     failed += [f"{r.side}: {r.pragmas}" for r in results if r.pragmas not in (wanted, UNVERIFIED)]

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     access_log: bool = False  # one log line per HTTP request (events are logged either way)
     api_token: SecretStr | None = None  # when set, mutating endpoints need it as a bearer token
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # How long a command's Idempotency-Key is remembered after it was applied.
+    idempotency_ttl_s: float = Field(default=86_400.0, ge=1.0, le=30 * 86_400.0)
     command_retries: int = Field(default=20, ge=0, le=1000)
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     # How long billing keeps an early event waiting for its predecessor before dead-lettering.

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from microservice_connector.cart_service.application import CartService
+from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
+from microservice_connector.cart_service.infrastructure.idempotency_http import (
+    IdempotencyKeys,
+    document_idempotency_key,
+)
 from microservice_connector.cart_service.infrastructure.lineage_api import lineage_router
 from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
@@ -54,6 +60,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         snapshots=sql_store.snapshots,
         snapshot_every=settings.snapshot_every,
     )
+    ttl = timedelta(seconds=settings.idempotency_ttl_s)
+    idempotent = IdempotentCommands(sql_store.idempotency_keys, service.get_cart, ttl=ttl)
     feed = LiveFeed(service.feed, lambda: asyncio.to_thread(sql_store.last_position))
     store.on_commit(feed.notify)
     checks: dict[str, Check] = {"database": store.ping}
@@ -65,9 +73,13 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
 
     async def start() -> None:
         nonlocal background
+        background = Background()
+        purge_every = min(ttl.total_seconds(), 600.0)
+        background.start(
+            "idempotency-key-purge", lambda stop: idempotent.purge_until_stopped(stop, purge_every)
+        )
         if link is None:
             return
-        background = Background()
         outbox_relay: OutboxRelay | None = None
 
         async def run_relay(stop: asyncio.Event) -> None:
@@ -97,6 +109,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         store.close()
 
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
+    app.add_middleware(IdempotencyKeys, commands=idempotent)  # just outside both command lanes
+    document_idempotency_key(app)
     app.include_router(live_feed_router(feed))
     app.include_router(lineage_router(sql_store))
     mount_ui(app, UiConfig(billing_url=settings.billing_url))

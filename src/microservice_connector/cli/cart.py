@@ -1,21 +1,33 @@
-"""`msc cart`: send commands to a running cart service over HTTP."""
+"""`msc cart`: send commands to a running cart service over HTTP.
+
+Each command carries a fresh `Idempotency-Key`, so it is retried safely, with the same key,
+when the connection fails or the service answers 503 (or 409 with `Retry-After`: the first
+attempt is still running): it is applied once however often it was sent.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.table import Table
 
-from microservice_connector.cli.common import console, fail, load_settings
+from microservice_connector.cli.common import console, errors, fail, load_settings
 
 cart_app = typer.Typer(
-    help="Talk to a running cart service (MSC_CART_URL, default http://127.0.0.1:8080).",
+    help="Talk to a running cart service (MSC_CART_URL, default http://127.0.0.1:8080). "
+    "Each command carries a fresh Idempotency-Key and is resent with it after a connection "
+    "error or a 503, so it is applied once.",
     no_args_is_help=True,
 )
 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Cart service URL [env MSC_CART_URL]")]
+ATTEMPTS = 6
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 2.0
 
 
 @cart_app.command("add")
@@ -61,10 +73,42 @@ def show(
     _show(_call("GET", f"/carts/{cart_id}", url, params=params))
 
 
+def send_with_retries(
+    method: str, url: str, *, attempts: int = ATTEMPTS, **kwargs: Any
+) -> httpx.Response:
+    """Send the request, a command with a fresh `Idempotency-Key`; resend it with the same
+    key after a connection failure, a 503, or a 409 with `Retry-After` (backing off), up
+    to `attempts` times. Raises the last `httpx.TransportError` if every attempt failed so."""
+    headers = dict(kwargs.pop("headers", {}))
+    if method in ("POST", "DELETE"):
+        headers["Idempotency-Key"] = f'"{uuid.uuid4()}"'
+    backoff = FIRST_BACKOFF_S
+    for _ in range(attempts - 1):
+        try:
+            response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+        except httpx.TransportError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            if not _worth_retrying(response):
+                return response
+            reason = f"answered {response.status_code}"
+        errors.print(f"retrying ({reason}) with the same Idempotency-Key", highlight=False)
+        time.sleep(backoff)  # the client's back-off between attempts
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
+    return httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+
+
+def _worth_retrying(response: httpx.Response) -> bool:
+    """A 503, or a 409 with `Retry-After`: the key's first attempt is still running."""
+    return response.status_code == 503 or (
+        response.status_code == 409 and "retry-after" in response.headers
+    )
+
+
 def _call(method: str, path: str, url: str | None, **kwargs: Any) -> dict[str, Any]:
     base = url or load_settings().cart_url
     try:
-        response = httpx.request(method, base.rstrip("/") + path, timeout=10.0, **kwargs)
+        response = send_with_retries(method, base.rstrip("/") + path, **kwargs)
     except httpx.HTTPError as exc:
         fail(f"cannot reach the cart service at {base} ({exc}); is `msc cart-service` running?")
     try:

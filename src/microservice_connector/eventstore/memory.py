@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 from microservice_connector.events.codec import Codec, JsonCodec
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 
 
@@ -22,11 +23,12 @@ class InMemoryEventStore:
         self._all: list[RecordedEvent] = []
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._event_ids: set[str] = set()
+        self._keys: dict[str, RecordedKey] = {}
 
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Append atomically or raise `ConcurrencyError`."""
         result = self.append_batch([request])[0]
-        if isinstance(result, ConcurrencyError):
+        if not isinstance(result, list):
             raise result
         return result
 
@@ -37,6 +39,10 @@ class InMemoryEventStore:
 
     def _append_locked(self, request: AppendRequest) -> AppendResult:
         stream = self._streams.get(request.aggregate_id, [])
+        key = request.idempotency
+        used = self._keys.get(key.key) if key is not None else None
+        if used is not None and used.expires_at > datetime.now(UTC):
+            return IdempotencyKeyUsed(used)
         if len(stream) != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, len(stream))
         recorded: list[RecordedEvent] = []
@@ -63,6 +69,11 @@ class InMemoryEventStore:
         self._all.extend(recorded)
         self._streams.setdefault(request.aggregate_id, []).extend(recorded)
         self._event_ids.update(e.event_id for e in recorded)
+        if key is not None:
+            version = request.expected_version + len(recorded)
+            self._keys[key.key] = RecordedKey(
+                key.key, key.fingerprint, request.aggregate_id, version, key.expires_at
+            )
         return recorded
 
     def load(

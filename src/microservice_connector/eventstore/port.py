@@ -8,6 +8,7 @@ from typing import Protocol
 
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.idempotency import IdempotencyKey, IdempotencyKeyUsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,16 +19,19 @@ class AppendRequest:
     aggregate_type: str
     expected_version: int
     events: Sequence[NewEvent]
+    # Recorded with the events; a key recorded before makes the append `IdempotencyKeyUsed`.
+    idempotency: IdempotencyKey | None = None
 
 
-AppendResult = list[RecordedEvent] | ConcurrencyError
+AppendResult = list[RecordedEvent] | ConcurrencyError | IdempotencyKeyUsed
 
 
 class EventStore(Protocol):
     """A thread-safe store of events with optimistic concurrency per aggregate."""
 
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
-        """Write all events (and their outbox rows) atomically, or raise `ConcurrencyError`."""
+        """Write all events (and their outbox rows) atomically, or raise `ConcurrencyError`
+        (or `IdempotencyKeyUsed`: the request's key was recorded before)."""
         ...
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:

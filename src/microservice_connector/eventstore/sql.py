@@ -24,6 +24,7 @@ from microservice_connector.eventstore.event_rows import (
     sqlite_outbox_row,
     sqlite_time,
 )
+from microservice_connector.eventstore.idempotency_keys import KeyLedger, SqlIdempotencyKeys
 from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.schema import events, outbox
@@ -95,6 +96,11 @@ class SqlEventStore:
         return SqlSnapshotStore(self._writer, self._reader)
 
     @property
+    def idempotency_keys(self) -> SqlIdempotencyKeys:
+        """The idempotency keys appends recorded, to find a command's first answer."""
+        return SqlIdempotencyKeys(self._writer, self._reader)
+
+    @property
     def writer(self) -> Engine:
         """The engine appends go through; a caller's own writes in its transactions commit
         atomically with `append_in`."""
@@ -104,7 +110,7 @@ class SqlEventStore:
         """Append inside the caller's transaction on `writer`; raises `ConcurrencyError`."""
         self._take_turn(connection)
         [result] = self._append_together(connection, [request])
-        if isinstance(result, ConcurrencyError):
+        if not isinstance(result, list):
             raise result
         return result
 
@@ -116,7 +122,7 @@ class SqlEventStore:
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Write all events and outbox rows atomically, or raise `ConcurrencyError`."""
         result = self.append_batch([request])[0]
-        if isinstance(result, ConcurrencyError):
+        if not isinstance(result, list):
             raise result
         return result
 
@@ -155,9 +161,13 @@ class SqlEventStore:
     ) -> list[AppendResult]:
         """The fast path: one version query and one insert per table for the whole batch."""
         current = self._versions(connection, {request.aggregate_id for request in requests})
+        keys = KeyLedger(connection, requests)
         accepted: list[tuple[int, AppendRequest]] = []
         results: list[AppendResult] = []
         for request in requests:
+            if used := keys.used(request):
+                results.append(used)
+                continue
             version = current.get(request.aggregate_id, 0)
             if version != request.expected_version:
                 results.append(
@@ -165,6 +175,7 @@ class SqlEventStore:
                 )
                 continue
             current[request.aggregate_id] = version + len(request.events)
+            keys.accept(request, version + len(request.events))
             accepted.append((len(results), request))
             results.append([])
         positions = iter(self._positions(connection, sum(len(r.events) for _, r in accepted)))
@@ -179,6 +190,7 @@ class SqlEventStore:
             results[slot] = recorded
             written.extend(recorded)
         self._insert(connection, written)
+        keys.write()
         return results
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
@@ -195,13 +207,16 @@ class SqlEventStore:
         return dict(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
+        keys = KeyLedger(connection, [request])
+        if used := keys.used(request):
+            return used
         current = connection.execute(
             select(func.max(events.c.version)).where(events.c.aggregate_id == request.aggregate_id)
         ).scalar_one()
         current = current or 0
         if current != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, current)
-        if not request.events:
+        if not request.events and request.idempotency is None:
             return []
         try:
             # A savepoint, so a lost race fails this append and not the batch.
@@ -214,6 +229,8 @@ class SqlEventStore:
                     )
                 ]
                 self._insert(connection, recorded)
+                keys.accept(request, current + len(request.events))
+                keys.write()
         except (IntegrityError, sqlite3.IntegrityError):
             return ConcurrencyError(request.aggregate_id, request.expected_version, None)
         return recorded

@@ -16,6 +16,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
     CartSnapshots,
     SnapshotRead,
 )
+from microservice_connector.cart_service.application.idempotency import pending_key
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
@@ -31,6 +32,7 @@ from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed
 from microservice_connector.eventstore.port import AppendRequest, EventStore
 from microservice_connector.eventstore.snapshot import SnapshotStore
 
@@ -54,6 +56,8 @@ def _outcome_of(exc: Exception) -> str:
         return "invalid"
     if isinstance(exc, CartNotFound):
         return "not_found"
+    if isinstance(exc, IdempotencyKeyUsed):
+        return "replayed"  # applied before, under the same key: nothing done now
     return "conflict"
 
 
@@ -173,7 +177,13 @@ class CartService:
             view = await self._attempt(command, cart_id, decide, correlation_id, must_exist)
             outcome = "ok"
             return view
-        except (CartRuleViolation, RetriesExhausted, InvalidCommand, CartNotFound) as exc:
+        except (
+            CartRuleViolation,
+            RetriesExhausted,
+            InvalidCommand,
+            CartNotFound,
+            IdempotencyKeyUsed,
+        ) as exc:
             outcome = _outcome_of(exc)
             raise
         finally:
@@ -202,6 +212,7 @@ class CartService:
                         _new_event(self._registry, payload, now, correlation_id)
                         for payload in decide(cart, now)
                     ],
+                    idempotency=pending_key.get(),
                 )
                 try:
                     recorded = await self._store.append(request)
