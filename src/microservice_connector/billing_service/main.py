@@ -41,6 +41,7 @@ from microservice_connector.messaging.middleware import (
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import Subscription, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.web.access import access_tokens
 from microservice_connector.web.cors import allow_ui
 from microservice_connector.web.guards import protect
 from microservice_connector.web.http_metrics import instrument
@@ -136,7 +137,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     app.include_router(deadletter_router(box))
     app.include_router(handling_router(repository, handler.handled, box, lag.get))
     instrument(app, registry)
-    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
+    protect(app, access=access_tokens(settings), max_body_bytes=settings.max_body_bytes)
     allow_ui(app, settings.cart_url)
     app.include_router(metrics_router(registry))
     return app

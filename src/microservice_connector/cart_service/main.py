@@ -14,6 +14,7 @@ from microservice_connector.cart_service.infrastructure.lineage_api import linea
 from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
 from microservice_connector.cart_service.infrastructure.ui_routes import (
+    UI_PUBLIC,
     UiConfig,
     live_feed_router,
     mount_ui,
@@ -24,6 +25,7 @@ from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.web.access import access_tokens
 from microservice_connector.web.guards import protect
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
@@ -102,7 +104,11 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
     instrument(app, registry)
-    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
+    protect(
+        app,
+        access=access_tokens(settings, public_prefixes=UI_PUBLIC),
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.include_router(metrics_router(registry))
     return app
 
