@@ -8,6 +8,7 @@ import logging
 from fastapi import FastAPI
 
 from microservice_connector.cart_service.application import CartService
+from microservice_connector.cart_service.infrastructure.asyncapi_api import asyncapi_router
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.cart_service.infrastructure.lineage_api import lineage_router
@@ -101,6 +102,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     app = create_app(service, checks=checks, on_startup=start, on_shutdown=stop)
     app.include_router(live_feed_router(feed))
     app.include_router(lineage_router(sql_store))
+    app.include_router(asyncapi_router())
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
     instrument(app, registry)

@@ -24,3 +24,6 @@ class InvoiceIssued(msgspec.Struct, frozen=True):
     lines: dict[str, InvoiceLine]
     total_cents: int
     timestamp: datetime
+
+
+BILLING_EVENTS: tuple[type[InvoiceIssued], ...] = (InvoiceIssued,)

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from microservice_connector.events.billing import BILLING_EVENTS
 from microservice_connector.events.cart import CART_EVENTS
 from microservice_connector.events.codec import Codec, EventDecodeError
 from microservice_connector.events.codecs import all_codecs
@@ -50,6 +51,13 @@ class EventRegistry:
         if found is None:
             raise ValueError(f"{type(payload).__name__} is not a registered event class")
         return found
+
+    def registered(self) -> list[tuple[str, int, type[msgspec.Struct]]]:
+        """Every registered (event type, schema version, payload class), sorted by both."""
+        return sorted(
+            ((name, version, cls) for cls, (name, version) in self._names.items()),
+            key=lambda entry: (entry[0], entry[1]),
+        )
 
     def current_version(self, event_type: str) -> int | None:
         """The schema version readers decode `event_type` to, or None if it is unknown."""
@@ -112,5 +120,13 @@ def default_registry() -> EventRegistry:
     """A registry holding the cart's events at schema version 1, reading every codec."""
     registry = EventRegistry()
     for cls in CART_EVENTS:
+        registry.register(cls)
+    return registry
+
+
+def billing_registry() -> EventRegistry:
+    """A registry holding billing's own events (`billing.events`) at schema version 1."""
+    registry = EventRegistry()
+    for cls in BILLING_EVENTS:
         registry.register(cls)
     return registry
