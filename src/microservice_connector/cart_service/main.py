@@ -26,6 +26,8 @@ from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.tracing import configure_tracing
+from microservice_connector.tracing.http import trace_commands
 from microservice_connector.web.access import access_tokens
 from microservice_connector.web.guards import protect
 from microservice_connector.web.health import Check
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     """Open the event store (creating its schema) and wire the API, and unless `relay` is
     False, the outbox relay to the broker (`MSC_BROKER`); raises `DatabaseUnavailable`."""
+    configure_tracing("cart-service", settings.broker)
     sql_store = SqlEventStore(
         settings.cart_database_url(),
         outbox_topic=CART_TOPIC,
@@ -106,6 +109,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
     instrument(app, registry)
+    trace_commands(app)
     protect(
         app,
         access=access_tokens(settings, public_prefixes=UI_PUBLIC),

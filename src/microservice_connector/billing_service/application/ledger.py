@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import (
     BillingRepository,
     ConcurrentBillUpdate,
@@ -33,6 +34,7 @@ class CartEventIn:
     cart_id: str
     version: int
     event: CartEvent
+    trace: Mapping[str, str] | None = None  # the W3C context it arrived with
 
 
 class BillingLedger:
@@ -82,13 +84,15 @@ class BillingLedger:
                 if check is VersionCheck.GAP:
                     outcomes[index] = Outcome.DEFERRED
                     continue
-                bill.apply(incoming.event, incoming.version, tx.price_of)
-                bills[incoming.cart_id] = bill
-                outcomes[index] = Outcome.APPLIED
-                if isinstance(incoming.event, CartCheckedOut):
-                    invoice = bill.invoice(self._clock())
-                    if tx.issue_invoice(invoice):
-                        issued.append(invoice)
+                with tracing.span("billing.apply", parent=incoming.trace):
+                    bill.apply(incoming.event, incoming.version, tx.price_of)
+                    bills[incoming.cart_id] = bill
+                    outcomes[index] = Outcome.APPLIED
+                    if isinstance(incoming.event, CartCheckedOut):
+                        with tracing.span("billing.invoice"):  # InvoiceIssued carries it on
+                            invoice = bill.invoice(self._clock())
+                            if tx.issue_invoice(invoice):
+                                issued.append(invoice)
             tx.save_bills(list(bills.values()))
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)

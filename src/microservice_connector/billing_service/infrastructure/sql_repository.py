@@ -13,6 +13,7 @@ import msgspec
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
 from microservice_connector.billing_service.infrastructure.tables import (
@@ -152,7 +153,14 @@ class SqlTransaction:
             total_cents=invoice.total_cents,
             timestamp=invoice.issued_at,
         )
-        event = NewEvent("InvoiceIssued", payload, invoice.issued_at)
+        trace = tracing.current_trace()  # the invoice span's: the cart command's trace goes on
+        event = NewEvent(
+            "InvoiceIssued",
+            payload,
+            invoice.issued_at,
+            traceparent=trace.get("traceparent"),
+            tracestate=trace.get("tracestate"),
+        )
         # Already there when a rebuild dropped the read model: it was published then.
         with contextlib.suppress(ConcurrencyError):
             self._store.append_in(

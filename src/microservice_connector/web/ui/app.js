@@ -332,7 +332,8 @@ async function refreshLineage(current) {
     const e = found.body.event;
     const o = found.body.outbox;
     steps.push(step("command", `correlation id ${e.correlation_id || "(none)"}` +
-      (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : ""), "done"));
+      (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : "") +
+      (e.trace_id ? `, trace id ${e.trace_id}` : ""), "done"));
     steps.push(step("stored event", `#${e.position} ${e.event_type} v${e.version} of cart ${e.aggregate_id} at ${when(e.timestamp)}`, "done"));
     const published = o && o.published_at;
     if (!o) {
