@@ -12,7 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect
 
+# The Chromium fixture is the event browser suite's: one way to launch it.
+from e2e.test_event_browser import browser  # noqa: F401
 from microservice_connector.runtime.system import System
 from support.otlp import OtlpReceiver, ReceivedSpan
 from support.processes import free_port, wait_for
@@ -37,7 +40,7 @@ def traced(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sys
 
 
 def test_one_trace_runs_from_the_http_command_to_the_invoice(
-    traced: tuple[System, OtlpReceiver],
+    traced: tuple[System, OtlpReceiver], request: pytest.FixtureRequest
 ) -> None:
     system, receiver = traced
     cart = f"http://{system.host}:{system.cart_port}"
@@ -89,6 +92,19 @@ def test_one_trace_runs_from_the_http_command_to_the_invoice(
     cart_log = (system.data_dir / "logs" / "cart-service.log").read_text()
     logged = [json.loads(line) for line in cart_log.splitlines() if trace_id in line]
     assert any(entry.get("span_id") for entry in logged), "no log line carries the trace"
+    if system.broker == "nats":  # the event browser is the same on either broker
+        _the_lineage_view_shows(request.getfixturevalue("browser"), cart, cart_id, trace_id)
+
+
+def _the_lineage_view_shows(chromium: Browser, cart: str, cart_id: str, trace_id: str) -> None:
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{cart}/ui/")
+        page.locator("#feed-rows tr", has_text="CartCheckedOut").filter(has_text=cart_id).click()
+        expect(page.get_by_test_id("lineage")).to_contain_text(f"trace id {trace_id}")
+    finally:
+        context.close()
 
 
 def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[ReceivedSpan]:

@@ -23,6 +23,7 @@ from microservice_connector.events.asyncapi import (
     DEAD_LETTER_HEADERS,
     EVENT_HEADERS,
     NATS_HEADERS,
+    TRACE_HEADERS,
     asyncapi_document,
 )
 from microservice_connector.events.envelope import RecordedEvent
@@ -36,6 +37,7 @@ from microservice_connector.messaging.kafka.dead_letters import DEAD_LETTER_TOPI
 from microservice_connector.messaging.nats import dead_letters as nats_dead_letters
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
 from microservice_connector.settings import Settings
+from microservice_connector.tracing import TRACE_HEADERS as TRACE_HEADER_NAMES
 
 OFFICIAL = Path(__file__).parents[1] / "asyncapi" / "3.0.0.json"
 
@@ -141,6 +143,9 @@ def test_the_headers_are_the_ones_on_the_wire(document: dict[str, Any]) -> None:
         timestamp=datetime(2026, 12, 1, tzinfo=UTC),
     )
     assert set(EVENT_HEADERS) == set(message_headers(event))
+    traced = msgspec.structs.replace(event, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    assert set(message_headers(traced)) - set(EVENT_HEADERS) == {"traceparent"}
+    assert set(TRACE_HEADERS) == set(TRACE_HEADER_NAMES)
     assert set(NATS_HEADERS) == {MSG_ID_HEADER}
     assert {
         nats_dead_letters.ERROR_HEADER,

@@ -32,6 +32,11 @@ EVENT_HEADERS: Mapping[str, str] = {
     "causation-id": "The message that caused the event; may be empty.",
     "occurred-at": "When the event happened: RFC 3339, UTC.",
 }
+# Only on events stored while tracing was on (`microservice_connector.tracing`).
+TRACE_HEADERS: Mapping[str, str] = {
+    "traceparent": "W3C trace context of the span that published it (OpenTelemetry).",
+    "tracestate": "W3C vendor trace state, when the trace has one.",
+}
 NATS_HEADERS: Mapping[str, str] = {
     "Nats-Msg-Id": "On NATS only: the event id, so JetStream drops a republished duplicate.",
 }
@@ -85,9 +90,11 @@ def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI 3.0 document of `channels()`: servers, channels, operations, messages
     (one per event type, schema version and channel kind) and their payload schemas."""
     schemas: dict[str, Any] = {
-        "EventHeaders": _headers_schema({**EVENT_HEADERS, **NATS_HEADERS}, EVENT_HEADERS),
+        "EventHeaders": _headers_schema(
+            {**EVENT_HEADERS, **TRACE_HEADERS, **NATS_HEADERS}, EVENT_HEADERS
+        ),
         "DeadLetterHeaders": _headers_schema(
-            {**EVENT_HEADERS, **NATS_HEADERS, **DEAD_LETTER_HEADERS},
+            {**EVENT_HEADERS, **TRACE_HEADERS, **NATS_HEADERS, **DEAD_LETTER_HEADERS},
             {**EVENT_HEADERS, **DEAD_LETTER_HEADERS},
         ),
     }
