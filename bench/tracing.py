@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from microservice_connector import tracing
 from microservice_connector.cart_service.application import CartService
@@ -78,7 +79,8 @@ def helper_ns() -> float:
     return (time.perf_counter_ns() - started) / HELPER_CALLS
 
 
-def traced_with(endpoint: str) -> None:
+def traced_with(endpoint: str) -> Any:
+    """Turn tracing on, exporting to `endpoint`; the provider, to shut down after the run."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -88,6 +90,7 @@ def traced_with(endpoint: str) -> None:
     exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
     provider.add_span_processor(BatchSpanProcessor(exporter))
     context.switch(provider.get_tracer("bench"))
+    return provider
 
 
 def main() -> int:
@@ -108,15 +111,15 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             for round_ in range(args.rounds):
                 for side in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
-                    if side == "on":
-                        traced_with(endpoint)
-                    else:
-                        context.switch(None)
+                    provider = traced_with(endpoint) if side == "on" else None
                     rate = asyncio.run(
                         commands_per_second(
                             Path(folder), args.synchronous, args.commands, args.callers
                         )
                     )
+                    if provider is not None:  # its spans exported, its thread gone
+                        provider.shutdown()
+                        context.switch(None)
                     best[side] = max(best[side], rate)
                     print(f"round {round_ + 1} tracing {side}: {rate:,.0f} commands/s")
         context.switch(None)
