@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # one log line per HTTP request (events are logged either way)
     api_token: SecretStr | None = None  # when set, mutating endpoints need it as a bearer token
+    read_token: SecretStr | None = None  # when set, every read route needs it (or api_token)
+    metrics_token: SecretStr | None = None  # when set, /metrics needs it (or api_token)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # How long a command's Idempotency-Key is remembered after it was applied.
     idempotency_ttl_s: float = Field(default=86_400.0, ge=1.0, le=30 * 86_400.0)
@@ -73,8 +75,21 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str | None = None
 
     def api_token_value(self) -> str | None:
-        """The bearer token, or None when the API is open."""
-        return self.api_token.get_secret_value() if self.api_token else None
+        """The write token, or None when commands are open."""
+        return _revealed(self.api_token)
+
+    def read_token_value(self) -> str | None:
+        """The read token, or None when reads are open."""
+        return _revealed(self.read_token)
+
+    def metrics_token_value(self) -> str | None:
+        """The metrics token, or None when `/metrics` is open."""
+        return _revealed(self.metrics_token)
+
+    def client_read_token(self) -> str | None:
+        """The token a client of the services sends on reads: the read token, else the write
+        token (the services accept it for reads too), else None."""
+        return self.read_token_value() or self.api_token_value()
 
     def instance(self) -> str:
         """This instance's id: `MSC_INSTANCE_ID`, else `<hostname>-<pid>`."""
@@ -91,3 +106,7 @@ class Settings(BaseSettings):
     def cart_database_url(self) -> str:
         """The cart event store's URL: `MSC_DATABASE_URL`, else `<data_dir>/events.db`."""
         return self.database_url or f"sqlite:///{self.data_dir / 'events.db'}"
+
+
+def _revealed(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret else None

@@ -15,6 +15,7 @@ from microservice_connector.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
+EXAMPLE_ENV = DEPLOY / "example.env"
 SCALE_CARTS = ("cart-1", "cart-2", "cart-3")
 SCALE_BILLINGS = ("billing-1", "billing-2", "billing-3")
 SCALE_NATS = ("nats-1", "nats-2", "nats-3")
@@ -55,7 +56,7 @@ def test_ports_and_environment_match_the_settings() -> None:
         ("billing-service", defaults.billing_port),
     ):
         service = services[name]
-        assert service["ports"] == [f"{port}:{port}"]
+        assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
         assert service["command"][service["command"].index("--port") + 1] == str(port)
         unknown = set(service["environment"]) - fields
         assert not unknown, f"{name} sets variables no setting reads: {unknown}"
@@ -87,11 +88,43 @@ def test_promtool_accepts_the_config_and_the_rules() -> None:
 
 @pytest.mark.parametrize("profiles", [[], ["kafka"], ["postgres"], ["scale"]])
 def test_docker_compose_accepts_the_file(profiles: list[str]) -> None:
-    args = [tool("docker-compose")]
+    args = [tool("docker-compose"), "--env-file", str(EXAMPLE_ENV)]
     for profile in profiles:
         args += ["--profile", profile]
     result = subprocess.run([*args, "config", "-q"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_refuses_to_run_without_the_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    args = [tool("docker-compose"), "--env-file", str(empty), "--profile", "postgres", "config"]
+    result = subprocess.run([*args, "-q"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "MSC_API_TOKEN" in result.stderr or "MSC_READ_TOKEN" in result.stderr
+
+
+def test_no_published_port_listens_beyond_the_host_and_postgres_wants_a_password() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            assert mapping.startswith("127.0.0.1:"), (name, mapping)
+    postgres = services["postgres"]["environment"]
+    assert "POSTGRES_HOST_AUTH_METHOD" not in postgres
+    assert postgres["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if str(value).startswith("postgresql://"):
+                assert ":${POSTGRES_PASSWORD" in value, (name, key)
+    example = dict(
+        line.split("=", 1)
+        for line in EXAMPLE_ENV.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert {"MSC_API_TOKEN", "MSC_READ_TOKEN", "POSTGRES_PASSWORD"} <= set(example)
+    assert set(example) - {"POSTGRES_PASSWORD"} <= {
+        f"MSC_{field.upper()}" for field in Settings.model_fields
+    }
 
 
 def test_the_scale_profile_runs_three_of_each_on_postgres_and_a_nats_cluster() -> None:

@@ -41,6 +41,10 @@ from microservice_connector.messaging.middleware import (
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import Subscription, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.tracing import configure_tracing
+from microservice_connector.tracing.http import trace_commands
+from microservice_connector.tracing.messaging import traced_consume
+from microservice_connector.web.access import access_tokens
 from microservice_connector.web.cors import allow_ui
 from microservice_connector.web.guards import protect
 from microservice_connector.web.http_metrics import instrument
@@ -68,6 +72,7 @@ def open_billing_repository(settings: Settings) -> SqlBillingRepository:
 def build_billing_app(settings: Settings, *, events: EventRegistry | None = None) -> FastAPI:
     """Wire billing: consume `cart.events` as durable `billing`, publish `billing.events`;
     cart events are decoded (and upcast) by `events`, the default registry if None."""
+    configure_tracing("billing-service", settings.broker)
     repository = open_billing_repository(settings)
     ledger = BillingLedger(repository)
     handler = CartEventHandler(
@@ -95,6 +100,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
             return
         pipeline = chain(
             metrics.timed(handler),
+            traced_consume,
             log_outcomes(),
             dead_letter(dead_letters, max_attempts=MAX_ATTEMPTS),
             retry_with_backoff(),
@@ -136,7 +142,8 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     app.include_router(deadletter_router(box))
     app.include_router(handling_router(repository, handler.handled, box, lag.get))
     instrument(app, registry)
-    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
+    trace_commands(app)
+    protect(app, access=access_tokens(settings), max_body_bytes=settings.max_body_bytes)
     allow_ui(app, settings.cart_url)
     app.include_router(metrics_router(registry))
     return app

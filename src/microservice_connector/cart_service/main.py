@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.application.idempotency import IdempotentCommands
+from microservice_connector.cart_service.infrastructure.asyncapi_api import asyncapi_router
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.cart_service.infrastructure.idempotency_http import (
@@ -20,6 +21,7 @@ from microservice_connector.cart_service.infrastructure.lineage_api import linea
 from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
 from microservice_connector.cart_service.infrastructure.ui_routes import (
+    UI_PUBLIC,
     UiConfig,
     live_feed_router,
     mount_ui,
@@ -30,6 +32,9 @@ from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
 from microservice_connector.settings import Settings
+from microservice_connector.tracing import configure_tracing
+from microservice_connector.tracing.http import trace_commands
+from microservice_connector.web.access import access_tokens
 from microservice_connector.web.guards import protect
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     """Open the event store (creating its schema) and wire the API, and unless `relay` is
     False, the outbox relay to the broker (`MSC_BROKER`); raises `DatabaseUnavailable`."""
+    configure_tracing("cart-service", settings.broker)
     sql_store = SqlEventStore(
         settings.cart_database_url(),
         outbox_topic=CART_TOPIC,
@@ -113,10 +119,16 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     document_idempotency_key(app)
     app.include_router(live_feed_router(feed))
     app.include_router(lineage_router(sql_store))
+    app.include_router(asyncapi_router())
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
     instrument(app, registry)
-    protect(app, token=settings.api_token_value(), max_body_bytes=settings.max_body_bytes)
+    trace_commands(app)
+    protect(
+        app,
+        access=access_tokens(settings, public_prefixes=UI_PUBLIC),
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.include_router(metrics_router(registry))
     return app
 

@@ -6,6 +6,7 @@ import typer
 
 from microservice_connector.cli import services
 from microservice_connector.cli.cart import cart_app
+from microservice_connector.cli.contract import asyncapi
 from microservice_connector.cli.events import events_app
 from microservice_connector.cli.inspect import billing_app, deadletter_app, outbox_app
 from microservice_connector.cli.snapshots import snapshots_app
@@ -23,6 +24,7 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(deadletter_app, name="deadletter")
 app.add_typer(billing_app, name="billing")
 app.add_typer(snapshots_app, name="snapshots")
+app.command("asyncapi")(asyncapi)
 
 
 def main() -> None:

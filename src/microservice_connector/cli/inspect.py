@@ -154,6 +154,7 @@ def billing_rebuild(
     )
     from microservice_connector.billing_service.main import open_billing_repository
     from microservice_connector.events.registry import default_registry
+    from microservice_connector.web.access import read_headers
 
     settings = load_settings(data_dir=data_dir, cart_url=cart_url)
     try:
@@ -165,7 +166,9 @@ def billing_rebuild(
     try:
         repository.reset_read_model()
         with (
-            httpx.Client(base_url=settings.cart_url, timeout=30) as http,
+            httpx.Client(
+                base_url=settings.cart_url, headers=read_headers(settings), timeout=30
+            ) as http,
             Progress(
                 TextColumn("rebuilding bills"),
                 BarColumn(),

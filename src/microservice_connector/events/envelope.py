@@ -19,6 +19,8 @@ class NewEvent:
     correlation_id: str | None = None
     causation_id: str | None = None
     event_id: str | None = field(default=None)
+    traceparent: str | None = None  # W3C trace context of the command that decided it
+    tracestate: str | None = None
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -39,3 +41,5 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     timestamp: datetime
     correlation_id: str | None = None
     causation_id: str | None = None
+    traceparent: str | None = None  # W3C trace context, kept in the metadata column
+    tracestate: str | None = None

@@ -52,6 +52,13 @@ class EventRegistry:
             raise ValueError(f"{type(payload).__name__} is not a registered event class")
         return found
 
+    def registered(self) -> list[tuple[str, int, type[msgspec.Struct]]]:
+        """Every registered (event type, schema version, payload class), sorted by both."""
+        return sorted(
+            ((name, version, cls) for cls, (name, version) in self._names.items()),
+            key=lambda entry: (entry[0], entry[1]),
+        )
+
     def current_version(self, event_type: str) -> int | None:
         """The schema version readers decode `event_type` to, or None if it is unknown."""
         current = self._current.get(event_type)
@@ -118,7 +125,8 @@ def default_registry() -> EventRegistry:
 
 
 def billing_registry() -> EventRegistry:
-    """A registry holding billing's own events at schema version 1, reading every codec."""
+    """A registry holding billing's own events (`billing.events`) at schema version 1,
+    reading every codec."""
     registry = EventRegistry()
     for cls in BILLING_EVENTS:
         registry.register(cls)

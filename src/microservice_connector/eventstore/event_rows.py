@@ -21,18 +21,35 @@ class _Metadata(msgspec.Struct):
     causation_id: str | None = None
 
 
+class _TracedMetadata(_Metadata):
+    """The metadata of a traced event: untraced rows stay exactly as they were."""
+
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
 _encode = msgspec.json.Encoder().encode
-_decode_metadata = msgspec.json.Decoder(_Metadata).decode
+_decode_metadata = msgspec.json.Decoder(_TracedMetadata).decode
 
 
 def metadata_json(event: RecordedEvent) -> str:
     """The `metadata` column: the envelope fields that have no column of their own."""
-    meta = _Metadata(
-        schema_version=event.schema_version,
-        content_type=event.content_type,
-        correlation_id=event.correlation_id,
-        causation_id=event.causation_id,
-    )
+    if event.traceparent is None:
+        meta = _Metadata(
+            schema_version=event.schema_version,
+            content_type=event.content_type,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+        )
+    else:
+        meta = _TracedMetadata(
+            schema_version=event.schema_version,
+            content_type=event.content_type,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            traceparent=event.traceparent,
+            tracestate=event.tracestate,
+        )
     return _encode(meta).decode()
 
 
@@ -111,4 +128,6 @@ def from_row(row: Sequence[Any]) -> RecordedEvent:
         content_type=meta.content_type,
         correlation_id=meta.correlation_id,
         causation_id=meta.causation_id,
+        traceparent=meta.traceparent,
+        tracestate=meta.tracestate,
     )

@@ -64,6 +64,8 @@ class InMemoryEventStore:
                     timestamp=event.timestamp.astimezone(UTC),
                     correlation_id=event.correlation_id,
                     causation_id=event.causation_id,
+                    traceparent=event.traceparent,
+                    tracestate=event.tracestate,
                 )
             )
         self._all.extend(recorded)

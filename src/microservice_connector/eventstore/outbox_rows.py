@@ -8,8 +8,9 @@ from microservice_connector.events.envelope import RecordedEvent
 
 
 def message_headers(event: RecordedEvent) -> dict[str, str]:
-    """The broker headers for `event`: its envelope, as strings."""
-    return {
+    """The broker headers for `event`: its envelope, as strings, and its W3C trace context
+    (`traceparent`, `tracestate`) when it has one."""
+    headers = {
         "event-id": event.event_id,
         "event-type": event.event_type,
         "aggregate-id": event.aggregate_id,
@@ -21,6 +22,11 @@ def message_headers(event: RecordedEvent) -> dict[str, str]:
         "causation-id": event.causation_id or "",
         "occurred-at": format_timestamp(event.timestamp),
     }
+    if event.traceparent is not None:
+        headers["traceparent"] = event.traceparent
+        if event.tracestate:
+            headers["tracestate"] = event.tracestate
+    return headers
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -15,6 +15,7 @@ from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.ports import Publisher
+from microservice_connector.tracing.messaging import publish_spans
 
 log = logging.getLogger(__name__)
 FLUSH_S = 3.0
@@ -131,7 +132,9 @@ class OutboxRelay:
         if not rows:
             return RelayRound(0, 0)
         started = time.perf_counter()
-        results = await self._publisher.publish([_message(row) for row in rows])
+        spans = publish_spans([_message(row) for row in rows])  # inert unless tracing is on
+        results = await self._publisher.publish(spans.messages)
+        spans.end(results)
         publish_seconds = time.perf_counter() - started
         acked = [
             (row.id, result.sequence)

@@ -347,4 +347,6 @@ def _record(
         timestamp=event.timestamp.astimezone(UTC),
         correlation_id=event.correlation_id,
         causation_id=event.causation_id,
+        traceparent=event.traceparent,
+        tracestate=event.tracestate,
     )

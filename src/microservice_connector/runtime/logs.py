@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 EVENT_FIELDS = ("event_id", "aggregate_id", "correlation_id", "event_type", "version", "outcome")
+TRACE_FIELDS = ("trace_id", "span_id")  # stamped by tracing's filter when tracing is on
 LogFormat = Literal["text", "json"]
 
 
@@ -37,7 +38,7 @@ class JsonFormatter(logging.Formatter):
         }
         if "instance" in record.__dict__:
             entry["instance"] = record.__dict__["instance"]
-        for name in EVENT_FIELDS:
+        for name in (*EVENT_FIELDS, *TRACE_FIELDS):
             if name in record.__dict__:
                 entry[name] = record.__dict__[name]
         if record.exc_info:

@@ -1,5 +1,6 @@
-"""Request guards both services share: an optional bearer token on mutating endpoints and a
-request body size limit. Pure ASGI, so they act before any body is read or parsed."""
+"""Request guards both services share: bearer tokens (on commands, reads and metrics, as
+`access.AccessTokens` says) and a request body size limit. Pure ASGI, so they act before any
+body is read or parsed."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from microservice_connector.web.access import MUTATING, AccessTokens
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
 
@@ -36,24 +38,30 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-class BearerTokenGuard:
-    """With a token set, every mutating request needs `Authorization: Bearer <token>`
-    (compared in constant time); others answer 401. Reads are open. Without a token, no-op."""
+class TokenGuard:
+    """Every request `access` guards needs `Authorization: Bearer <token>` with one of the
+    tokens it accepts (compared in constant time); others answer 401 before the app runs."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, access: AccessTokens) -> None:
         self._app = app
-        self._expected = f"Bearer {token}".encode() if token else None
+        self._access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._expected is None or scope["type"] != "http" or scope["method"] not in MUTATING:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        need = self._access.need(scope["method"], scope["path"])
+        if need is None:
             await self._app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if not hmac.compare_digest(given, self._expected):
+        # Every candidate is compared, so the time taken tells nothing about which matched.
+        matches = [hmac.compare_digest(given, f"Bearer {t}".encode()) for t in need.tokens]
+        if not any(matches):
             await _answer(
                 send,
                 401,
-                "this endpoint needs Authorization: Bearer <token> (MSC_API_TOKEN)",
+                f"this endpoint needs Authorization: Bearer <token> ({need.names})",
                 ((b"www-authenticate", b"Bearer"),),
             )
             return
@@ -106,7 +114,7 @@ class BodySizeLimit:
         await self._app(scope, replay, send)
 
 
-def protect(app: Any, *, token: str | None, max_body_bytes: int) -> None:
-    """Install both guards on a Starlette/FastAPI `app`."""
+def protect(app: Any, *, access: AccessTokens, max_body_bytes: int) -> None:
+    """Install both guards on a Starlette/FastAPI `app`; the token guard runs first."""
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    app.add_middleware(BearerTokenGuard, token=token)
+    app.add_middleware(TokenGuard, access=access)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import (
     BillingRepository,
     ConcurrentBillUpdate,
@@ -32,6 +33,7 @@ class CartEventIn:
     cart_id: str
     version: int
     event: CartEvent
+    trace: Mapping[str, str] | None = None  # the W3C context it arrived with
 
 
 class BillingLedger:
@@ -75,14 +77,16 @@ class BillingLedger:
                 if check is VersionCheck.GAP:
                     outcomes[index] = Outcome.DEFERRED
                     continue
-                bill.apply(incoming.event, incoming.version, tx.price_of)
-                bills[incoming.cart_id] = bill
-                outcomes[index] = Outcome.APPLIED
-                if isinstance(incoming.event, CartCheckedOut):
-                    # Dated by the checkout itself, so a rebuild issues the very same invoice.
-                    invoice = bill.invoice(incoming.event.timestamp)
-                    if tx.issue_invoice(invoice):
-                        issued.append(invoice)
+                with tracing.span("billing.apply", parent=incoming.trace):
+                    bill.apply(incoming.event, incoming.version, tx.price_of)
+                    bills[incoming.cart_id] = bill
+                    outcomes[index] = Outcome.APPLIED
+                    if isinstance(incoming.event, CartCheckedOut):
+                        with tracing.span("billing.invoice"):  # InvoiceIssued carries it on
+                            # Dated by the checkout itself: a rebuild issues the same invoice.
+                            invoice = bill.invoice(incoming.event.timestamp)
+                            if tx.issue_invoice(invoice):
+                                issued.append(invoice)
             tx.save_bills(list(bills.values()))
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)

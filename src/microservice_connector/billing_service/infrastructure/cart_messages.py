@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import msgspec
 
+from microservice_connector import tracing
 from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.codec import EventDecodeError
@@ -64,7 +65,9 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
         raise PoisonMessage(
             f"message {message.id}: payload cart_id differs from aggregate-id header"
         )
-    return CartEventIn(recorded.event_id, recorded.aggregate_id, version, event)
+    return CartEventIn(
+        recorded.event_id, recorded.aggregate_id, version, event, tracing.trace_of(headers)
+    )
 
 
 def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEventIn:

@@ -14,6 +14,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice, Price
 from microservice_connector.billing_service.infrastructure.sql_prices import (
@@ -161,7 +162,14 @@ class SqlTransaction:
             total_cents=invoice.total_cents,
             timestamp=invoice.issued_at,
         )
-        event = NewEvent("InvoiceIssued", payload, invoice.issued_at)
+        trace = tracing.current_trace()  # the invoice span's: the cart command's trace goes on
+        event = NewEvent(
+            "InvoiceIssued",
+            payload,
+            invoice.issued_at,
+            traceparent=trace.get("traceparent"),
+            tracestate=trace.get("tracestate"),
+        )
         # Already there when a rebuild dropped the read model: it was published then.
         with contextlib.suppress(ConcurrencyError):
             self._store.append_in(

@@ -6,11 +6,12 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
+from microservice_connector import tracing
 from microservice_connector.cart_service.application.cart_cache import CartCache
 from microservice_connector.cart_service.application.cart_snapshots import (
     CartSnapshots,
@@ -204,18 +205,21 @@ class CartService:
                 if must_exist and not cart.exists:
                     raise CartNotFound(f"cart {cart_id} not found")
                 now = self._clock()
-                request = AppendRequest(
-                    cart_id,
-                    AGGREGATE_TYPE,
-                    cart.version,
-                    [
-                        _new_event(self._registry, payload, now, correlation_id)
-                        for payload in decide(cart, now)
-                    ],
-                    idempotency=pending_key.get(),
-                )
+                with tracing.span("cart.decide", attributes={"cart.command": command}):
+                    trace = tracing.current_trace()  # stored with the events, sent on by the relay
+                    request = AppendRequest(
+                        cart_id,
+                        AGGREGATE_TYPE,
+                        cart.version,
+                        [
+                            _new_event(self._registry, payload, now, correlation_id, trace)
+                            for payload in decide(cart, now)
+                        ],
+                        idempotency=pending_key.get(),
+                    )
                 try:
-                    recorded = await self._store.append(request)
+                    with tracing.span("cart.append", attributes={"cart.version": cart.version}):
+                        recorded = await self._store.append(request)
                 except ConcurrencyError:
                     self._observer.conflict_retried(command)
                     self._cache.evict(cart_id)
@@ -279,7 +283,11 @@ class CartService:
 
 
 def _new_event(
-    registry: EventRegistry, payload: CartEvent, now: datetime, correlation_id: str
+    registry: EventRegistry,
+    payload: CartEvent,
+    now: datetime,
+    correlation_id: str,
+    trace: Mapping[str, str],
 ) -> NewEvent:
     event_type, schema_version = registry.name_and_version(payload)
     return NewEvent(
@@ -289,4 +297,6 @@ def _new_event(
         schema_version=schema_version,
         correlation_id=correlation_id,
         causation_id=correlation_id,
+        traceparent=trace.get("traceparent"),
+        tracestate=trace.get("tracestate"),
     )

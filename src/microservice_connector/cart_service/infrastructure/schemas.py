@@ -14,6 +14,7 @@ from microservice_connector.cart_service.domain import MAX_QUANTITY
 from microservice_connector.events.codec import EventDecodeError
 from microservice_connector.events.codecs import payload_builtins
 from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.tracing.context import trace_id_of
 from microservice_connector.web.ids import IdField
 from microservice_connector.web.numbers import INTEGRAL
 
@@ -78,6 +79,7 @@ class Event(BaseModel):
     causation_id: str | None
     timestamp: datetime
     data: Any
+    trace_id: str | None = None  # the OpenTelemetry trace of the command that stored it
 
     @classmethod
     def of(cls, event: RecordedEvent) -> Event:
@@ -95,6 +97,7 @@ class Event(BaseModel):
             causation_id=event.causation_id,
             timestamp=event.timestamp,
             data=_data(event),
+            trace_id=trace_id_of(event.traceparent),
         )
 
 

@@ -17,6 +17,9 @@ from microservice_connector.web.numbers import MAX_SQL_INT
 
 UI_FILES = Path(str(files("microservice_connector.web") / "ui"))
 MAX_RECENT = 1000
+# The page itself (and `/`, which sends there) needs no token: it asks for one when a read
+# answers 401. Its config holds no secret, only where billing is.
+UI_PUBLIC = ("/", "/ui")
 
 
 class UiConfig(BaseModel):

@@ -1,11 +1,16 @@
 // The event browser: plain JavaScript over the cart API (same origin) and the billing API
 // (the URL /ui/config.json gives; billing allows this page's origin). No build, no CDN.
+// When reads are locked (MSC_READ_TOKEN), the first 401 asks for the token once; it is kept
+// in this tab's sessionStorage and sent as a header on every call, the live feed included
+// (read with fetch, as EventSource cannot send headers: the token never goes into a URL).
 "use strict";
 
 const FEED_ROWS = 200;
 const HEALTH_EVERY_MS = 2000;
 const LINEAGE_EVERY_MS = 1000;
 const LINEAGE_GIVE_UP_MS = 120000;
+const FEED_RETRY_MS = 1000;
+const READ_TOKEN_KEY = "msc-read-token";
 
 const state = {
   billingUrl: null,
@@ -22,12 +27,54 @@ class ServiceDown extends Error {
   constructor(service, message) { super(message); this.service = service; }
 }
 
+// --- the read token -----------------------------------------------------------------------
+
+let tokenAsked = null; // the pending question, shared by every call that met a 401
+
+function readHeaders() {
+  const token = sessionStorage.getItem(READ_TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+// Resolves once the user entered a token; every caller refused meanwhile waits on one form.
+function askToken(refused) {
+  if (!tokenAsked) {
+    tokenAsked = new Promise((resolve) => {
+      const form = $("token-form");
+      $("token-message").textContent = refused ? "That token was refused; try again." : "";
+      form.hidden = false;
+      $("read-token").focus();
+      form.onsubmit = (submit) => {
+        submit.preventDefault();
+        sessionStorage.setItem(READ_TOKEN_KEY, $("read-token").value.trim());
+        $("read-token").value = "";
+        form.hidden = true;
+        tokenAsked = null;
+        resolve();
+      };
+    });
+  }
+  return tokenAsked;
+}
+
+// fetch with the read token; a read's 401 asks for it (again) and retries. A command's 401 is
+// the caller's to explain (a replay needs the API token).
+async function authorizedFetch(url, options = {}) {
+  const isRead = (options.method || "GET") === "GET";
+  for (;;) {
+    const headers = { ...readHeaders(), ...(options.headers || {}) };
+    const response = await fetch(url, { cache: "no-store", ...options, headers });
+    if (response.status !== 401 || !isRead) return response;
+    await askToken(Boolean(sessionStorage.getItem(READ_TOKEN_KEY)));
+  }
+}
+
 async function call(service, path, options = {}) {
   const base = service === "billing" ? state.billingUrl : "";
   const url = base + path;
   let response;
   try {
-    response = await fetch(url, { cache: "no-store", ...options });
+    response = await authorizedFetch(url, options);
   } catch (err) {
     const where = service === "billing" ? `billing service at ${state.billingUrl}` : "cart service";
     throw new ServiceDown(service, `The ${where} is not answering. Is it running? (msc up starts both.)`);
@@ -92,11 +139,47 @@ function setHealth(id, text, kind) {
 
 // --- live feed ----------------------------------------------------------------------------
 
-function startFeed() {
-  const source = new EventSource("/events/stream?recent=30");
-  source.onopen = () => setHealth("health-feed", "live feed: connected", "ok");
-  source.onerror = () => setHealth("health-feed", "live feed: reconnecting…", "bad");
-  source.onmessage = (message) => addFeedRow(JSON.parse(message.data));
+// Server-sent events read with fetch (so the token goes in a header), resuming after the last
+// position seen, as EventSource would with Last-Event-ID.
+async function startFeed() {
+  let after = null;
+  for (;;) {
+    try {
+      const query = after === null ? "recent=30" : `after=${after}`;
+      const response = await authorizedFetch(`/events/stream?${query}`);
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      setHealth("health-feed", "live feed: connected", "ok");
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const seen = feedFrame(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (seen !== null) after = seen;
+        }
+      }
+    } catch (err) {
+      // the stream broke or the service is down: reconnect below
+    }
+    setHealth("health-feed", "live feed: reconnecting…", "bad");
+    await new Promise((resolve) => setTimeout(resolve, FEED_RETRY_MS));
+  }
+}
+
+// Shows one SSE frame's event; returns its position (`id:`), or null for comments and retry.
+function feedFrame(frame) {
+  let id = null;
+  const data = [];
+  for (const line of frame.split("\n")) {
+    if (line.startsWith("id:")) id = Number(line.slice(3).trim());
+    else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+  }
+  if (data.length) addFeedRow(JSON.parse(data.join("\n")));
+  return id;
 }
 
 // The payload without what the row shows already (cart) or hides in its tooltip (timestamp).
@@ -249,7 +332,8 @@ async function refreshLineage(current) {
     const e = found.body.event;
     const o = found.body.outbox;
     steps.push(step("command", `correlation id ${e.correlation_id || "(none)"}` +
-      (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : ""), "done"));
+      (e.causation_id && e.causation_id !== e.correlation_id ? `, caused by ${e.causation_id}` : "") +
+      (e.trace_id ? `, trace id ${e.trace_id}` : ""), "done"));
     steps.push(step("stored event", `#${e.position} ${e.event_type} v${e.version} of cart ${e.aggregate_id} at ${when(e.timestamp)}`, "done"));
     const published = o && o.published_at;
     if (!o) {
@@ -389,7 +473,7 @@ async function replayDeadLetter(sequence, button) {
   button.disabled = true;
   const headers = {};
   const token = $("api-token").value.trim();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (token) headers.Authorization = `Bearer ${token}`; // else the read token, if any
   try {
     const result = await call("billing", `/deadletters/${sequence}/replay`, { method: "POST", headers });
     if (result.ok) {
