@@ -108,6 +108,25 @@ def test_a_new_users_session_with_the_cli(tmp_path: Path) -> None:
     }
 
 
+def test_the_cli_sends_the_write_token_on_commands_and_the_read_token_on_reads(
+    tmp_path: Path,
+) -> None:
+    tokens = {"MSC_API_TOKEN": "write-secret", "MSC_READ_TOKEN": "read-secret"}
+    with cart_service(tmp_path, env=tokens) as base:
+        assert httpx.get(f"{base}/carts/locked").status_code == 401  # reads are locked
+        for env in ({"MSC_API_TOKEN": "write-secret"}, tokens):
+            client = {"MSC_CART_URL": base, **env}
+            added = run_msc("cart", "add", "locked", "item-001", "1", env=client)
+            assert added.returncode == 0, added.stderr
+            shown = run_msc("cart", "show", "locked", env=client)
+            assert shown.returncode == 0, shown.stderr
+            assert "item-001" in shown.stdout
+        refused = run_msc("cart", "show", "locked", env={"MSC_CART_URL": base})
+        assert refused.returncode != 0
+        assert "401" in refused.stderr + refused.stdout
+        assert "Traceback" not in refused.stderr + refused.stdout
+
+
 def test_the_cli_explains_an_unreachable_service() -> None:
     result = run_msc("cart", "show", "c", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1

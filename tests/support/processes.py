@@ -84,14 +84,17 @@ def msc_service(
 
 
 @contextmanager
-def cart_service(data_dir: Path, *, database_url: str | None = None) -> Iterator[str]:
-    """A real `msc cart-service` on a free port; yields its base URL."""
+def cart_service(
+    data_dir: Path, *, database_url: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A real `msc cart-service` on a free port (with `env` added); yields its base URL."""
     port = free_port()
     args = ["cart-service", "--port", str(port), "--data-dir", str(data_dir), "--no-relay"]
     if database_url is not None:
         args += ["--database-url", database_url]
     base = f"http://127.0.0.1:{port}"
-    with msc_service(args, health_url=f"{base}/healthz", log=data_dir / f"cart-{port}.log"):
+    log = data_dir / f"cart-{port}.log"
+    with msc_service(args, health_url=f"{base}/healthz", log=log, env=env):
         yield base
 
 

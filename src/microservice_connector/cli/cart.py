@@ -16,6 +16,8 @@ import typer
 from rich.table import Table
 
 from microservice_connector.cli.common import console, errors, fail, load_settings
+from microservice_connector.settings import Settings
+from microservice_connector.web.access import read_headers
 
 cart_app = typer.Typer(
     help="Talk to a running cart service (MSC_CART_URL, default http://127.0.0.1:8080). "
@@ -106,9 +108,12 @@ def _worth_retrying(response: httpx.Response) -> bool:
 
 
 def _call(method: str, path: str, url: str | None, **kwargs: Any) -> dict[str, Any]:
-    base = url or load_settings().cart_url
+    settings = load_settings()
+    base = url or settings.cart_url
     try:
-        response = send_with_retries(method, base.rstrip("/") + path, **kwargs)
+        response = send_with_retries(
+            method, base.rstrip("/") + path, headers=_auth(method, settings), **kwargs
+        )
     except httpx.HTTPError as exc:
         fail(f"cannot reach the cart service at {base} ({exc}); is `msc cart-service` running?")
     try:
@@ -118,6 +123,14 @@ def _call(method: str, path: str, url: str | None, **kwargs: Any) -> dict[str, A
     if response.status_code != 200:
         fail(f"{response.status_code}: {body.get('detail', body)}")
     return body
+
+
+def _auth(method: str, settings: Settings) -> dict[str, str]:
+    """The token this request needs: the write token on a command, the read token on a read."""
+    if method == "GET":
+        return read_headers(settings)
+    token = settings.api_token_value()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _show(cart: dict[str, Any]) -> None:
