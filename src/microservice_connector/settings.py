@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     # How long billing keeps an early event waiting for its predecessor before dead-lettering.
     billing_gap_wait_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    # How long an early event waits before billing fetches its cart's missing versions from
+    # the cart store; also how old a feed event must be before catch-up takes it.
+    billing_repair_grace_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    # How often billing follows the cart store's global feed for events the broker lost.
+    billing_catch_up_interval_s: float = Field(default=5.0, ge=0.1, le=86_400.0)
     serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
     # The broker: NATS JetStream, or Kafka (any Kafka-compatible cluster; `msc up` embeds
     # Tansu, memory-only). SASL and TLS settings go to the Kafka client unchanged.

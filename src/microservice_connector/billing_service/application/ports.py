@@ -26,6 +26,10 @@ class BillingTransaction(Protocol):
         this transaction read it."""
         ...
 
+    def save_feed_position(self, position: int) -> None:
+        """Record that the cart store's global feed is handled up to `position`."""
+        ...
+
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None when it has no price."""
         ...

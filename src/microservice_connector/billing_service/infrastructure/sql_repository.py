@@ -15,6 +15,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
+from microservice_connector.billing_service.infrastructure.feed_position import (
+    read_position,
+    save_position,
+)
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
@@ -117,6 +121,10 @@ class SqlTransaction:
         if new:
             self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
+
+    def save_feed_position(self, position: int) -> None:
+        """Billing has handled the cart feed up to `position`: commits with this transaction."""
+        save_position(self.connection, position)
 
     def price_of(self, item_id: str) -> int | None:
         """The item's unit price in cents, or None."""
@@ -260,6 +268,11 @@ class SqlBillingRepository:
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
+
+    def feed_position(self) -> int:
+        """The cart feed's last position billing handled (0 before the first)."""
+        with self.transaction() as tx:
+            return read_position(tx.connection)
 
     def stamp(self, cart_id: str) -> BillStamp | None:
         """The cart's last applied version and when, or None before its first event."""
