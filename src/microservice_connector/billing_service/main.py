@@ -82,6 +82,8 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     handled = HandlingLog()
     cart_events = events or default_registry()
     cart_store = CartStore.open(settings, cart_events)
+    # httpx logs every request at INFO: catch-up's polls would drown the events' lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     applier = StoreEventApplier(ledger, handled, metrics.on_healed)
     repair = GapRepair(
         applier,
