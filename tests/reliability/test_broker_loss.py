@@ -82,9 +82,7 @@ def test_bills_heal_from_the_store_after_the_broker_lost_acknowledged_events(
         events = len(feed)
 
     later = "a later command" if later_command else "no later command"
-    print(
-        f"\nservices answering {answering_s:.1f} s after the restart, bills healed at {heal_s:.1f} s"
-    )
+    print(f"\nservices answering {answering_s:.1f} s after the restart; healed at {heal_s:.1f} s")
     report(
         Figures(
             f"broker data loss ({broker}, {later}): seconds to heal",
