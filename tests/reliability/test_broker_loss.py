@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from support.processes import wait_for
+from support.processes import run_msc, wait_for
 from support.reliability import (
     Figures,
     Load,
@@ -224,3 +224,13 @@ def invoice_of(http: httpx.Client, billing_url: str, cart_id: str) -> dict[str, 
     """Billing's invoice of the cart, or None before there is one."""
     response = http.get(f"{billing_url}/invoices/{cart_id}")
     return response.json() if response.status_code == 200 else None
+
+
+@pytest.mark.e2e
+@pytest.mark.nats
+@pytest.mark.reliability
+def test_msc_demo_chaos_shows_the_bills_healed() -> None:
+    result = run_msc("demo", "--chaos", timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healed: every bill matches its cart" in result.stdout
+    assert result.stdout.count("✓ │") == 6  # every chaos cart's row matches
