@@ -25,6 +25,7 @@ from microservice_connector.billing_service.infrastructure.cart_store import (
     read_headers,
 )
 from microservice_connector.billing_service.infrastructure.feed_catch_up import FeedCatchUp
+from microservice_connector.billing_service.infrastructure.feed_position import saved_position
 from microservice_connector.billing_service.infrastructure.gap_repair import GapRepair
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.billing_service.infrastructure.sql_repository import (
@@ -148,7 +149,9 @@ def healing(
     async def dead_letters() -> InMemoryDeadLetters:
         return InMemoryDeadLetters(broker)
 
-    catch_up = FeedCatchUp(applier, client, repository.feed_position, dead_letters, handled)
+    catch_up = FeedCatchUp(
+        applier, client, lambda: saved_position(repository), dead_letters, handled
+    )
     yield handler, catch_up, broker, handled
 
 
@@ -207,7 +210,7 @@ def test_catch_up_applies_what_the_broker_never_brought_and_remembers_how_far_it
         store.requests.clear()
         assert asyncio.run(catch_up.catch_up()) == 0
     assert store.requests == ["/events?after=4"]  # nothing new: one cheap read
-    assert repository.feed_position() == 4
+    assert saved_position(repository) == 4
     assert repository.bill("a").last_version == 3  # type: ignore[union-attr]
     assert repository.bill("b").last_version == 1  # type: ignore[union-attr]
     assert broker.dead_letters(10) == []
@@ -221,7 +224,7 @@ def test_catch_up_leaves_young_events_to_the_broker(repository: SqlBillingReposi
     store.add("c")
     with healing(repository, store) as (_, catch_up, _, _):
         assert asyncio.run(catch_up.catch_up()) == 1
-    assert repository.feed_position() == 1
+    assert saved_position(repository) == 1
     assert repository.bill("c") is None  # after the young one: next round
 
 
@@ -270,7 +273,7 @@ def test_one_cart_failing_for_good_is_dead_lettered_and_the_others_caught_up(
     catch_up = FeedCatchUp(
         StoreEventApplier(ledger, handled),
         store.client(),
-        repository.feed_position,
+        lambda: saved_position(repository),
         dead_letters,
         handled,
     )
@@ -278,7 +281,7 @@ def test_one_cart_failing_for_good_is_dead_lettered_and_the_others_caught_up(
     [letter] = broker.dead_letters(10)
     assert letter.message.id == "bad-v1"
     assert "value too long" in letter.error
-    assert repository.feed_position() == 3
+    assert saved_position(repository) == 3
     assert repository.bill("b") is not None
     assert repository.bill("bad") is None
 

@@ -18,6 +18,7 @@ from microservice_connector.billing_service.infrastructure.deadletter_api import
     deadletter_router,
 )
 from microservice_connector.billing_service.infrastructure.feed_catch_up import FeedCatchUp
+from microservice_connector.billing_service.infrastructure.feed_position import saved_position
 from microservice_connector.billing_service.infrastructure.gap_repair import GapRepair
 from microservice_connector.billing_service.infrastructure.handling_api import (
     LagReading,
@@ -97,7 +98,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     catch_up = FeedCatchUp(
         applier,
         cart_store,
-        repository.feed_position,
+        lambda: saved_position(repository),
         link.dead_letters,
         handled,
         interval_s=settings.billing_catch_up_interval_s,

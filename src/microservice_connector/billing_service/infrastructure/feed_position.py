@@ -4,11 +4,17 @@ the same transaction as the bills the feed's events changed, so a crash loses ne
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, Column, Connection, DateTime, String, Table, insert, select
 from sqlalchemy import update as sql_update
 
 from microservice_connector.billing_service.infrastructure.tables import metadata
+
+if TYPE_CHECKING:  # it imports this module, for `save_position`
+    from microservice_connector.billing_service.infrastructure.sql_repository import (
+        SqlBillingRepository,
+    )
 
 CART_FEED = "cart.events"
 
@@ -27,6 +33,12 @@ def read_position(connection: Connection, feed: str = CART_FEED) -> int:
         select(feed_positions.c.position).where(feed_positions.c.feed == feed)
     ).scalar_one_or_none()
     return int(found or 0)
+
+
+def saved_position(repository: SqlBillingRepository) -> int:
+    """The cart feed's last position billing handled, as committed (0 before the first)."""
+    with repository.transaction() as tx:
+        return read_position(tx.connection)
 
 
 def save_position(connection: Connection, position: int, feed: str = CART_FEED) -> None:

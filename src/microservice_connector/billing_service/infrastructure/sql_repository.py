@@ -15,10 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice
-from microservice_connector.billing_service.infrastructure.feed_position import (
-    read_position,
-    save_position,
-)
+from microservice_connector.billing_service.infrastructure.feed_position import save_position
 from microservice_connector.billing_service.infrastructure.tables import (
     DEFAULT_PRICES,
     bills,
@@ -268,11 +265,6 @@ class SqlBillingRepository:
         with self.transaction() as tx:
             tx.connection.execute(delete(bills))
             tx.connection.execute(delete(invoices))
-
-    def feed_position(self) -> int:
-        """The cart feed's last position billing handled (0 before the first)."""
-        with self.transaction() as tx:
-            return read_position(tx.connection)
 
     def stamp(self, cart_id: str) -> BillStamp | None:
         """The cart's last applied version and when, or None before its first event."""
