@@ -37,8 +37,8 @@ class CatchUpPaused(Exception):
 
 class FeedCatchUp:
     """Applies every feed event older than `settle_s` (younger ones are the broker's to bring:
-    the fast path), saving the feed position in the same transaction as the bills, at start
-    and every `interval_s`. A page of events billing already has costs one read and one
+    the fast path), saving the feed position in the same transaction as the bills, every
+    `interval_s` from the start. A page of events billing already has costs one read and one
     small write. An event that fails for good is dead-lettered with its error and passed."""
 
     def __init__(
@@ -63,7 +63,9 @@ class FeedCatchUp:
         self._clock = clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Catch up now, then every `interval_s`, until `stop`."""
+        """Catch up every `interval_s` until `stop`, the first round one interval after the
+        start: a restarted billing's broker backlog is the fast path's to drain first."""
+        await until_stopped(asyncio.sleep(self._interval_s), stop)
         while not stop.is_set():
             try:
                 await until_stopped(self.catch_up(), stop)
