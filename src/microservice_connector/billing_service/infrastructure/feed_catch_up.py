@@ -66,11 +66,17 @@ class FeedCatchUp:
         """Catch up every `interval_s` until `stop`, the first round one interval after the
         start: a restarted billing's broker backlog is the fast path's to drain first."""
         await until_stopped(asyncio.sleep(self._interval_s), stop)
+        paused = False  # said once, not every round, while the cart service is away
         while not stop.is_set():
             try:
-                await until_stopped(self.catch_up(), stop)
+                applied = await until_stopped(self.catch_up(), stop)
+                if paused or applied:
+                    log.info("billing: feed catch-up applied %d events", applied or 0)
+                paused = False
             except CatchUpPaused as exc:
-                log.warning("billing: feed catch-up paused: %s", exc)
+                if not paused:
+                    log.warning("billing: feed catch-up paused (retried quietly): %s", exc)
+                paused = True
             except Exception:  # a bug must not end the loop: the bills depend on it
                 log.exception("billing: feed catch-up failed")
             await until_stopped(asyncio.sleep(self._interval_s), stop)
