@@ -57,7 +57,7 @@ class FakeCartStore:
             self.requests.append(f"/carts/{cart_id}/events?after_version={after_version}")
             mine = [e for e in self.events if e["aggregate_id"] == cart_id]
             if not mine:
-                raise HTTPException(404, "not found")
+                raise HTTPException(404, f"cart {cart_id} not found")
             return {"cart_id": cart_id, "events": [e for e in mine if e["version"] > after_version]}
 
         @self.app.get("/events")
@@ -195,6 +195,17 @@ def test_an_early_event_is_dead_lettered_only_when_the_store_lacks_the_version(
         [settlement] = asyncio.run(handler([delivery_of(forged)]))
     assert isinstance(settlement, Reject)
     assert "version 2 is missing from the store itself" in settlement.reason
+
+
+def test_a_wrong_cart_url_never_passes_for_a_store_that_lacks_the_cart(
+    repository: SqlBillingRepository,
+) -> None:
+    store = FakeCartStore()
+    store.app.router.routes.clear()  # a server that is not the cart service: 404 everywhere
+    with healing(repository, store) as (handler, _, _, _):
+        [settlement] = asyncio.run(handler([delivery_of(store.add("c") | {"version": 2})]))
+    assert isinstance(settlement, Retry)  # it keeps waiting: nothing is dead-lettered
+    assert not settlement.failure
 
 
 def test_catch_up_applies_what_the_broker_never_brought_and_remembers_how_far_it_got(

@@ -83,7 +83,9 @@ class CartStore:
         """The cart's stored events with a version above `after_version`, oldest first and
         contiguous from `after_version + 1`; empty when the store has none (or no such cart)."""
         body = await self._get(
-            f"/carts/{quote(cart_id, safe='')}/events", {"after_version": after_version}
+            f"/carts/{quote(cart_id, safe='')}/events",
+            {"after_version": after_version},
+            absent=cart_id,
         )
         if body is None:
             return []
@@ -104,8 +106,6 @@ class CartStore:
         """Up to `limit` events of every cart after position `after`; an entry billing cannot
         decode is kept, with its `problem`, so that it can be dead-lettered."""
         body = await self._get("/events", {"after": after, "limit": limit})
-        if body is None:
-            raise CartStoreUnreachable("GET /events answered 404")
         entries: list[FeedEntry] = []
         last = after
         for item in _items(body):
@@ -132,15 +132,18 @@ class CartStore:
         except (KeyError, TypeError, ValueError) as exc:  # PoisonMessage is a ValueError
             raise BadStoreAnswer(f"a stored event billing cannot read: {exc}") from exc
 
-    async def _get(self, path: str, params: Mapping[str, int]) -> Any:
-        """The JSON body, or None on 404; `CartStoreUnreachable` on anything else."""
+    async def _get(self, path: str, params: Mapping[str, int], absent: str | None = None) -> Any:
+        """The JSON body; None on a 404 whose detail names `absent` (the cart service saying
+        it has no such cart); `CartStoreUnreachable` on anything else, so that a wrong
+        `MSC_CART_URL` (another server's 404) is never taken for a store that lacks a cart."""
         try:
             response = await self._http.get(path, params=dict(params))
         except httpx.HTTPError as exc:
             raise CartStoreUnreachable(
                 f"cart service at {self._http.base_url} did not answer: {exc!r}"
             ) from exc
-        if response.status_code == 404:
+        # The cart API's `CartNotFound`, word for word: any other 404 is a wrong URL.
+        if response.status_code == 404 and _detail(response) == f"cart {absent} not found":
             return None
         if response.status_code != 200:
             raise CartStoreUnreachable(
@@ -150,6 +153,15 @@ class CartStore:
             return response.json()
         except ValueError as exc:
             raise BadStoreAnswer(f"GET {path} answered something that is not JSON") from exc
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else ""
 
 
 def _utc(moment: datetime) -> datetime:
