@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     cart_url: str = "http://127.0.0.1:8080"
     billing_url: str = "http://127.0.0.1:8081"
+    # Where billing reads the cart service's stored events to heal (gap repair, catch-up);
+    # MSC_CART_URL when unset. Differs from it where the browser and billing see the cart
+    # service under different names (docker compose: localhost against cart-service).
+    cart_store_url: str | None = None
     nats_url: str = "nats://127.0.0.1:4222"
     # Copies of each stream (and its consumers) a JetStream cluster keeps: 3 on a 3-node one.
     nats_replicas: int = Field(default=1, ge=1, le=5)
@@ -57,6 +61,11 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     # How long billing keeps an early event waiting for its predecessor before dead-lettering.
     billing_gap_wait_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    # How long an early event waits before billing fetches its cart's missing versions from
+    # the cart store; also how old a feed event must be before catch-up takes it.
+    billing_repair_grace_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    # How often billing follows the cart store's global feed for events the broker lost.
+    billing_catch_up_interval_s: float = Field(default=5.0, ge=0.1, le=86_400.0)
     serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
     # The broker: NATS JetStream, or Kafka (any Kafka-compatible cluster; `msc up` embeds
     # Tansu, memory-only). SASL and TLS settings go to the Kafka client unchanged.
@@ -90,6 +99,11 @@ class Settings(BaseSettings):
         """The token a client of the services sends on reads: the read token, else the write
         token (the services accept it for reads too), else None."""
         return self.read_token_value() or self.api_token_value()
+
+    def cart_store(self) -> str:
+        """The cart service's base URL as billing reaches it: `MSC_CART_STORE_URL`, else
+        `MSC_CART_URL`."""
+        return self.cart_store_url or self.cart_url
 
     def instance(self) -> str:
         """This instance's id: `MSC_INSTANCE_ID`, else `<hostname>-<pid>`."""

@@ -228,6 +228,9 @@ def running_scaled_system(
             folder = data_dir / f"{short}-{n}"
             folder.mkdir(parents=True, exist_ok=True)
             instance_env = {**env, "MSC_INSTANCE_ID": f"{short}-{n}", "MSC_LOG_FORMAT": "json"}
+            if name == "billing-service":  # each heals from its own cart instance's store
+                carts = services["cart-service"]
+                instance_env["MSC_CART_STORE_URL"] = carts[(n - 1) % len(carts)].url
             args = ["--data-dir", str(folder), "--database-url", database]
             service = Service(name, args, free_port(), folder / "service.log", instance_env)
             services[name].append(service)

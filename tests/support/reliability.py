@@ -191,8 +191,11 @@ class System:
         )
 
     def applied(self) -> float:
-        """Events billing applied since its process started."""
-        return self.metric(self.billing.url, "msc_billing_events_total", outcome="applied")
+        """Events billing applied since its process started, from the broker or (healing
+        what the broker lost) from the cart store."""
+        return self.metric(
+            self.billing.url, "msc_billing_events_total", outcome="applied"
+        ) + self.metric(self.billing.url, "msc_billing_healed_events_total")
 
     def pending_outbox(self) -> float:
         """Outbox rows the relay has not had acknowledged yet."""
@@ -263,9 +266,15 @@ def running_system(
             "MSC_NATS_URL": ",".join(cluster.urls),
             "MSC_NATS_REPLICAS": str(len(cluster.nodes)),
         }
-    env = {"MSC_BROKER": "nats", **broker, **(env or {})}
+    cart_port = free_port()
+    env = {
+        "MSC_BROKER": "nats",
+        "MSC_CART_URL": f"http://127.0.0.1:{cart_port}",  # billing heals from its store
+        **broker,
+        **(env or {}),
+    }
     common = ["--data-dir", str(data_dir)]
-    cart = Service("cart-service", common, free_port(), data_dir / "cart.log", env)
+    cart = Service("cart-service", common, cart_port, data_dir / "cart.log", env)
     billing = Service("billing-service", common, free_port(), data_dir / "billing.log", env)
     system = System(data_dir, nats, cart, billing, tansu=tansu)
     try:

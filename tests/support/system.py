@@ -52,15 +52,21 @@ class Flow:
         return "kafka" if isinstance(self.broker, TansuServer) else "nats"
 
     def env(self) -> dict[str, str]:
-        """The environment that points a service (or `msc`) at this flow's broker."""
+        """The environment that points a service (or `msc`) at this flow's broker and cart
+        service (billing heals from its store)."""
         if isinstance(self.broker, TansuServer):
             return {
+                "MSC_CART_URL": self.cart_url,
                 "MSC_BROKER": "kafka",
                 "MSC_KAFKA_BOOTSTRAP": self.broker.bootstrap,
                 "MSC_KAFKA_SESSION_TIMEOUT_MS": KAFKA_SESSION_TIMEOUT_MS,
                 "MSC_KAFKA_PARTITIONS": "3",
             }
-        return {"MSC_BROKER": "nats", "MSC_NATS_URL": self.broker.url}
+        return {
+            "MSC_CART_URL": self.cart_url,
+            "MSC_BROKER": "nats",
+            "MSC_NATS_URL": self.broker.url,
+        }
 
     def stop_broker(self) -> None:
         """Take the broker away: NATS stops; Kafka's connection is cut (Tansu runs on)."""

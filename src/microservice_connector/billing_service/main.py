@@ -12,20 +12,26 @@ from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.billing_service.infrastructure.cart_event_handler import (
     CartEventHandler,
 )
+from microservice_connector.billing_service.infrastructure.cart_store import CartStore
 from microservice_connector.billing_service.infrastructure.deadletter_api import (
     DeadLetterBox,
     deadletter_router,
 )
+from microservice_connector.billing_service.infrastructure.feed_catch_up import FeedCatchUp
+from microservice_connector.billing_service.infrastructure.feed_position import saved_position
+from microservice_connector.billing_service.infrastructure.gap_repair import GapRepair
 from microservice_connector.billing_service.infrastructure.handling_api import (
     LagReading,
     handling_router,
 )
+from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.billing_service.infrastructure.http_api import create_billing_app
 from microservice_connector.billing_service.infrastructure.metrics import BillingMetrics
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     BILLING_TOPIC,
     SqlBillingRepository,
 )
+from microservice_connector.billing_service.infrastructure.store_events import StoreEventApplier
 from microservice_connector.events.codecs import codec_named
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
@@ -75,13 +81,34 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     configure_tracing("billing-service", settings.broker)
     repository = open_billing_repository(settings)
     ledger = BillingLedger(repository)
-    handler = CartEventHandler(
-        ledger, events or default_registry(), gap_wait_s=settings.billing_gap_wait_s
-    )
     link = open_broker_link(settings, name="billing-service")
     background = Background()
     registry = service_registry("billing", settings.instance())
     metrics = BillingMetrics(registry, ledger)
+    handled = HandlingLog()
+    cart_events = events or default_registry()
+    cart_store = CartStore.open(settings, cart_events)
+    # httpx logs every request at INFO: catch-up's polls would drown the events' lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    applier = StoreEventApplier(ledger, handled, metrics.on_healed)
+    repair = GapRepair(
+        applier,
+        cart_store,
+        lambda cart_id: _last_version(repository, cart_id),
+        grace_s=settings.billing_repair_grace_s,
+    )
+    handler = CartEventHandler(
+        ledger, cart_events, handled, gap_wait_s=settings.billing_gap_wait_s, repair=repair
+    )
+    catch_up = FeedCatchUp(
+        applier,
+        cart_store,
+        lambda: saved_position(repository),
+        link.dead_letters,
+        handled,
+        interval_s=settings.billing_catch_up_interval_s,
+        settle_s=settings.billing_repair_grace_s,
+    )
     lag = LagReading()
     box = DeadLetterBox(link.dead_letters, link.publisher)
 
@@ -124,10 +151,12 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         background.start("broker-link", link.run)
         background.start("billing-consumer", consume)
         background.start("billing-relay", relay)
+        background.start("feed-catch-up", catch_up.run)
 
     async def stop() -> None:
         await background.stop()
         await link.close()
+        await cart_store.close()
         repository.store.close()
 
     async def database() -> None:
@@ -158,6 +187,12 @@ async def _track_lag(
             lag.value = await subscriber.pending()
             metrics.lag.set(lag.value)
         await until_stopped(asyncio.sleep(LAG_INTERVAL_S), stop)
+
+
+def _last_version(repository: SqlBillingRepository, cart_id: str) -> int:
+    """The last version of the cart billing applied; 0 before its first."""
+    stamp = repository.stamp(cart_id)
+    return stamp.last_version if stamp else 0
 
 
 def run_billing_service(settings: Settings, *, host: str, port: int) -> None:

@@ -90,11 +90,12 @@ def _print_invoice(invoice: dict[str, Any]) -> None:
     for column in ("item", "quantity", "unit price", "amount"):
         table.add_column(column, justify="right")
     for item, line in invoice["lines"].items():
-        price = "unpriced" if line["unpriced"] else _money(line["unit_price_cents"])
-        table.add_row(item, str(line["quantity"]), price, _money(line["amount_cents"]))
-    table.add_row("total", "", "", f"[bold]{_money(invoice['total_cents'])}[/]")
+        price = "unpriced" if line["unpriced"] else money(line["unit_price_cents"])
+        table.add_row(item, str(line["quantity"]), price, money(line["amount_cents"]))
+    table.add_row("total", "", "", f"[bold]{money(invoice['total_cents'])}[/]")
     console.print(table)
 
 
-def _money(cents: int) -> str:
+def money(cents: int) -> str:
+    """Cents as `units.cents`."""
     return f"{cents // 100}.{cents % 100:02d}"

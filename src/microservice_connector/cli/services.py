@@ -237,9 +237,17 @@ def demo(
         Path | None, typer.Option(help="Keep the demo's data here (default: a temporary folder).")
     ] = None,
     cart_id: Annotated[str, typer.Option(help="The cart to fill.")] = "cart-123",
+    chaos: Annotated[
+        bool,
+        typer.Option(
+            help="Then freeze billing, send commands, kill everything, throw the broker's data "
+            "away, restart, and time the bills healing from the event store."
+        ),
+    ] = False,
 ) -> None:
     """Start the system, replay the original scenario (add, remove, checkout), print the cart,
-    its events and the invoice, and stop."""
+    its events and the invoice (with --chaos, lose the broker and heal), and stop."""
+    from microservice_connector.cli.demo_chaos import run_chaos
     from microservice_connector.cli.demo_scenario import run_scenario
 
     with tempfile.TemporaryDirectory(prefix="msc-demo-") as scratch:
@@ -249,5 +257,7 @@ def demo(
         try:
             with system:
                 run_scenario(system, cart_id)
+                if chaos:
+                    run_chaos(system)
         except StartupFailed as exc:
             fail(str(exc), 2)

@@ -45,8 +45,11 @@ class BillingLedger:
         self.invoices_issued = 0
         self.unpriced_lines = 0
 
-    def apply_batch(self, events: Sequence[CartEventIn]) -> list[Outcome]:
+    def apply_batch(
+        self, events: Sequence[CartEventIn], *, feed_position: int | None = None
+    ) -> list[Outcome]:
         """Apply `events` (any order, any duplicates) in one transaction; one outcome each.
+        With `feed_position`, the cart feed's position is saved in that same transaction.
 
         Instances sharing a database race only on the same carts: the loser's transaction
         rolls back and is run again on what the winner committed, up to `CONFLICT_RETRIES`
@@ -54,12 +57,14 @@ class BillingLedger:
         """
         for _ in range(CONFLICT_RETRIES):
             try:
-                return self._apply_once(events)
+                return self._apply_once(events, feed_position)
             except ConcurrentBillUpdate:
                 continue
-        return self._apply_once(events)
+        return self._apply_once(events, feed_position)
 
-    def _apply_once(self, events: Sequence[CartEventIn]) -> list[Outcome]:
+    def _apply_once(
+        self, events: Sequence[CartEventIn], feed_position: int | None
+    ) -> list[Outcome]:
         outcomes: dict[int, Outcome] = {}
         issued: list[Invoice] = []
         order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))
@@ -88,6 +93,8 @@ class BillingLedger:
                             if tx.issue_invoice(invoice):
                                 issued.append(invoice)
             tx.save_bills(list(bills.values()))
+            if feed_position is not None:
+                tx.save_feed_position(feed_position)
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)
         self.unpriced_lines += sum(line.unpriced for inv in issued for line in inv.lines.values())

@@ -27,6 +27,10 @@ class BillingTransaction(Protocol):
         this transaction read it."""
         ...
 
+    def save_feed_position(self, position: int) -> None:
+        """Record that the cart store's global feed is handled up to `position`."""
+        ...
+
     def price_of(self, item_id: str, at: datetime) -> Price | None:
         """The item's price in effect at `at`, or None when it had none then."""
         ...

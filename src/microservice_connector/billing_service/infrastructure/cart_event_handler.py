@@ -16,6 +16,13 @@ from microservice_connector.billing_service.infrastructure.cart_messages import 
     PoisonMessage,
     to_cart_event,
 )
+from microservice_connector.billing_service.infrastructure.cart_store import (
+    CartStoreUnreachable,
+)
+from microservice_connector.billing_service.infrastructure.gap_repair import (
+    GapRepair,
+    StoreDisagrees,
+)
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
@@ -37,7 +44,8 @@ _SETTLEMENTS = {Outcome.APPLIED: Ack("applied"), Outcome.DUPLICATE: Ack("duplica
 
 
 class CartEventHandler:
-    """Applies a batch in one transaction; poison is rejected, early events come back later,
+    """Applies a batch in one transaction; poison is rejected, early events come back later
+    (and with `repair`, their gap is filled from the cart store once they waited its grace),
     and while the database is away everything is retried without counting as a failure."""
 
     def __init__(
@@ -47,11 +55,13 @@ class CartEventHandler:
         handled: HandlingLog | None = None,
         *,
         gap_wait_s: float = DEFAULT_GAP_WAIT_S,
+        repair: GapRepair | None = None,
     ) -> None:
         self._ledger = ledger
         self._registry = registry
         self.handled = handled or HandlingLog()
         self._gap_attempts = gap_attempts(gap_wait_s)
+        self._repair = repair
 
     async def __call__(self, deliveries: Sequence[Delivery]) -> list[Settlement]:
         """One settlement per delivery, in order."""
@@ -94,10 +104,34 @@ class CartEventHandler:
             (event.event_id, event.cart_id, event.version, outcome.value)
             for event, outcome in zip(events, outcomes, strict=True)
         )
-        return [
-            self._settlement(outcome, deliveries[index].attempt, event)
-            for (index, event), outcome in zip(decoded, outcomes, strict=True)
-        ]
+        settlements = []
+        for (index, event), outcome in zip(decoded, outcomes, strict=True):
+            settlement = self._settlement(outcome, deliveries[index].attempt, event)
+            if outcome is Outcome.DEFERRED and self._repair and self._repair.due(event):
+                settlement = await self._repaired(event, settlement)
+            settlements.append(settlement)
+        return settlements
+
+    async def _repaired(self, early: CartEventIn, waiting: Settlement) -> Settlement:
+        """Fill `early`'s gap from the cart store: then it comes back at once (a duplicate, or
+        next in line); it is rejected only when the store itself disagrees."""
+        assert self._repair is not None
+        try:
+            await self._repair.fill(early)
+        except StoreDisagrees as exc:
+            self.handled.record(early.event_id, early.cart_id, early.version, "rejected", str(exc))
+            return Reject(str(exc))
+        except CartStoreUnreachable as exc:  # the broker may yet bring it: wait as before
+            log.warning("billing: cannot repair cart %s from the store: %s", early.cart_id, exc)
+            return waiting
+        except DatabaseUnavailable as exc:
+            return Retry(1.0, str(exc), failure=False)
+        except ConcurrentBillUpdate as exc:
+            return Retry(CONFLICT_RETRY_DELAY_S, str(exc), failure=False)
+        except Exception as exc:
+            log.exception("billing: repairing cart %s from the store failed", early.cart_id)
+            return Retry(0.5, f"repairing its gap from the store failed: {exc}")
+        return Retry(0.0, "its gap was filled from the event store", failure=False)
 
     def _note_poison(self, delivery: Delivery, error: str) -> None:
         headers = delivery.message.headers

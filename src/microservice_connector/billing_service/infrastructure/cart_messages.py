@@ -72,7 +72,13 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
 
 def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEventIn:
     """The cart event of one `GET /events` feed entry (for `msc billing rebuild`)."""
-    message = Message(
+    return to_cart_event(feed_message(item), registry, int(item["position"]))
+
+
+def feed_message(item: Mapping[str, Any]) -> Message:
+    """One `GET /events` (or `GET /carts/{id}/events`) entry as the `cart.events` message
+    the relay published for it; `KeyError` if a field is missing."""
+    return Message(
         id=str(item["event_id"]),
         topic="cart.events",
         payload=msgspec.json.encode(item["data"]),
@@ -85,7 +91,6 @@ def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEve
             "content-type": "application/json",
         },
     )
-    return to_cart_event(message, registry, int(item["position"]))
 
 
 def _shown(value: str) -> str:

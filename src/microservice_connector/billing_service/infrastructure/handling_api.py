@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from microservice_connector.billing_service.infrastructure.deadletter_api import DeadLetterBox
 from microservice_connector.billing_service.infrastructure.handling_log import (
     Handling,
     HandlingLog,
+    Source,
 )
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     BillStamp,
@@ -34,14 +35,19 @@ class HandlingOut(BaseModel):
     """What billing did with one cart event. `outcome` is `applied` once the cart's bill has
     reached its version (durable: the version gate applies versions in order); else the latest
     outcome billing saw since it started. `applied_at` is exact when known (this process
-    applied it, or it is the bill's latest version), else null; `counts` of each outcome
-    since billing started."""
+    applied it, or it is the bill's latest version), else null; `applied_via` is known when
+    this process applied it; `counts` of each outcome since billing started."""
 
     event_id: str
     cart_id: str
     version: int
     outcome: Outcome
     applied_at: datetime | None
+    applied_via: Source | None = Field(
+        description="where billing got it when it applied it: `broker` (the fast path), "
+        "`repair` (fetched from the cart store to fill a gap) or `catch-up` (from the cart "
+        "store's global feed, after the broker lost it); null when not known"
+    )
     last_seen_at: datetime | None
     counts: dict[str, int]
     last_error: str | None
@@ -129,6 +135,7 @@ def _handling(
         version=version,
         outcome="applied" if applied else cast(Outcome, seen.last_outcome if seen else ""),
         applied_at=applied_at,
+        applied_via=seen.applied_via if seen else None,
         last_seen_at=seen.last_at if seen else None,
         counts=seen.counts if seen else {},
         last_error=seen.last_error if seen else None,

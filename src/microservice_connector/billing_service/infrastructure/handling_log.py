@@ -10,9 +10,13 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 DEFAULT_CAPACITY = 20_000
 Seen = tuple[str, str, int, str]  # event id, cart id, version, outcome
+# Where billing got an event it applied: the broker (the fast path), or the cart store itself,
+# filling a gap before an early event (`repair`) or following the global feed (`catch-up`).
+Source = Literal["broker", "repair", "catch-up"]
 
 
 @dataclass(slots=True)
@@ -24,6 +28,7 @@ class Handling:
     last_outcome: str
     last_at: datetime
     applied_at: datetime | None = None
+    applied_via: Source | None = None
     counts: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
 
@@ -38,13 +43,22 @@ class HandlingLog:
         self._lock = threading.Lock()
 
     def record(
-        self, event_id: str, cart_id: str, version: int, outcome: str, error: str | None = None
+        self,
+        event_id: str,
+        cart_id: str,
+        version: int,
+        outcome: str,
+        error: str | None = None,
+        *,
+        via: Source = "broker",
     ) -> None:
-        """Note that `event_id` was `outcome` just now, with the `error` if any."""
-        self.record_batch([(event_id, cart_id, version, outcome)], error)
+        """Note that `event_id` (got `via`) was `outcome` just now, with the `error` if any."""
+        self.record_batch([(event_id, cart_id, version, outcome)], error, via=via)
 
-    def record_batch(self, seen: Iterable[Seen], error: str | None = None) -> None:
-        """Note the outcome of each event of a batch, all at the same moment."""
+    def record_batch(
+        self, seen: Iterable[Seen], error: str | None = None, *, via: Source = "broker"
+    ) -> None:
+        """Note the outcome of each event of a batch (all got `via`), at the same moment."""
         now = datetime.now(UTC)
         with self._lock:
             for event_id, cart_id, version, outcome in seen:
@@ -54,7 +68,7 @@ class HandlingLog:
                 entry.last_outcome, entry.last_at = outcome, now
                 entry.counts[outcome] = entry.counts.get(outcome, 0) + 1
                 if outcome == "applied":
-                    entry.applied_at = now
+                    entry.applied_at, entry.applied_via = now, via
                 if error is not None:
                     entry.last_error = error
                 self._entries[event_id] = entry

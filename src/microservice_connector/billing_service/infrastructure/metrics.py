@@ -37,6 +37,13 @@ class BillingMetrics:
             "Messages billing gave up on and sent to the dead-letter stream.",
             registry=registry,
         )
+        self.healed = Counter(
+            "msc_billing_healed_events_total",
+            "Cart events billing applied from the cart store instead of the broker, by source: "
+            "repair (a gap filled before an early event) or catch-up (the global feed).",
+            ["source"],
+            registry=registry,
+        )
         self.batch_latency = Histogram(
             "msc_billing_batch_duration_seconds",
             "Time to decode, gate and commit one fetched batch.",
@@ -67,6 +74,10 @@ class BillingMetrics:
                 self.batch_latency.observe(time.perf_counter() - started)
 
         return wrapped
+
+    def on_healed(self, source: str, count: int) -> None:
+        """Count `count` events applied from the cart store through `source`."""
+        self.healed.labels(source=source).inc(count)
 
     def on_outcome(self, delivery: Delivery, outcome: Outcome) -> None:
         """Count one settled delivery."""

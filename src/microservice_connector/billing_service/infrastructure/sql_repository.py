@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, BillLine, Invoice, Price
+from microservice_connector.billing_service.infrastructure.feed_position import save_position
 from microservice_connector.billing_service.infrastructure.sql_prices import (
     PriceHistory,
     change_price,
@@ -131,6 +132,10 @@ class SqlTransaction:
         if new:
             self.connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
+
+    def save_feed_position(self, position: int) -> None:
+        """Billing has handled the cart feed up to `position`: commits with this transaction."""
+        save_position(self.connection, position)
 
     def price_of(self, item_id: str, at: datetime) -> Price | None:
         """The item's price in effect at `at`, or None."""

@@ -152,10 +152,11 @@ class CartService:
             raise CartNotFound(f"cart {cart_id} not found")
         return CartView.of(cart)
 
-    async def cart_events(self, cart_id: str) -> list[RecordedEvent]:
-        """Every stored event of the cart, oldest first; `CartNotFound` if none."""
-        recorded = await self._store.load(cart_id)
-        if not recorded:
+    async def cart_events(self, cart_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The cart's stored events after `after_version`, oldest first; `CartNotFound` if
+        the cart has no event at all (an empty list if it has none after that version)."""
+        recorded = await self._store.load(cart_id, after_version)
+        if not recorded and (after_version == 0 or not await self._store.load(cart_id, 0, 1)):
             raise CartNotFound(f"cart {cart_id} not found")
         return recorded
 

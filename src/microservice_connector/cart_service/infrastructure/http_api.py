@@ -107,9 +107,15 @@ def create_app(
         return cart_response(await service.get_cart(cart_id, version))
 
     @app.get("/carts/{cart_id}/events", response_model=CartEvents)
-    async def cart_events(cart_id: CartId) -> CartEvents:
-        """The cart's stored events, oldest first."""
-        recorded = await service.cart_events(cart_id)
+    async def cart_events(
+        cart_id: CartId,
+        after_version: Annotated[
+            int, Query(ge=0, le=MAX_SQL_INT, description="only versions after this one")
+        ] = 0,
+    ) -> CartEvents:
+        """The cart's stored events after `after_version`, oldest first; 404 if the cart has
+        no event at all."""
+        recorded = await service.cart_events(cart_id, after_version)
         return CartEvents(cart_id=cart_id, events=[Event.of(e) for e in recorded])
 
     @app.get("/events", response_model=Feed)

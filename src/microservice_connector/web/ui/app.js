@@ -376,8 +376,14 @@ async function billingSteps(e, steps) {
     return false;
   }
   const h = handled.body;
+  // Where billing got it: the broker is the fast path; the cart store heals what it lost.
+  const via = {
+    broker: "",
+    repair: " from the event store (the broker had not brought it: gap repair)",
+    "catch-up": " from the event store's feed (the broker never brought it: catch-up)",
+  }[h.applied_via] || "";
   const texts = {
-    applied: h.applied_at ? `applied by billing at ${when(h.applied_at)}`
+    applied: h.applied_at ? `applied by billing${via} at ${when(h.applied_at)}`
       : "applied by billing (its bill is past this version; the time is kept only for recent events)",
     duplicate: `a duplicate: billing had applied this version already (${when(h.last_seen_at)})`,
     deferred: `deferred at ${when(h.last_seen_at)}: billing waits for an earlier version of the cart`,
