@@ -705,6 +705,38 @@ class TestPostgresEventStore:
 
         assert sorted(event.aggregate_id for event in seen) == ["cart-fast", "cart-slow"]
 
+    def test_appends_to_other_carts_commit_while_one_is_still_open(self, postgres_url: str) -> None:
+        # No writer waits for another's commit: the feed, not the writers, waits for the
+        # open one, and shows the later commit only once the earlier position is settled.
+        store = SqlEventStore(postgres_url)
+        slow_row_inserted, release_slow = threading.Event(), threading.Event()
+
+        def hold_the_slow_writer(statement: str, parameters: Any) -> None:
+            if statement.startswith("INSERT INTO events") and "cart-slow" in str(parameters):
+                slow_row_inserted.set()
+                release_slow.wait(timeout=30)
+
+        try:
+            with after_each_statement(hold_the_slow_writer), ThreadPoolExecutor(1) as pool:
+                slow = pool.submit(store.append, append("cart-slow", 0, items("cart-slow", 1)))
+                try:
+                    assert slow_row_inserted.wait(timeout=30)
+                    fast = [
+                        store.append(append(f"cart-{n}", 0, items(f"cart-{n}", 1)))
+                        for n in range(3)
+                    ]
+                    assert not slow.done()
+                    while_open = store.read_all()
+                finally:
+                    release_slow.set()
+                slow_events = slow.result(timeout=30)
+            after = store.read_all()
+        finally:
+            store.close()
+
+        assert while_open == []
+        assert after == slow_events + [event for events_ in fast for event in events_]
+
 
 def gate_row(position: int) -> dict[str, Any]:
     """An events row at `position` that belongs to no cart under test."""
