@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
-from microservice_connector.events.codec import Codec
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import feed_horizon
@@ -31,17 +30,7 @@ class PostgresEventStore(SqlEventStore):
     """`SqlEventStore` on PostgreSQL: appends to different aggregates commit in parallel, and
     `read_all` never skips an event whose transaction commits after a later position's."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        outbox_topic: str | None = "cart.events",
-        sqlite_synchronous: engines.SqliteSynchronous = "FULL",
-        codec: Codec | None = None,
-    ) -> None:
-        super().__init__(
-            url, outbox_topic=outbox_topic, sqlite_synchronous=sqlite_synchronous, codec=codec
-        )
+    def _create_dialect_schema(self) -> None:
         feed_horizon.install(self._writer)
 
     def _open_engines(

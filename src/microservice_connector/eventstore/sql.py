@@ -68,6 +68,7 @@ class SqlEventStore:
         self._codec = codec or JsonCodec()
         self._writer, self._reader = self._open_engines(url, sqlite_synchronous)
         engines.create_schema(self._writer)
+        self._create_dialect_schema()
 
     # --- what each dialect's adapter defines; `SqlEventStore(url)` opens the adapter --------
 
@@ -76,6 +77,9 @@ class SqlEventStore:
     ) -> tuple[Engine, Engine]:
         """The writer engine and the reader engine (they may be one)."""
         raise NotImplementedError
+
+    def _create_dialect_schema(self) -> None:
+        """Create what this dialect needs beyond the tables; nothing unless overridden."""
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
         """Each aggregate's current version, for those that have events."""
