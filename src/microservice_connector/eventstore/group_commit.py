@@ -84,7 +84,9 @@ class GroupCommitStore:
     ) -> None:
         """Mark outbox rows published (with the broker's `sequences` when known), on the
         writer thread right after its next commit, so the relay never waits for the
-        writer's connection. A no-op without an outbox."""
+        writer's connection. `LookupError` if this store was given no outbox."""
+        if self._outbox is None:
+            raise LookupError("this GroupCommitStore has no outbox to mark: pass outbox=")
         if not outbox_ids:
             return
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -212,12 +214,12 @@ class GroupCommitStore:
 
     def _mark(self, marks: Sequence[_Mark]) -> None:
         outcome: BaseException | None = None
+        assert self._outbox is not None, "mark_published takes no marks without an outbox"
         try:
-            if self._outbox is not None:
-                self._outbox.mark_published(
-                    [row for mark in marks for row in mark.outbox_ids],
-                    [sequence for mark in marks for sequence in mark.sequences],
-                )
+            self._outbox.mark_published(
+                [row for mark in marks for row in mark.outbox_ids],
+                [sequence for mark in marks for sequence in mark.sequences],
+            )
         except Exception as exc:  # the rows stay pending and are published again
             outcome = exc
         _answer(marks, outcome)
