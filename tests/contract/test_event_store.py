@@ -675,28 +675,16 @@ class TestPostgresEventStore:
     ) -> None:
         store = SqlEventStore(postgres_url)
         monitor = Monitor(postgres_url)
-        slow_row_inserted, release_slow = threading.Event(), threading.Event()
-
-        def hold_the_slow_writer(statement: str, parameters: Any) -> None:
-            if statement.startswith("INSERT INTO events") and "cart-slow" in str(parameters):
-                slow_row_inserted.set()
-                release_slow.wait(timeout=30)
-
         try:
-            with after_each_statement(hold_the_slow_writer), ThreadPoolExecutor(2) as pool:
-                slow = pool.submit(store.append, append("cart-slow", 0, items("cart-slow", 1)))
-                try:
-                    assert slow_row_inserted.wait(timeout=30)
-                    fast = pool.submit(store.append, append("cart-fast", 0, items("cart-fast", 1)))
-                    monitor.poll(
-                        lambda: fast.done() or monitor.lock_waiters() > 0,
-                        "the fast writer has committed or waits for the slow one",
-                    )
-                    first_page = store.read_all()
-                finally:
-                    release_slow.set()
-                slow.result(timeout=30)
-                fast.result(timeout=30)
+            with ThreadPoolExecutor(1) as pool, slow_writer(store, "cart-slow") as slow:
+                fast = pool.submit(store.append, append("cart-fast", 0, items("cart-fast", 1)))
+                monitor.poll(
+                    lambda: fast.done() or monitor.lock_waiters() > 0,
+                    "the fast writer has committed or waits for the slow one",
+                )
+                first_page = store.read_all()
+            slow.result(timeout=30)
+            fast.result(timeout=30)
             cursor = first_page[-1].position if first_page else 0
             seen = first_page + store.read_all(after_position=cursor)
         finally:
@@ -704,6 +692,45 @@ class TestPostgresEventStore:
             store.close()
 
         assert sorted(event.aggregate_id for event in seen) == ["cart-fast", "cart-slow"]
+
+    def test_appends_to_other_carts_commit_while_one_is_still_open(self, postgres_url: str) -> None:
+        # No writer waits for another's commit: the feed, not the writers, waits for the
+        # open one, and shows the later commits only once the earlier position is settled.
+        store = SqlEventStore(postgres_url)
+        try:
+            with slow_writer(store, "cart-slow") as slow:
+                fast = [
+                    store.append(append(f"cart-{n}", 0, items(f"cart-{n}", 1))) for n in range(3)
+                ]
+                assert not slow.done()
+                while_open = store.read_all()
+            after = store.read_all()
+        finally:
+            store.close()
+
+        assert while_open == []
+        assert after == slow.result(timeout=30) + [event for events_ in fast for event in events_]
+
+
+@contextmanager
+def slow_writer(store: EventStore, cart_id: str) -> Iterator[Future[list[RecordedEvent]]]:
+    """Append one event to `cart_id` on another thread, held after inserting its row (its
+    transaction open, its position taken) until the block ends; the append's future."""
+    row_inserted, release = threading.Event(), threading.Event()
+
+    def hold(statement: str, parameters: Any) -> None:
+        if statement.startswith("INSERT INTO events") and cart_id in str(parameters):
+            row_inserted.set()
+            release.wait(timeout=30)
+
+    with after_each_statement(hold), ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(store.append, append(cart_id, 0, items(cart_id, 1)))
+        try:
+            assert row_inserted.wait(timeout=30)
+            yield slow
+        finally:
+            release.set()
+        slow.result(timeout=30)
 
 
 def gate_row(position: int) -> dict[str, Any]:

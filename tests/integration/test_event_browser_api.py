@@ -136,7 +136,7 @@ def _next_event(lines: Iterator[str]) -> tuple[int, dict[str, Any]]:
 
 def test_the_relay_records_where_the_broker_stored_each_row(tmp_path: Path) -> None:
     store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
-    writer = GroupCommitStore(store)
+    writer = GroupCommitStore(store, outbox=store.outbox)
     broker = InMemoryBroker()
 
     async def scenario() -> list[str]:

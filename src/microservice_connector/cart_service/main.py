@@ -56,7 +56,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         codec=codec_named(settings.serializer),
     )
     sql_store.ping()
-    store = GroupCommitStore(sql_store)
+    store = GroupCommitStore(sql_store, outbox=sql_store.outbox)
     registry = service_registry("cart", settings.instance())
     metrics = CartMetrics(registry, sql_store.outbox)
     service = CartService(
@@ -122,6 +122,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     app.include_router(asyncapi_router())
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
+    app.state.event_store = store
     instrument(app, registry)
     trace_commands(app)
     protect(

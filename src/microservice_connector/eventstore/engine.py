@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -102,14 +102,20 @@ def create_schema(engine: Engine, tables: MetaData = metadata) -> None:
     `DatabaseUnavailable` if the database is not there."""
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(_ADVISORY_LOCK, {"key": _SCHEMA_LOCK_KEY})
+            take_schema_turn(connection)
             tables.create_all(connection)
             added = add_missing_columns(connection, tables) + widen_columns(connection, tables)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
     if added:
         log.warning("%s: added or widened columns %s", describe(engine), ", ".join(added))
+
+
+def take_schema_turn(connection: Connection) -> None:
+    """On PostgreSQL, wait until no other instance changes the schema, until this transaction
+    ends; SQLite's write lock already does that."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_ADVISORY_LOCK, {"key": _SCHEMA_LOCK_KEY})
 
 
 def describe(engine: Engine) -> str:
@@ -128,5 +134,14 @@ def ping(engine: Engine) -> None:
 
 def describe_failure(engine: Engine, exc: BaseException) -> str:
     """A one-line reason naming the database (without its password)."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-    return f"database {engine.url.render_as_string(hide_password=True)} unavailable: {reason}"
+    return f"database {describe(engine)} unavailable: {_reason(exc)}"
+
+
+def describe_refusal(engine: Engine, exc: BaseException) -> str:
+    """A one-line reason naming the database that refused the data (without its password)."""
+    return f"database {describe(engine)} refused the data: {_reason(exc)}"
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

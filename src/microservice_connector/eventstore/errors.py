@@ -18,3 +18,7 @@ class ConcurrencyError(Exception):
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or opened; the message says which and why."""
+
+
+class WriterStopped(DatabaseUnavailable):
+    """The event store's writer thread stopped; no append is taken until the service restarts."""

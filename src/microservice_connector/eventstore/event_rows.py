@@ -3,15 +3,17 @@ back from them: for SQLAlchemy (dicts, datetimes) and for SQLite's own driver (t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from microservice_connector.events.codec import JSON_CONTENT_TYPE
-from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.events.codec import JSON_CONTENT_TYPE, Codec
+from microservice_connector.events.envelope import NewEvent, RecordedEvent
 from microservice_connector.eventstore.outbox_rows import message_headers
+from microservice_connector.eventstore.port import AppendRequest
 
 
 class _Metadata(msgspec.Struct):
@@ -30,6 +32,29 @@ class _TracedMetadata(_Metadata):
 
 _encode = msgspec.json.Encoder().encode
 _decode_metadata = msgspec.json.Decoder(_TracedMetadata).decode
+
+
+def recorded(
+    request: AppendRequest, event: NewEvent, version: int, position: int, codec: Codec
+) -> RecordedEvent:
+    """`event` of `request` as it is stored at `version` and `position`, its payload encoded
+    by `codec`; an event without an id gets a new UUID."""
+    return RecordedEvent(
+        position=position,
+        event_id=event.event_id or str(uuid.uuid4()),
+        aggregate_id=request.aggregate_id,
+        aggregate_type=request.aggregate_type,
+        version=version,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        content_type=codec.content_type,
+        event_data=codec.encode(event.event_type, event.payload),
+        timestamp=event.timestamp.astimezone(UTC),
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        traceparent=event.traceparent,
+        tracestate=event.tracestate,
+    )
 
 
 def metadata_json(event: RecordedEvent) -> str:

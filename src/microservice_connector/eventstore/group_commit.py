@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from microservice_connector.events.envelope import RecordedEvent
-from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.errors import DatabaseUnavailable, WriterStopped
 from microservice_connector.eventstore.port import AppendRequest, AppendResult, EventStore
+from microservice_connector.eventstore.writer_health import WriterHealth
 
 _Pending = tuple[AppendRequest, "asyncio.Future[list[RecordedEvent]]"]
+_Outcome = AppendResult | BaseException
+_Answer = tuple["asyncio.Future[Any]", _Outcome | None]
 _STOP = object()
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+
+
+class PublishedMarker(Protocol):
+    """The outbox's marker: records that the broker acknowledged rows (`SqlOutbox`)."""
+
+    def mark_published(
+        self, ids: Sequence[int], sequences: Sequence[int | None] | None = None
+    ) -> None:
+        """Mark the rows `ids` published, with the broker's `sequences` when known."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,27 +44,39 @@ class _Mark:
 class GroupCommitStore:
     """An async face on an `EventStore`: appends waiting together commit together.
 
-    Each append still succeeds or fails on its own expected version; a caller is answered
-    only after the commit that holds its events. Reads run on worker threads.
+    Each append succeeds or fails on its own: on its expected version, and on its own data
+    (an event that does not encode, a value the database refuses fails that append only).
+    A caller is answered only after the commit that holds its events. If the writer thread
+    stops, waiting and later appends get `WriterStopped` at once and `ping` says why; while
+    commits fail (database down, disk full) and until one succeeds, `ping` says that.
+    Reads run on worker threads.
     """
 
-    def __init__(self, store: EventStore, *, max_batch: int = 256) -> None:
+    def __init__(
+        self, store: EventStore, *, outbox: PublishedMarker | None = None, max_batch: int = 256
+    ) -> None:
         self.store = store
+        self._outbox = outbox
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Held while an item is queued and while the writer declares itself stopped, so
+        # nothing is queued after the writer's last look at the queue.
+        self._accepting = threading.Lock()
+        self._health = WriterHealth()
         self._commit_listeners: list[Callable[[], None]] = []
 
     def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call `listener` (on the writer thread) after every commit that stored events."""
+        """Call `listener` (on the writer thread) after every commit that stored events; one
+        that raises is logged and does not stop the writer."""
         self._commit_listeners.append(listener)
 
     async def append(self, request: AppendRequest) -> list[RecordedEvent]:
-        """Append through the next group commit; raises `ConcurrencyError` on a stale version."""
-        self._ensure_writer()
+        """Append through the next group commit; raises `ConcurrencyError` on a stale version,
+        `DatabaseUnavailable` (`WriterStopped` included) or `DataRejected`."""
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        self._queue.put((request, future))
+        self._submit((request, future))
         return await future
 
     async def mark_published(
@@ -57,13 +84,14 @@ class GroupCommitStore:
     ) -> None:
         """Mark outbox rows published (with the broker's `sequences` when known), on the
         writer thread right after its next commit, so the relay never waits for the
-        writer's connection. A no-op for a store without one."""
+        writer's connection. `LookupError` if this store was given no outbox."""
+        if self._outbox is None:
+            raise LookupError("this GroupCommitStore has no outbox to mark: pass outbox=")
         if not outbox_ids:
             return
-        self._ensure_writer()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         known: list[int | None] = [None] * len(outbox_ids) if sequences is None else [*sequences]
-        self._queue.put(_Mark(list(outbox_ids), known, future))
+        self._submit(_Mark(list(outbox_ids), known, future))
         await future
 
     async def load(
@@ -81,7 +109,9 @@ class GroupCommitStore:
         return await asyncio.to_thread(work, self.store)
 
     async def ping(self) -> None:
-        """Raise `DatabaseUnavailable` unless the store answers."""
+        """Raise `DatabaseUnavailable` unless the store answers and takes writes: naming the
+        writer if it stopped, or if its last commit failed and none has succeeded since."""
+        self._health.check()
         await asyncio.to_thread(self.store.ping)
 
     def close(self) -> None:
@@ -93,6 +123,12 @@ class GroupCommitStore:
             thread.join()
         self.store.close()
 
+    def _submit(self, item: _Pending | _Mark) -> None:
+        with self._accepting:
+            self._health.refuse_if_stopped()
+            self._ensure_writer()
+            self._queue.put(item)
+
     def _ensure_writer(self) -> None:
         if self._thread is None:
             with self._start_lock:
@@ -103,68 +139,117 @@ class GroupCommitStore:
                     self._thread.start()
 
     def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            items: list[Any] = [first]
-            stop = False
-            while len(items) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                items.append(item)
-            batch = [item for item in items if not isinstance(item, _Mark)]
-            if batch:
-                self._commit(batch)
-            marks = [item for item in items if isinstance(item, _Mark)]
-            if marks:
-                self._mark(marks)
-            if stop:
-                return
-
-    def _mark(self, marks: Sequence[_Mark]) -> None:
-        outbox = getattr(self.store, "outbox", None)
-        outcome: Any = None
+        in_hand: list[Any] = []
         try:
-            if outbox is not None:
-                outbox.mark_published(
-                    [row for mark in marks for row in mark.outbox_ids],
-                    [sequence for mark in marks for sequence in mark.sequences],
-                )
-        except Exception as exc:  # the rows stay pending and are published again
-            outcome = exc
-        for mark in marks:
-            with contextlib.suppress(RuntimeError):
-                mark.future.get_loop().call_soon_threadsafe(_settle, [(mark.future, outcome)])
+            while True:
+                in_hand, stop = self._take_group()
+                batch = [item for item in in_hand if not isinstance(item, _Mark)]
+                if batch:
+                    self._commit(batch)
+                marks = [item for item in in_hand if isinstance(item, _Mark)]
+                if marks:
+                    self._mark(marks)
+                in_hand = []
+                if stop:
+                    return
+        except BaseException as exc:  # whatever it was, no caller may wait for this thread
+            log.critical("event store writer stopped", exc_info=exc)
+            with self._accepting:
+                self._health.stop(f"{type(exc).__name__}: {exc}")
+            stopped = WriterStopped(f"event store writer stopped: {type(exc).__name__}: {exc}")
+            _answer([*in_hand, *_drain(self._queue)], stopped)
+
+    def _take_group(self) -> tuple[list[Any], bool]:
+        """The next items to write together (at least one, waiting for it), and whether a
+        stop came after them."""
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        items: list[Any] = [first]
+        while len(items) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return items, True
+            items.append(item)
+        return items, False
 
     def _commit(self, batch: Sequence[_Pending]) -> None:
-        outcomes: Sequence[AppendResult | BaseException]
-        try:
-            outcomes = self.store.append_batch([request for request, _ in batch])
-        except Exception as exc:  # the whole commit failed: every caller hears why
-            outcomes = [exc] * len(batch)
-        else:
-            if any(isinstance(outcome, list) and outcome for outcome in outcomes):
-                for listener in self._commit_listeners:
-                    listener()
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+        outcomes = self._outcomes([request for request, _ in batch])
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(future.get_loop(), []).append((future, outcome))
         for loop, settled in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: its callers are gone
                 loop.call_soon_threadsafe(_settle, settled)
+        if any(isinstance(outcome, list) and outcome for outcome in outcomes):
+            self._notify()
+
+    def _outcomes(self, requests: Sequence[AppendRequest]) -> list[_Outcome]:
+        """Each request's outcome, from one commit when all goes well. When the commit fails
+        for a reason of its own (an event that does not encode, data the database refuses),
+        nothing was written: each half is committed again, so that only the bad request
+        fails. When the database fails, every request hears why."""
+        try:
+            results: list[_Outcome] = [*self.store.append_batch(requests)]
+        except DatabaseUnavailable as exc:
+            self._health.commit_failed(str(exc))
+            return [exc] * len(requests)
+        except Exception as exc:
+            if len(requests) == 1:
+                return [exc]
+            middle = len(requests) // 2
+            return self._outcomes(requests[:middle]) + self._outcomes(requests[middle:])
+        self._health.committed()
+        return results
+
+    def _notify(self) -> None:
+        for listener in self._commit_listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the commits of everyone else
+                log.exception("commit listener %r failed; the writer goes on", listener)
+
+    def _mark(self, marks: Sequence[_Mark]) -> None:
+        outcome: BaseException | None = None
+        assert self._outbox is not None, "mark_published takes no marks without an outbox"
+        try:
+            self._outbox.mark_published(
+                [row for mark in marks for row in mark.outbox_ids],
+                [sequence for mark in marks for sequence in mark.sequences],
+            )
+        except Exception as exc:  # the rows stay pending and are published again
+            outcome = exc
+        _answer(marks, outcome)
 
 
-def _settle(settled: list[tuple[asyncio.Future[list[RecordedEvent]], Any]]) -> None:
+def _drain(items: queue.SimpleQueue[Any]) -> list[Any]:
+    drained = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            drained.append(items.get_nowait())
+    return drained
+
+
+def _answer(items: Sequence[Any], outcome: BaseException | None) -> None:
+    """Answer the callers of `items` (appends and marks) with `outcome` (None: done); an
+    append already answered keeps its answer."""
+    for item in items:
+        if item is _STOP:
+            continue
+        future: asyncio.Future[Any] = item.future if isinstance(item, _Mark) else item[1]
+        answer: list[_Answer] = [(future, outcome)]
+        with contextlib.suppress(RuntimeError):  # a closed loop: its caller is gone
+            future.get_loop().call_soon_threadsafe(_settle, answer)
+
+
+def _settle(settled: list[_Answer]) -> None:
     for future, outcome in settled:
         if future.done():
             continue
-        if isinstance(outcome, (ConcurrencyError, BaseException)):
+        if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(outcome)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from microservice_connector.events.codec import Codec, JsonCodec
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
+from microservice_connector.eventstore.event_rows import recorded
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
 
@@ -33,11 +33,25 @@ class InMemoryEventStore:
         return result
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-        """Apply each request on its own version check."""
+        """Apply each request on its own version check; all or nothing when one raises (an
+        event that does not encode), as a SQL transaction would."""
         with self._lock:
-            return [self._append_locked(request) for request in requests]
+            first_new, keys_before = len(self._all), dict(self._keys)
+            try:
+                return [self._append_locked(request, self._codec) for request in requests]
+            except BaseException:
+                self._undo(first_new)
+                self._keys = keys_before
+                raise
 
-    def _append_locked(self, request: AppendRequest) -> AppendResult:
+    def _undo(self, first_new: int) -> None:
+        """Forget the events from position `first_new + 1` on (each is its stream's newest)."""
+        for event in self._all[first_new:]:
+            self._streams[event.aggregate_id].pop()
+            self._event_ids.discard(event.event_id)
+        del self._all[first_new:]
+
+    def _append_locked(self, request: AppendRequest, codec: Codec) -> AppendResult:
         stream = self._streams.get(request.aggregate_id, [])
         key = request.idempotency
         used = self._keys.get(key.key) if key is not None else None
@@ -45,38 +59,24 @@ class InMemoryEventStore:
             return IdempotencyKeyUsed(used)
         if len(stream) != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, len(stream))
-        recorded: list[RecordedEvent] = []
+        stored: list[RecordedEvent] = []
         for offset, event in enumerate(request.events, start=1):
-            event_id = event.event_id or str(uuid.uuid4())
-            if event_id in self._event_ids or any(e.event_id == event_id for e in recorded):
+            position = len(self._all) + offset
+            record = recorded(request, event, request.expected_version + offset, position, codec)
+            if record.event_id in self._event_ids or any(
+                e.event_id == record.event_id for e in stored
+            ):
                 return ConcurrencyError(request.aggregate_id, request.expected_version, len(stream))
-            recorded.append(
-                RecordedEvent(
-                    position=len(self._all) + offset,
-                    event_id=event_id,
-                    aggregate_id=request.aggregate_id,
-                    aggregate_type=request.aggregate_type,
-                    version=request.expected_version + offset,
-                    event_type=event.event_type,
-                    schema_version=event.schema_version,
-                    content_type=self._codec.content_type,
-                    event_data=self._codec.encode(event.event_type, event.payload),
-                    timestamp=event.timestamp.astimezone(UTC),
-                    correlation_id=event.correlation_id,
-                    causation_id=event.causation_id,
-                    traceparent=event.traceparent,
-                    tracestate=event.tracestate,
-                )
-            )
-        self._all.extend(recorded)
-        self._streams.setdefault(request.aggregate_id, []).extend(recorded)
-        self._event_ids.update(e.event_id for e in recorded)
+            stored.append(record)
+        self._all.extend(stored)
+        self._streams.setdefault(request.aggregate_id, []).extend(stored)
+        self._event_ids.update(e.event_id for e in stored)
         if key is not None:
-            version = request.expected_version + len(recorded)
+            version = request.expected_version + len(stored)
             self._keys[key.key] = RecordedKey(
                 key.key, key.fingerprint, request.aggregate_id, version, key.expires_at
             )
-        return recorded
+        return stored
 
     def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None

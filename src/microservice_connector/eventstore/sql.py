@@ -1,45 +1,29 @@
-"""The SQLAlchemy event store: SQLite (one writer, WAL) or PostgreSQL, events plus outbox rows."""
+"""The SQL event store: what SQLite and PostgreSQL share (the append pipeline, reads, errors);
+each dialect's adapter supplies its engines, versions, positions, inserts and loads."""
 
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, Select, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from microservice_connector.events.codec import Codec, JsonCodec
-from microservice_connector.events.envelope import NewEvent, RecordedEvent
+from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
-from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
-from microservice_connector.eventstore.event_rows import (
-    event_row,
-    from_row,
-    outbox_row,
-    sqlite_event_row,
-    sqlite_outbox_row,
-    sqlite_time,
-)
+from microservice_connector.eventstore.event_rows import from_row, recorded
+from microservice_connector.eventstore.failures import DataRejected, Failure, classify
 from microservice_connector.eventstore.idempotency_keys import KeyLedger, SqlIdempotencyKeys
 from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
-from microservice_connector.eventstore.schema import events, outbox
+from microservice_connector.eventstore.schema import events
 from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
 
-# Any fixed 64-bit number; every store writing to one PostgreSQL database takes the same one.
-_WRITER_LOCK_KEY = 0x6D73_635F_6576_7473  # "msc_evts"
-_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_NEXT_IDS = text(
-    "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :count)"
-)
-# deadlock_detected, serialization_failure: the transaction lost a race and wrote nothing.
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
-
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     events.c.id,
     events.c.event_id,
     events.c.aggregate_id,
@@ -50,20 +34,28 @@ _EVENT_COLUMNS = (
     events.c["metadata"],
     events.c.timestamp,
 )
-# Built once: loading is the hot path of every cache miss, and building costs more than running.
-_LOAD = (
-    select(*_EVENT_COLUMNS)
-    .where(
-        events.c.aggregate_id == bindparam("aggregate_id"),
-        events.c.version > bindparam("after"),
-    )
-    .order_by(events.c.version)
-)
-_LOAD_TO = _LOAD.where(events.c.version <= bindparam("to"))
+# An append together with what it stored; whatever else an append writes is derived from it.
+Appended = tuple[AppendRequest, list[RecordedEvent]]
 
 
 class SqlEventStore:
-    """Events and their outbox rows in one transaction; `UNIQUE(aggregate_id, version)` guards."""
+    """Events and their outbox rows in one transaction; `UNIQUE(aggregate_id, version)` guards.
+
+    `SqlEventStore(url, ...)` opens the adapter of the URL's dialect (`SqliteEventStore`,
+    `PostgresEventStore`). A failed append raises `DatabaseUnavailable` when the database may
+    heal (down, busy, full) and `DataRejected` when it refused the data itself.
+    """
+
+    def __new__(cls, url: str, **_options: Any) -> SqlEventStore:
+        """The adapter for `url`'s dialect when called on this base class."""
+        if cls is SqlEventStore:
+            # Imported here because the adapters subclass this class.
+            from microservice_connector.eventstore.postgres_store import PostgresEventStore
+            from microservice_connector.eventstore.sqlite_store import SqliteEventStore
+
+            backend = engines.parse_database_url(url).get_backend_name()
+            cls = SqliteEventStore if backend == "sqlite" else PostgresEventStore
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -75,15 +67,55 @@ class SqlEventStore:
     ) -> None:
         self._outbox_topic = outbox_topic
         self._codec = codec or JsonCodec()
-        self._writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
-        is_sqlite = self._writer.dialect.name == "sqlite"
-        self._reader = (
-            engines.make_engine(url, sqlite_synchronous=sqlite_synchronous)
-            if is_sqlite
-            else self._writer
-        )
-        self._serialise_writers = not is_sqlite
+        self._writer, self._reader = self._open_engines(url, sqlite_synchronous)
         engines.create_schema(self._writer)
+        self._create_dialect_schema()
+
+    # --- what each dialect's adapter defines; `SqlEventStore(url)` opens the adapter --------
+
+    def _open_engines(
+        self, url: str, sqlite_synchronous: engines.SqliteSynchronous
+    ) -> tuple[Engine, Engine]:
+        """The writer engine and the reader engine (they may be one)."""
+        raise NotImplementedError
+
+    def _create_dialect_schema(self) -> None:
+        """Create what this dialect needs beyond the tables; nothing unless overridden."""
+
+    def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
+        """Each aggregate's current version, for those that have events."""
+        raise NotImplementedError
+
+    def _positions(self, connection: Connection, count: int) -> list[int]:
+        """The next `count` global positions, reserved for this transaction."""
+        raise NotImplementedError
+
+    def _insert_events(self, connection: Connection, stored: Sequence[RecordedEvent]) -> None:
+        """Insert the `events` rows of `stored`."""
+        raise NotImplementedError
+
+    def _insert_outbox(
+        self, connection: Connection, stored: Sequence[RecordedEvent], topic: str
+    ) -> None:
+        """Insert one `outbox` row per event of `stored`, publishing it to `topic`."""
+        raise NotImplementedError
+
+    def load(
+        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
+        raise NotImplementedError
+
+    def _feed(self, after_position: int, limit: int) -> Select[Any]:
+        """The query of the global feed's page after `after_position`, by position."""
+        return (
+            select(*EVENT_COLUMNS)
+            .where(events.c.id > after_position)
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+
+    # --- shared -------------------------------------------------------------------------
 
     @property
     def outbox(self) -> SqlOutbox:
@@ -106,18 +138,17 @@ class SqlEventStore:
         atomically with `append_in`."""
         return self._writer
 
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return engines.describe(self._writer)
+
     def append_in(self, connection: Connection, request: AppendRequest) -> list[RecordedEvent]:
         """Append inside the caller's transaction on `writer`; raises `ConcurrencyError`."""
-        self._take_turn(connection)
         [result] = self._append_together(connection, [request])
         if not isinstance(result, list):
             raise result
         return result
-
-    @property
-    def url(self) -> str:
-        """The database URL, password hidden."""
-        return self._writer.url.render_as_string(hide_password=True)
 
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Write all events and outbox rows atomically, or raise `ConcurrencyError`."""
@@ -128,33 +159,26 @@ class SqlEventStore:
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """One commit for many appends; each is checked against its own expected version.
-
-        On PostgreSQL, writers take turns (a transaction-scoped advisory lock), so positions
-        become visible in order and a feed reader never skips an event committed late.
-        """
+        Raises `DatabaseUnavailable` (may heal) or `DataRejected` (never will) for the whole
+        batch, which then wrote nothing."""
         try:
             try:
                 with self._writer.begin() as connection:
-                    self._take_turn(connection)
                     return self._append_together(connection, requests)
             except (IntegrityError, sqlite3.IntegrityError):
                 # A writer outside this store won a race inside the batch: redo it one
                 # append at a time, so that only the losers fail.
                 with self._writer.begin() as connection:
-                    self._take_turn(connection)
                     return [self._append_one(connection, request) for request in requests]
-        except DBAPIError as exc:
-            if _is_transient_conflict(exc):
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            failure = classify(exc)
+            if failure is Failure.RACE:  # the transaction lost and wrote nothing
                 return [
                     ConcurrencyError(r.aggregate_id, r.expected_version, None) for r in requests
                 ]
-            raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
-
-    def _take_turn(self, connection: Connection) -> None:
-        if self._serialise_writers:
-            connection.execute(_ADVISORY_LOCK, {"key": _WRITER_LOCK_KEY})
+            if failure is Failure.TRANSIENT:
+                raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
+            raise DataRejected(engines.describe_refusal(self._writer, exc)) from exc
 
     def _append_together(
         self, connection: Connection, requests: Sequence[AppendRequest]
@@ -179,32 +203,17 @@ class SqlEventStore:
             accepted.append((len(results), request))
             results.append([])
         positions = iter(self._positions(connection, sum(len(r.events) for _, r in accepted)))
-        written: list[RecordedEvent] = []
+        appended: list[Appended] = []
+        codec = self._codec
         for slot, request in accepted:
-            recorded = [
-                _record(
-                    request, event, request.expected_version + offset, next(positions), self._codec
-                )
+            results[slot] = stored = [
+                recorded(request, event, request.expected_version + offset, next(positions), codec)
                 for offset, event in enumerate(request.events, start=1)
             ]
-            results[slot] = recorded
-            written.extend(recorded)
-        self._insert(connection, written)
+            appended.append((request, stored))
+        self._write(connection, appended)
         keys.write()
         return results
-
-    def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
-        """Each aggregate's current version, for those that have events."""
-        if self._serialise_writers:  # PostgreSQL
-            query = (
-                select(events.c.aggregate_id, func.max(events.c.version))
-                .where(events.c.aggregate_id.in_(aggregate_ids))
-                .group_by(events.c.aggregate_id)
-            )
-            return {aggregate_id: version for aggregate_id, version in connection.execute(query)}
-        ids = list(aggregate_ids)
-        sql = sqlite_sql.VERSIONS.format(marks=",".join("?" * len(ids)))
-        return dict(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
         keys = KeyLedger(connection, [request])
@@ -222,100 +231,57 @@ class SqlEventStore:
             # A savepoint, so a lost race fails this append and not the batch.
             with connection.begin_nested():
                 positions = self._positions(connection, len(request.events))
-                recorded = [
-                    _record(request, event, current + offset, position, self._codec)
+                stored = [
+                    recorded(request, event, current + offset, position, self._codec)
                     for (offset, event), position in zip(
                         enumerate(request.events, start=1), positions, strict=True
                     )
                 ]
-                self._insert(connection, recorded)
+                self._write(connection, [(request, stored)])
                 keys.accept(request, current + len(request.events))
                 keys.write()
         except (IntegrityError, sqlite3.IntegrityError):
             return ConcurrencyError(request.aggregate_id, request.expected_version, None)
-        return recorded
+        return stored
 
-    def _positions(self, connection: Connection, count: int) -> list[int]:
-        """The next `count` global positions. Writers take turns, so nobody else takes them."""
-        if count == 0:
-            return []
-        if self._serialise_writers:  # PostgreSQL: from the column's own sequence
-            return list(connection.execute(_NEXT_IDS, {"count": count}).scalars())
-        last: int = sqlite_sql.cursor(connection).execute(sqlite_sql.LAST_POSITION).fetchone()[0]
-        return list(range(last + 1, last + 1 + count))
-
-    def _insert(self, connection: Connection, recorded: list[RecordedEvent]) -> None:
-        if not recorded:
+    def _write(self, connection: Connection, appended: Sequence[Appended]) -> None:
+        """Everything the appends write, in the caller's transaction: their events and, with
+        an outbox topic, one outbox row each. Every row kind that goes with an append is
+        written here, so all paths (batch, one by one, `append_in`) write the same."""
+        stored = [event for _, events_ in appended for event in events_]
+        if not stored:
             return
-        if self._serialise_writers:  # PostgreSQL
-            connection.execute(insert(events), [event_row(event) for event in recorded])
-            if self._outbox_topic is not None:
-                connection.execute(
-                    insert(outbox), [outbox_row(event, self._outbox_topic) for event in recorded]
-                )
-            return
-        # SQLite: the driver's executemany with tuples, text timestamps as SQLAlchemy writes them.
-        cursor = sqlite_sql.cursor(connection)
-        cursor.executemany(sqlite_sql.INSERT_EVENT, [sqlite_event_row(e) for e in recorded])
+        self._insert_events(connection, stored)
         if self._outbox_topic is not None:
-            created_at = sqlite_time(datetime.now(UTC))
-            cursor.executemany(
-                sqlite_sql.INSERT_OUTBOX,
-                [sqlite_outbox_row(e, self._outbox_topic, created_at) for e in recorded],
-            )
-
-    def load(
-        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
-    ) -> list[RecordedEvent]:
-        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
-        if self._serialise_writers:  # PostgreSQL
-            params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
-            return self._read(_LOAD if to_version is None else _LOAD_TO, params)
-        if to_version is None:
-            return self._read_sqlite(sqlite_sql.LOAD, (aggregate_id, after_version))
-        return self._read_sqlite(sqlite_sql.LOAD_TO, (aggregate_id, after_version, to_version))
+            self._insert_outbox(connection, stored, self._outbox_topic)
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
-        """Up to `limit` events with position > `after_position`, in position order."""
-        query = (
-            select(*_EVENT_COLUMNS)
-            .where(events.c.id > after_position)
-            .order_by(events.c.id)
-            .limit(limit)
-        )
-        return self._read(query)
+        """Up to `limit` events with position > `after_position`, in position order; an event
+        committed late is never skipped by a reader that paged past its position."""
+        return self._read(self._feed(after_position, limit))
 
     def find(self, event_id: str) -> RecordedEvent | None:
         """The stored event with this `event_id`, or None."""
-        found = self._read(select(*_EVENT_COLUMNS).where(events.c.event_id == event_id))
+        found = self._read(select(*EVENT_COLUMNS).where(events.c.event_id == event_id))
         return found[0] if found else None
 
     def last_position(self) -> int:
         """The newest event's position; 0 for an empty store."""
-        try:
-            with self._reader.connect() as connection:
-                return int(connection.execute(select(func.max(events.c.id))).scalar() or 0)
-        except SQLAlchemyError as exc:
-            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+        with self._reading() as connection:
+            return int(connection.execute(select(func.max(events.c.id))).scalar() or 0)
 
     def _read(self, query: Any, params: dict[str, Any] | None = None) -> list[RecordedEvent]:
+        with self._reading() as connection:
+            return [from_row(row) for row in connection.execute(query, params).all()]
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A reader connection; any database failure becomes `DatabaseUnavailable`."""
         try:
             with self._reader.connect() as connection:
-                return [from_row(row) for row in connection.execute(query, params).all()]
+                yield connection
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
-
-    def _read_sqlite(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
-        """A load on the reader's pooled connection through the sqlite3 driver directly."""
-        try:
-            connection = self._reader.raw_connection()
-            try:
-                rows = connection.cursor().execute(sql, params).fetchall()
-            finally:
-                connection.close()
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
-        return [from_row(row) for row in rows]
 
     def ping(self) -> None:
         """Raise `DatabaseUnavailable` unless the database answers."""
@@ -325,28 +291,3 @@ class SqlEventStore:
         """Dispose of both engines' connections."""
         self._writer.dispose()
         self._reader.dispose()
-
-
-def _is_transient_conflict(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
-
-
-def _record(
-    request: AppendRequest, event: NewEvent, version: int, position: int, codec: Codec
-) -> RecordedEvent:
-    return RecordedEvent(
-        position=position,
-        event_id=event.event_id or str(uuid.uuid4()),
-        aggregate_id=request.aggregate_id,
-        aggregate_type=request.aggregate_type,
-        version=version,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        content_type=codec.content_type,
-        event_data=codec.encode(event.event_type, event.payload),
-        timestamp=event.timestamp.astimezone(UTC),
-        correlation_id=event.correlation_id,
-        causation_id=event.causation_id,
-        traceparent=event.traceparent,
-        tracestate=event.tracestate,
-    )

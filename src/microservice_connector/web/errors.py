@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.failures import DataRejected
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 
 
 def install_error_handlers(app: FastAPI, statuses: dict[type[Exception], int]) -> None:
-    """Map domain exceptions to statuses; malformed input → 422, database down → 503."""
+    """Map domain exceptions to statuses; malformed input → 422, database down → 503, data
+    the database refused → 500 saying so."""
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
@@ -73,6 +75,11 @@ def install_error_handlers(app: FastAPI, statuses: dict[type[Exception], int]) -
         log.warning("database unavailable: %s", exc)
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
+    async def on_refused(_: Request, exc: Exception) -> JSONResponse:
+        # The API accepted what the database refused: a defect here, not the client's.
+        log.error("the database refused accepted input: %s", exc)
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
+
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 400:  # FastAPI could not even parse the body: malformed input
@@ -84,6 +91,7 @@ def install_error_handlers(app: FastAPI, statuses: dict[type[Exception], int]) -
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(DatabaseUnavailable, on_unavailable)
+    app.add_exception_handler(DataRejected, on_refused)
     for exc_type, status in statuses.items():
         app.add_exception_handler(exc_type, _answer_with(status))
     app.add_exception_handler(Exception, _internal_error)

@@ -1,0 +1,101 @@
+"""PostgreSQL's safe horizon for the global feed: writers commit side by side, and a reader is
+shown an event only once no event at an earlier position can still commit.
+
+Positions come from a sequence, so a transaction may commit after another that took later
+positions; a reader paging by position would skip its events for good. So positions are
+handed out by `msc_take_positions`, which marks the transaction as in flight from its first
+position on: a transaction-scoped shared advisory lock whose key is that position (offset
+into a range of its own), held until the transaction ends. `msc_feed_end` answers the first
+position a reader may not show yet: the lowest position still in flight, or past the newest
+position handed out. Both run in a short critical section (a session advisory lock held for
+one function call, never through a commit), so a reader sees every allocation either as done
+or as in flight. The reader's next statement, whose snapshot is taken after that answer, then
+sees every event below it that will ever commit.
+
+Only transactions that take positions hold the feed back, and only until they end; other
+transactions, in this database or another, do not (a horizon from `pg_snapshot_xmin` would
+wait for every writing transaction of the whole cluster).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+
+# Fixed 64-bit numbers, the same for every event store writing to one PostgreSQL database:
+# the critical section's lock, and the start of the key range marking positions in flight
+# (2**40 positions; other advisory keys of this project lie outside it).
+_SECTION_KEY = 0x6D73_635F_666E_6472  # "msc_fndr"
+_IN_FLIGHT_KEYS = 0x6D73_7000_0000_0000
+_IN_FLIGHT_KEYS_END = _IN_FLIGHT_KEYS + 2**40
+_SEQUENCE = "pg_get_serial_sequence('events', 'id')"
+_LEAVE_ON_ERROR = f"""
+    EXCEPTION WHEN others OR query_canceled THEN
+        -- A session lock outlives the transaction: release it on every way out.
+        PERFORM pg_advisory_unlock({_SECTION_KEY});
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({_SECTION_KEY});"""
+
+_INSTALL = [
+    f"""
+CREATE OR REPLACE FUNCTION msc_take_positions(how_many integer) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    first_position bigint;
+BEGIN
+    PERFORM pg_advisory_lock({_SECTION_KEY});
+    BEGIN
+        first_position := nextval({_SEQUENCE});
+        PERFORM pg_advisory_xact_lock_shared({_IN_FLIGHT_KEYS} + first_position);
+        RETURN NEXT first_position;
+        RETURN QUERY SELECT nextval({_SEQUENCE}) FROM generate_series(2, how_many);
+    {_LEAVE_ON_ERROR}
+END
+$$
+""",
+    f"""
+CREATE OR REPLACE FUNCTION msc_feed_end() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    newest bigint;
+    oldest_in_flight bigint;
+BEGIN
+    PERFORM pg_advisory_lock({_SECTION_KEY});
+    BEGIN
+        newest := coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0);
+        SELECT min(key) - {_IN_FLIGHT_KEYS} INTO oldest_in_flight
+        FROM (
+            SELECT (classid::bigint << 32) | objid::bigint AS key
+            FROM pg_locks
+            WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ) AS held
+        WHERE key >= {_IN_FLIGHT_KEYS} AND key < {_IN_FLIGHT_KEYS_END};
+    {_LEAVE_ON_ERROR}
+    RETURN least(newest + 1, oldest_in_flight);
+END
+$$
+""",
+]
+
+TAKE_POSITIONS = text("SELECT msc_take_positions(:count)")
+"""The next `:count` positions, in order; they hold the feed back until the transaction ends."""
+
+FEED_END = text("SELECT msc_feed_end()")
+"""The first position a reader may not show yet; a later statement sees all committed below."""
+
+
+def install(engine: Engine) -> None:
+    """Create (or replace) the two functions; one instance at a time, so instances may start
+    together. `DatabaseUnavailable` if the database is not there."""
+    try:
+        with engine.begin() as connection:
+            engines.take_schema_turn(connection)
+            for statement in _INSTALL:
+                connection.exec_driver_sql(statement)
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(engines.describe_failure(engine, exc)) from exc

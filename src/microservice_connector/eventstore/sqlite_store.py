@@ -1,0 +1,78 @@
+"""The SQLite event store: one writer connection (`BEGIN IMMEDIATE`), readers beside it in WAL
+mode, and the hot statements through SQLite's own driver."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.events.envelope import RecordedEvent
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore import sqlite_statements as sqlite_sql
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.event_rows import (
+    from_row,
+    sqlite_event_row,
+    sqlite_outbox_row,
+    sqlite_time,
+)
+from microservice_connector.eventstore.sql import SqlEventStore
+
+
+class SqliteEventStore(SqlEventStore):
+    """`SqlEventStore` on a SQLite file: appends take the file's one write lock in turn, so
+    positions are handed out and become visible in order."""
+
+    def _open_engines(
+        self, url: str, sqlite_synchronous: engines.SqliteSynchronous
+    ) -> tuple[Engine, Engine]:
+        writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
+        return writer, engines.make_engine(url, sqlite_synchronous=sqlite_synchronous)
+
+    def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
+        ids = list(aggregate_ids)
+        sql = sqlite_sql.VERSIONS.format(marks=",".join("?" * len(ids)))
+        return dict(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
+
+    def _positions(self, connection: Connection, count: int) -> list[int]:
+        # The transaction holds the write lock: nobody else takes positions meanwhile.
+        if count == 0:
+            return []
+        last: int = sqlite_sql.cursor(connection).execute(sqlite_sql.LAST_POSITION).fetchone()[0]
+        return list(range(last + 1, last + 1 + count))
+
+    def _insert_events(self, connection: Connection, stored: Sequence[RecordedEvent]) -> None:
+        rows = [sqlite_event_row(event) for event in stored]
+        sqlite_sql.cursor(connection).executemany(sqlite_sql.INSERT_EVENT, rows)
+
+    def _insert_outbox(
+        self, connection: Connection, stored: Sequence[RecordedEvent], topic: str
+    ) -> None:
+        created_at = sqlite_time(datetime.now(UTC))
+        rows = [sqlite_outbox_row(event, topic, created_at) for event in stored]
+        sqlite_sql.cursor(connection).executemany(sqlite_sql.INSERT_OUTBOX, rows)
+
+    def load(
+        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
+        if to_version is None:
+            return self._read_raw(sqlite_sql.LOAD, (aggregate_id, after_version))
+        return self._read_raw(sqlite_sql.LOAD_TO, (aggregate_id, after_version, to_version))
+
+    def _read_raw(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
+        """A load on the reader's pooled connection through the sqlite3 driver directly."""
+        try:
+            connection = self._reader.raw_connection()
+            try:
+                rows = connection.cursor().execute(sql, params).fetchall()
+            finally:
+                connection.close()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+        return [from_row(row) for row in rows]
