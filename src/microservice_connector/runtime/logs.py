@@ -50,7 +50,7 @@ def configure_logging(
     fmt: LogFormat = "text", level: int = logging.INFO, *, instance: str | None = None
 ) -> None:
     """Send logs to stderr in `fmt`, each line naming `instance` when given; uvicorn's own
-    loggers follow the same format."""
+    loggers follow the same format and level."""
     handler = logging.StreamHandler()
     if instance is not None:
         handler.addFilter(InstanceFilter(instance))
@@ -67,3 +67,4 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)  # a level set earlier must not linger
