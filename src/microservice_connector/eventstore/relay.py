@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
@@ -19,6 +20,7 @@ from microservice_connector.messaging.ports import Publisher
 log = logging.getLogger(__name__)
 FLUSH_S = 3.0
 DEFAULT_LEASE_S = 15.0
+DEFAULT_AUDIT_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class OutboxRelay:
     PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
     (`SqlOutbox.claim`): when one dies, another publishes its rows within
     `lease_seconds + poll_interval`.
+
+    With an `audit`, it checks at start and every `audit_interval` seconds that the broker
+    still holds what it acknowledged, and publishes again what it lost (`BrokerAudit`).
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class OutboxRelay:
         mark_published: Callable[[list[int], list[int | None]], Awaitable[None]] | None = None,
         relay_id: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_S,
+        audit: BrokerAudit | None = None,
+        audit_interval: float = DEFAULT_AUDIT_INTERVAL_S,
     ) -> None:
         self.relay_id = relay_id or default_instance_id()
         self._lease_seconds = lease_seconds
@@ -71,6 +78,8 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._observer = observer
         self._mark_published = mark_published or self._mark_on_a_thread
+        self._audit = audit
+        self._audit_interval = audit_interval
         self._wake = asyncio.Event()
         self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -89,6 +98,16 @@ class OutboxRelay:
         """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
         (what is not acked by then stays pending, its leases released for other relays)."""
         self._loop = asyncio.get_running_loop()
+        auditing = asyncio.create_task(self._audit_every(stop)) if self._audit else None
+        try:
+            await self._relay_until(stop)
+        finally:
+            if auditing is not None:
+                auditing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await auditing
+
+    async def _relay_until(self, stop: asyncio.Event) -> None:
         backoff = 0.0
         while not stop.is_set():
             self._wake.clear()
@@ -112,6 +131,18 @@ class OutboxRelay:
         await self._flush()
         with contextlib.suppress(DatabaseUnavailable):
             await asyncio.to_thread(self._outbox.release, self.relay_id)
+
+    async def _audit_every(self, stop: asyncio.Event) -> None:
+        assert self._audit is not None
+        while not stop.is_set():
+            try:
+                if await self._audit.check():
+                    self._wake.set()  # re-armed rows are pending: publish them now
+            except (ConnectionError, DatabaseUnavailable) as exc:
+                log.warning("broker audit: %s; trying again in %g s", exc, self._audit_interval)
+            except Exception:  # the audit must never stop the relay
+                log.exception("broker audit failed; trying again in %g s", self._audit_interval)
+            await _wait(stop, self._audit_interval)
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError, DatabaseUnavailable):

@@ -1,0 +1,117 @@
+"""The relay's audit of its broker: does it still hold what it acknowledged? What it lost is
+made pending again in the outbox, so the relay publishes it again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from microservice_connector.eventstore.outbox import SqlOutbox
+from microservice_connector.messaging.holdings import BrokerHoldings, Holding
+
+log = logging.getLogger(__name__)
+REARM_CHUNK = 5_000  # rows per transaction, so a large loss never holds the writer long
+
+LossKind = Literal["tail_lost", "recreated"]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLoss:
+    """The broker lost messages it had acknowledged on one log of `topic`: its `tail_lost`
+    (its last sequence went below what the outbox recorded) or it was `recreated` (created
+    after rows were acknowledged); `rearmed` outbox rows are pending again."""
+
+    topic: str
+    kind: LossKind
+    rearmed: int
+    detail: str
+
+
+class AuditObserver(Protocol):
+    """Told of every loss found; metrics implement it. Must be cheap and must not raise."""
+
+    def broker_lost(self, loss: BrokerLoss) -> None:
+        """The broker lost `loss.rearmed` acknowledged rows of `loss.topic`."""
+        ...
+
+
+class BrokerAudit:
+    """Compares, per log of each topic, the broker's holdings with the outbox's record of
+    acknowledgements (`broker_sequence`, `published_at`), and re-arms what is missing:
+
+    - rows whose sequence is above the log's last one, marked before the broker was read
+      (the tail was lost: an OS crash before JetStream's fsync, Tansu restarted empty);
+    - rows marked before the log was created (a JetStream stream deleted, or its store
+      thrown away, and made again): its sequences start over, so none of them is in it.
+
+    Re-armed rows keep their id: a stream made again, or one recovered from disk, does not
+    remember their ids, so its duplicate window does not drop them.
+    """
+
+    def __init__(
+        self,
+        outbox: SqlOutbox,
+        holdings: BrokerHoldings,
+        topics: Sequence[str],
+        *,
+        observer: AuditObserver | None = None,
+        chunk: int = REARM_CHUNK,
+    ) -> None:
+        self._outbox = outbox
+        self._holdings = holdings
+        self._topics = list(topics)
+        self._observer = observer
+        self._chunk = chunk
+
+    async def check(self) -> list[BrokerLoss]:
+        """Audit every topic once; raises `ConnectionError` while the broker is unreachable
+        and `DatabaseUnavailable` while the outbox is."""
+        losses: list[BrokerLoss] = []
+        for topic in self._topics:
+            read_at = datetime.now(UTC)  # before the read: rows marked later may be newer
+            for holding in await self._holdings.holdings(topic):
+                losses += await self._check_log(topic, holding, read_at)
+        for loss in losses:
+            log.warning(
+                "broker lost %d acknowledged rows of %s (%s: %s); publishing them again",
+                loss.rearmed,
+                loss.topic,
+                loss.kind,
+                loss.detail,
+            )
+            if self._observer is not None:
+                self._observer.broker_lost(loss)
+        return losses
+
+    async def _check_log(self, topic: str, holding: Holding, read_at: datetime) -> list[BrokerLoss]:
+        losses: list[BrokerLoss] = []
+        if holding.created is not None:
+            rearmed = await self._rearm(topic, holding.first, holding.limit, holding.created)
+            if rearmed:
+                detail = f"the log was created at {holding.created.isoformat()}"
+                losses.append(BrokerLoss(topic, "recreated", rearmed, detail))
+        recorded = await asyncio.to_thread(
+            self._outbox.highest_sequence, topic, holding.first, holding.limit
+        )
+        if recorded is not None and recorded > holding.last:
+            rearmed = await self._rearm(topic, holding.last + 1, holding.limit, read_at)
+            if rearmed:
+                detail = f"it holds up to sequence {holding.last}, it had acknowledged {recorded}"
+                losses.append(BrokerLoss(topic, "tail_lost", rearmed, detail))
+        return losses
+
+    async def _rearm(self, topic: str, first: int, limit: int, before: datetime) -> int:
+        """Re-arm in chunks, logging progress of a large loss."""
+        total = 0
+        while True:
+            count = await asyncio.to_thread(
+                self._outbox.rearm, topic, first, limit, before, chunk=self._chunk
+            )
+            total += count
+            if count < self._chunk:
+                return total
+            log.info("re-armed %d rows of %s so far", total, topic)
