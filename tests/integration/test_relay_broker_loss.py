@@ -26,7 +26,12 @@ from microservice_connector.eventstore import AppendRequest, SqlEventStore
 from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.holdings import BrokerHoldings
-from microservice_connector.messaging.kafka import KafkaConfig, KafkaPublisher, start_producer
+from microservice_connector.messaging.kafka import (
+    KafkaConfig,
+    KafkaPublisher,
+    ensure_topics,
+    start_producer,
+)
 from microservice_connector.messaging.kafka.holdings import KafkaHoldings
 from microservice_connector.messaging.kafka.records import MESSAGE_ID_HEADER, header_map
 from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
@@ -41,6 +46,7 @@ STREAMS = {"CART": ["cart.events"]}
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 DEADLINE_S = 30.0
 AUDIT_INTERVAL_S = 0.2
+NO_PERIODIC_CHECK = 3600.0  # longer than any test: only the check at start runs
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,12 +97,16 @@ class RunningRelay:
 
 @asynccontextmanager
 async def running_relay(
-    store: SqlEventStore, publisher: Publisher, holdings: BrokerHoldings
+    store: SqlEventStore,
+    publisher: Publisher,
+    holdings: BrokerHoldings,
+    audit_interval: float = AUDIT_INTERVAL_S,
 ) -> AsyncIterator[RunningRelay]:
+    """A relay whose audit checks at start and every `audit_interval` seconds."""
     registry = CollectorRegistry()
     audit = BrokerAudit(store.outbox, holdings, [TOPIC], observer=BrokerLossMetrics(registry))
     relay = OutboxRelay(
-        store.outbox, publisher, poll_interval=0.05, audit=audit, audit_interval=AUDIT_INTERVAL_S
+        store.outbox, publisher, poll_interval=0.05, audit=audit, audit_interval=audit_interval
     )
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
@@ -202,6 +212,33 @@ async def test_a_stream_that_lost_its_tail_gets_the_lost_events_again(
             assert await stream_ids(js) == ids  # in commit order, each once
 
 
+async def test_a_lost_tail_hidden_by_new_publishes_is_found_at_their_acknowledgement(
+    store: SqlEventStore, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """No periodic check runs here: the stream takes new events at the sequences of the lost
+    ones, and the relay sees it in their acknowledgements."""
+    older = tmp_path / "older-store"
+    async with nats_relay(store, nats_server) as js:
+        holdings = NatsHoldings(js, STREAMS)
+        async with running_relay(store, NatsPublisher(js), holdings, NO_PERIODIC_CHECK) as relay:
+            ids = append_carts(store, range(3))
+            await until(relay.all_published, "the first events published")
+            nats_server.stop()
+            shutil.copytree(nats_server.store_dir / "jetstream", older)
+            nats_server.start()
+            ids += append_carts(store, range(3, 7))
+            await until(relay.all_published, "the later events published")
+            nats_server.stop()
+            shutil.rmtree(nats_server.store_dir / "jetstream")
+            shutil.copytree(older, nats_server.store_dir / "jetstream")
+            nats_server.start()
+            ids += append_carts(store, range(7, 9))
+
+            await until(lambda: holds_exactly(js, ids), "the lost tail published again")
+            assert relay.counted("msc_relay_broker_regressions_total", kind="sequence_reused") == 1
+            assert relay.counted("msc_relay_republished_rows_total") == 4
+
+
 # --- Kafka (Tansu) ------------------------------------------------------------------------
 
 
@@ -242,5 +279,38 @@ async def test_tansu_restarted_empty_gets_every_event_again(
             await until(holds_every_event, "the empty broker to hold every event")
             assert relay.counted("msc_relay_broker_regressions_total", kind="tail_lost") >= 1
             assert relay.counted("msc_relay_republished_rows_total") == 6
+    finally:
+        await producer.stop()
+
+
+async def test_tansu_restarted_empty_and_refilled_gets_the_lost_events_again(
+    store: SqlEventStore, tansu_server: TansuServer
+) -> None:
+    """No periodic check: the new broker's offsets start over under new events, and the
+    relay sees it in their acknowledgements."""
+    config = KafkaConfig(tansu_server.bootstrap)
+    holdings = KafkaHoldings(config, {TOPIC: 1})
+    await holdings.holdings(TOPIC)
+    producer = await start_producer(config)
+    try:
+        async with running_relay(
+            store, KafkaPublisher(producer), holdings, NO_PERIODIC_CHECK
+        ) as relay:
+            ids = append_carts(store, range(4))
+            await until(relay.all_published, "the first events published")
+            tansu_server.stop()
+            tansu_server.start()
+            await ensure_topics(config, {TOPIC: 1})
+            ids += append_carts(store, range(4, 6))
+
+            async def holds_every_event() -> bool:
+                try:
+                    return sorted(await topic_ids(config)) == sorted(ids)
+                except Exception:  # the broker is still coming back
+                    return False
+
+            await until(holds_every_event, "the lost events published again")
+            assert relay.counted("msc_relay_broker_regressions_total", kind="sequence_reused") == 1
+            assert relay.counted("msc_relay_republished_rows_total") == 4
     finally:
         await producer.stop()

@@ -16,14 +16,15 @@ from microservice_connector.messaging.holdings import BrokerHoldings, Holding
 log = logging.getLogger(__name__)
 REARM_CHUNK = 5_000  # rows per transaction, so a large loss never holds the writer long
 
-LossKind = Literal["tail_lost", "recreated"]
+LossKind = Literal["tail_lost", "recreated", "sequence_reused"]
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerLoss:
     """The broker lost messages it had acknowledged on one log of `topic`: its `tail_lost`
-    (its last sequence went below what the outbox recorded) or it was `recreated` (created
-    after rows were acknowledged); `rearmed` outbox rows are pending again."""
+    (its last sequence went below what the outbox recorded), it was `recreated` (created
+    after rows were acknowledged), or it acknowledged a new message at a `sequence_reused`
+    (one it had given before); `rearmed` outbox rows are pending again."""
 
     topic: str
     kind: LossKind
@@ -46,7 +47,11 @@ class BrokerAudit:
     - rows whose sequence is above the log's last one, marked before the broker was read
       (the tail was lost: an OS crash before JetStream's fsync, Tansu restarted empty);
     - rows marked before the log was created (a JetStream stream deleted, or its store
-      thrown away, and made again): its sequences start over, so none of them is in it.
+      thrown away, and made again): its sequences start over, so none of them is in it;
+    - rows marked before a publish round whose new messages the broker stored at sequences
+      no higher than theirs (`acknowledged`): it went back, and reuses the sequences of what
+      it lost. This catches a loss that new publishes would hide from the first two checks
+      (the log growing past its old last sequence before the next check).
 
     Re-armed rows keep their id: a stream made again, or one recovered from disk, does not
     remember their ids, so its duplicate window does not drop them.
@@ -66,6 +71,8 @@ class BrokerAudit:
         self._topics = list(topics)
         self._observer = observer
         self._chunk = chunk
+        self._logs: dict[str, list[Holding]] = {}  # per topic, as last read
+        self._highest: dict[tuple[str, int], int] = {}  # per log: the highest sequence seen
 
     async def check(self) -> list[BrokerLoss]:
         """Audit every topic once; raises `ConnectionError` while the broker is unreachable
@@ -73,8 +80,45 @@ class BrokerAudit:
         losses: list[BrokerLoss] = []
         for topic in self._topics:
             read_at = datetime.now(UTC)  # before the read: rows marked later may be newer
-            for holding in await self._holdings.holdings(topic):
-                losses += await self._check_log(topic, holding, read_at)
+            self._logs[topic] = await self._holdings.holdings(topic)
+            for holding in self._logs[topic]:
+                found = await self._check_log(topic, holding, read_at)
+                key = (topic, holding.first)
+                seen = self._highest.get(key, holding.last)
+                self._highest[key] = holding.last if found else max(seen, holding.last)
+                losses += found
+        self._report(losses)
+        return losses
+
+    async def acknowledged(
+        self, sequences: Sequence[tuple[str, int]], round_started: datetime
+    ) -> list[BrokerLoss]:
+        """Check the (topic, sequence) of each message a round stored anew (not a duplicate):
+        a sequence no higher than one seen before on its log means the broker lost those,
+        and the rows marked before `round_started` at or above it are re-armed. Costs no
+        query unless a sequence went back; knows the logs only after a first `check`."""
+        lowest: dict[tuple[str, int], tuple[Holding, int, int]] = {}
+        for topic, sequence in sequences:
+            holding = next((h for h in self._logs.get(topic, ()) if h.holds(sequence)), None)
+            if holding is None:
+                continue
+            key = (topic, holding.first)
+            low, high = lowest.get(key, (holding, sequence, sequence))[1:]
+            lowest[key] = (holding, min(low, sequence), max(high, sequence))
+        losses: list[BrokerLoss] = []
+        for (topic, first), (holding, low, high) in lowest.items():
+            seen = self._highest.get((topic, first), low - 1)
+            self._highest[(topic, first)] = high if low <= seen else max(seen, high)
+            if low > seen:
+                continue
+            rearmed = await self._rearm(topic, low, holding.limit, round_started)
+            if rearmed:
+                detail = f"it stored a new message at {low}, having acknowledged up to {seen}"
+                losses.append(BrokerLoss(topic, "sequence_reused", rearmed, detail))
+        self._report(losses)
+        return losses
+
+    def _report(self, losses: list[BrokerLoss]) -> None:
         for loss in losses:
             log.warning(
                 "broker lost %d acknowledged rows of %s (%s: %s); publishing them again",
@@ -85,7 +129,6 @@ class BrokerAudit:
             )
             if self._observer is not None:
                 self._observer.broker_lost(loss)
-        return losses
 
     async def _check_log(self, topic: str, holding: Holding, read_at: datetime) -> list[BrokerLoss]:
         losses: list[BrokerLoss] = []

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from microservice_connector.eventstore.broker_audit import BrokerAudit
@@ -98,7 +99,10 @@ class OutboxRelay:
         """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
         (what is not acked by then stays pending, its leases released for other relays)."""
         self._loop = asyncio.get_running_loop()
-        auditing = asyncio.create_task(self._audit_every(stop)) if self._audit else None
+        auditing = None
+        if self._audit is not None:
+            await self._audit_once()  # before publishing: a new log would hide what it lost
+            auditing = asyncio.create_task(self._audit_every(stop))
         try:
             await self._relay_until(stop)
         finally:
@@ -133,16 +137,20 @@ class OutboxRelay:
             await asyncio.to_thread(self._outbox.release, self.relay_id)
 
     async def _audit_every(self, stop: asyncio.Event) -> None:
-        assert self._audit is not None
         while not stop.is_set():
-            try:
-                if await self._audit.check():
-                    self._wake.set()  # re-armed rows are pending: publish them now
-            except (ConnectionError, DatabaseUnavailable) as exc:
-                log.warning("broker audit: %s; trying again in %g s", exc, self._audit_interval)
-            except Exception:  # the audit must never stop the relay
-                log.exception("broker audit failed; trying again in %g s", self._audit_interval)
             await _wait(stop, self._audit_interval)
+            if not stop.is_set():
+                await self._audit_once()
+
+    async def _audit_once(self) -> None:
+        assert self._audit is not None
+        try:
+            if await self._audit.check():
+                self._wake.set()  # re-armed rows are pending: publish them now
+        except (ConnectionError, DatabaseUnavailable) as exc:
+            log.warning("broker audit: %s; trying again in %g s", exc, self._audit_interval)
+        except Exception:  # the audit must never stop the relay
+            log.exception("broker audit failed; trying again in %g s", self._audit_interval)
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError, DatabaseUnavailable):
@@ -161,7 +169,7 @@ class OutboxRelay:
         )
         if not rows:
             return RelayRound(0, 0)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         results = await self._publisher.publish([_message(row) for row in rows])
         publish_seconds = time.perf_counter() - started
         acked = [
@@ -176,6 +184,10 @@ class OutboxRelay:
         ]
         if acked:
             await self._mark_published([i for i, _ in acked], [seq for _, seq in acked])
+            if self._audit is not None and await self._audit.acknowledged(
+                _stored_anew(rows, results), started_at
+            ):
+                self._wake.set()  # re-armed rows are pending: publish them now
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
@@ -191,6 +203,15 @@ def _message(row: OutboxRow) -> Message:
     return Message(
         id=row.event_id, topic=row.topic, payload=row.payload, headers=row.headers, key=row.key
     )
+
+
+def _stored_anew(rows: list[OutboxRow], results: list[PublishResult]) -> list[tuple[str, int]]:
+    """The topic and sequence of each message the broker stored now, not as a duplicate."""
+    return [
+        (row.topic, result.sequence)
+        for row, result in zip(rows, results, strict=True)
+        if result.acknowledged and result.sequence is not None and not result.duplicate
+    ]
 
 
 def _first_error(failed: list[tuple[OutboxRow, PublishResult]]) -> str:
