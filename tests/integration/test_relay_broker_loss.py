@@ -25,7 +25,7 @@ from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, SqlEventStore
 from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.relay import OutboxRelay
-from microservice_connector.messaging.holdings import BrokerHoldings
+from microservice_connector.messaging.holdings import BrokerHoldings, Holding
 from microservice_connector.messaging.kafka import (
     KafkaConfig,
     KafkaPublisher,
@@ -79,6 +79,27 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {DEADLINE_S:g} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class CountedHoldings:
+    """The real holdings, counting the audit's reads."""
+
+    def __init__(self, holdings: BrokerHoldings) -> None:
+        self._holdings = holdings
+        self.reads = 0
+
+    async def holdings(self, topic: str) -> list[Holding]:
+        self.reads += 1
+        return await self._holdings.holdings(topic)
+
+    async def checked_more(self, times: int) -> None:
+        """Wait until the audit has read the broker `times` more times."""
+        wanted = self.reads + times
+
+        async def done() -> bool:
+            return self.reads >= wanted
+
+        await until(done, f"{times} more audits")
 
 
 @dataclass
@@ -149,6 +170,21 @@ async def holds_exactly(js: JetStreamContext, ids: list[str]) -> bool:
         return sorted(await stream_ids(js)) == sorted(ids)
     except Exception:  # the server is still coming back
         return False
+
+
+async def test_a_stream_that_keeps_everything_is_never_found_lossy(
+    store: SqlEventStore, nats_server: NatsServer
+) -> None:
+    async with nats_relay(store, nats_server) as js:
+        holdings = CountedHoldings(NatsHoldings(js, STREAMS))
+        async with running_relay(store, NatsPublisher(js), holdings) as relay:
+            ids: list[str] = []
+            for batch in range(5):  # audits run between and during the rounds
+                ids += append_carts(store, range(batch * 20, batch * 20 + 20))
+                await until(relay.all_published, f"batch {batch} published")
+            await holdings.checked_more(3)
+            assert relay.counted("msc_relay_republished_rows_total") == 0
+            assert await stream_ids(js) == ids
 
 
 async def test_a_stream_deleted_and_made_again_gets_every_event_again(
@@ -254,6 +290,26 @@ async def topic_ids(config: KafkaConfig) -> list[str]:
         return [header_map(record.headers)[MESSAGE_ID_HEADER] for record in records]
     finally:
         await consumer.stop()
+
+
+async def test_a_topic_that_keeps_everything_is_never_found_lossy(
+    store: SqlEventStore, tansu_server: TansuServer
+) -> None:
+    config = KafkaConfig(tansu_server.bootstrap)
+    holdings = CountedHoldings(KafkaHoldings(config, {TOPIC: 3}))
+    await holdings.holdings(TOPIC)
+    producer = await start_producer(config)
+    try:
+        async with running_relay(store, KafkaPublisher(producer), holdings) as relay:
+            ids: list[str] = []
+            for batch in range(5):  # several records per produce batch, audits between
+                ids += append_carts(store, range(batch * 20, batch * 20 + 20))
+                await until(relay.all_published, f"batch {batch} published")
+            await holdings.checked_more(3)
+            assert relay.counted("msc_relay_republished_rows_total") == 0
+            assert sorted(await topic_ids(config)) == sorted(ids)
+    finally:
+        await producer.stop()
 
 
 async def test_tansu_restarted_empty_gets_every_event_again(

@@ -72,21 +72,22 @@ class BrokerAudit:
         self._observer = observer
         self._chunk = chunk
         self._logs: dict[str, list[Holding]] = {}  # per topic, as last read
-        self._highest: dict[tuple[str, int], int] = {}  # per log: the highest sequence seen
+        # Per log (topic, first sequence): the highest sequence acknowledged to this relay,
+        # or recorded in the outbox when it started; and the log's creation time.
+        self._highest: dict[tuple[str, int], int] = {}
+        self._created: dict[tuple[str, int], datetime] = {}
 
     async def check(self) -> list[BrokerLoss]:
         """Audit every topic once; raises `ConnectionError` while the broker is unreachable
-        and `DatabaseUnavailable` while the outbox is."""
+        and `DatabaseUnavailable` while the outbox is. The outbox is searched only on the
+        first check and when a log's creation time changed; later checks compare the
+        broker's last sequences with the highest this relay has seen acknowledged."""
         losses: list[BrokerLoss] = []
         for topic in self._topics:
             read_at = datetime.now(UTC)  # before the read: rows marked later may be newer
             self._logs[topic] = await self._holdings.holdings(topic)
             for holding in self._logs[topic]:
-                found = await self._check_log(topic, holding, read_at)
-                key = (topic, holding.first)
-                seen = self._highest.get(key, holding.last)
-                self._highest[key] = holding.last if found else max(seen, holding.last)
-                losses += found
+                losses += await self._check_log(topic, holding, read_at)
         self._report(losses)
         return losses
 
@@ -131,20 +132,29 @@ class BrokerAudit:
                 self._observer.broker_lost(loss)
 
     async def _check_log(self, topic: str, holding: Holding, read_at: datetime) -> list[BrokerLoss]:
+        key = (topic, holding.first)
         losses: list[BrokerLoss] = []
-        if holding.created is not None:
-            rearmed = await self._rearm(topic, holding.first, holding.limit, holding.created)
+        created = holding.created
+        if created is not None and self._created.get(key) != created:
+            self._created[key] = created
+            rearmed = await self._rearm(topic, holding.first, holding.limit, created)
             if rearmed:
-                detail = f"the log was created at {holding.created.isoformat()}"
+                detail = f"the log was created at {created.isoformat()}"
                 losses.append(BrokerLoss(topic, "recreated", rearmed, detail))
-        recorded = await asyncio.to_thread(
-            self._outbox.highest_sequence, topic, holding.first, holding.limit
-        )
-        if recorded is not None and recorded > holding.last:
+        highest = self._highest.get(key)
+        if highest is None:  # first look: what the outbox recorded, from any relay
+            highest = await asyncio.to_thread(
+                self._outbox.highest_sequence, topic, holding.first, holding.limit
+            )
+        if highest is not None and highest > holding.last:
             rearmed = await self._rearm(topic, holding.last + 1, holding.limit, read_at)
             if rearmed:
-                detail = f"it holds up to sequence {holding.last}, it had acknowledged {recorded}"
+                detail = f"it holds up to sequence {holding.last}, it had acknowledged {highest}"
                 losses.append(BrokerLoss(topic, "tail_lost", rearmed, detail))
+        if losses:
+            self._highest[key] = holding.last  # what was above it is pending again
+        else:
+            self._highest[key] = max(self._highest.get(key, 0), highest or 0)
         return losses
 
     async def _rearm(self, topic: str, first: int, limit: int, before: datetime) -> int:

@@ -173,22 +173,22 @@ class SqlOutbox:
         """Make pending again up to `chunk` published rows of `topic` that recorded a broker
         sequence between `first` and `limit` and were marked before `published_before`, oldest
         first, with `last_error` saying why; returns how many (0: none left). The broker lost
-        them, so they are published again, under their own id."""
+        them, so they are published again, under their own id. The search runs on the reader,
+        so the writer is held only to update the rows found."""
         lost = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.topic == topic,
-                outbox.c.published_at.is_not(None),
-                outbox.c.published_at < published_before,
-                outbox.c.broker_sequence.between(first, limit),
-            )
-            .order_by(outbox.c.id)
-            .limit(chunk)
-            .scalar_subquery()
+            outbox.c.topic == topic,
+            outbox.c.published_at.is_not(None),
+            outbox.c.published_at < published_before,
+            outbox.c.broker_sequence.between(first, limit),
         )
+        search = select(outbox.c.id).where(*lost).order_by(outbox.c.id).limit(chunk)
+        with self._guard(self._reader), self._reader.connect() as connection:
+            ids = list(connection.execute(search).scalars())
+        if not ids:
+            return 0
         rearmed = (
             update(outbox)
-            .where(outbox.c.id.in_(lost))
+            .where(outbox.c.id.in_(ids), *lost)  # as found, unless marked again meanwhile
             .values(
                 published_at=None,
                 broker_sequence=None,
