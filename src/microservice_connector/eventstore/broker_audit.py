@@ -98,20 +98,21 @@ class BrokerAudit:
         a sequence no higher than one seen before on its log means the broker lost those,
         and the rows marked before `round_started` at or above it are re-armed. Costs no
         query unless a sequence went back; knows the logs only after a first `check`."""
-        lowest: dict[tuple[str, int], tuple[Holding, int, int]] = {}
+        stored: dict[tuple[str, int], list[int]] = {}  # per log, the sequences it gave now
+        logs: dict[tuple[str, int], Holding] = {}
         for topic, sequence in sequences:
             holding = next((h for h in self._logs.get(topic, ()) if h.holds(sequence)), None)
-            if holding is None:
-                continue
-            key = (topic, holding.first)
-            low, high = lowest.get(key, (holding, sequence, sequence))[1:]
-            lowest[key] = (holding, min(low, sequence), max(high, sequence))
+            if holding is not None:
+                logs[(topic, holding.first)] = holding
+                stored.setdefault((topic, holding.first), []).append(sequence)
         losses: list[BrokerLoss] = []
-        for (topic, first), (holding, low, high) in lowest.items():
-            seen = self._highest.get((topic, first), low - 1)
-            self._highest[(topic, first)] = high if low <= seen else max(seen, high)
+        for key, given in stored.items():
+            low, high = min(given), max(given)
+            seen = self._highest.get(key, low - 1)
+            self._highest[key] = high if low <= seen else max(seen, high)
             if low > seen:
                 continue
+            topic, holding = key[0], logs[key]
             rearmed = await self._rearm(topic, low, holding.limit, round_started)
             if rearmed:
                 detail = f"it stored a new message at {low}, having acknowledged up to {seen}"
