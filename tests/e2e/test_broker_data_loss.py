@@ -1,6 +1,6 @@
-"""The embedded nats-server loses its data after acknowledging events billing never got: the
-cart service's relay publishes them again, billing's consumer is made again, and every bill
-comes right without restarting either service."""
+"""The embedded broker (nats-server, or Tansu) loses its data after acknowledging events
+billing never got: the cart service's relay publishes them again, billing's consumer is made
+again, and every bill comes right without restarting either service."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from microservice_connector.runtime.system import Part, System, wait_until
 from support.processes import free_port
+from support.tansu import tansu_or_skip
 
 pytestmark = pytest.mark.e2e
 
@@ -49,22 +50,25 @@ def counter(url: str, name: str) -> float:
 
 
 def restart_without_data(system: System) -> None:
-    """SIGKILL the nats-server, throw its store away, start it again from the same config."""
-    nats = part_named(system, "nats-server")
-    nats.process.kill()
-    nats.process.wait()
-    shutil.rmtree(system.data_dir / "nats")
-    with nats.log.open("ab") as out:
-        nats.process = subprocess.Popen(
-            nats.process.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    """SIGKILL the broker, throw its store away (Tansu keeps none), start it again as it was."""
+    broker = part_named(system, "tansu" if system.broker == "kafka" else "nats-server")
+    broker.process.kill()
+    broker.process.wait()
+    shutil.rmtree(system.data_dir / "nats", ignore_errors=True)
+    with broker.log.open("ab") as out:
+        broker.process = subprocess.Popen(
+            broker.process.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
 
 
+@pytest.mark.parametrize("broker", ["nats", "kafka"])
 def test_events_the_broker_lost_after_acknowledging_them_reach_billing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: str
 ) -> None:
+    if broker == "kafka":
+        tansu_or_skip()
     monkeypatch.setenv("MSC_RELAY_BROKER_CHECK_S", "1")
-    with System(tmp_path, free_port(), free_port()) as system:
+    with System(tmp_path, free_port(), free_port(), broker=broker) as system:
         cart_url = f"http://127.0.0.1:{system.cart_port}"
         billing_url = f"http://127.0.0.1:{system.billing_port}"
         for cart in CARTS:
@@ -95,4 +99,4 @@ def test_events_the_broker_lost_after_acknowledging_them_reach_billing(
         healed_s = time.monotonic() - started
         assert counter(cart_url, "msc_relay_republished_rows_total") >= 2 * len(CARTS)
         assert counter(cart_url, "msc_relay_broker_regressions_total") >= 1
-        print(f"bills healed {healed_s:.1f} s after the broker came back empty")
+        print(f"{broker}: bills healed {healed_s:.1f} s after the broker came back empty")
