@@ -21,7 +21,7 @@ from microservice_connector.messaging.ports import Publisher
 log = logging.getLogger(__name__)
 FLUSH_S = 3.0
 DEFAULT_LEASE_S = 15.0
-DEFAULT_AUDIT_INTERVAL_S = 30.0
+DEFAULT_AUDIT_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
