@@ -157,7 +157,7 @@ async def stream_ids(js: JetStreamContext) -> list[str]:
 @asynccontextmanager
 async def nats_relay(store: SqlEventStore, server: NatsServer) -> AsyncIterator[JetStreamContext]:
     client = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
-    js = client.jetstream()
+    js = client.jetstream(timeout=1.0)  # a request lost in a restart fails fast
     await ensure_stream(js, "CART", STREAMS["CART"])
     try:
         yield js
@@ -323,7 +323,7 @@ async def test_tansu_restarted_empty_gets_every_event_again(
         async with running_relay(store, KafkaPublisher(producer), holdings) as relay:
             ids = append_carts(store, range(6))
             await until(relay.all_published, "the first events published")
-            tansu_server.stop()
+            tansu_server.kill()
             tansu_server.start()
 
             async def holds_every_event() -> bool:
@@ -354,7 +354,7 @@ async def test_tansu_restarted_empty_and_refilled_gets_the_lost_events_again(
         ) as relay:
             ids = append_carts(store, range(4))
             await until(relay.all_published, "the first events published")
-            tansu_server.stop()
+            tansu_server.kill()
             tansu_server.start()
             await ensure_topics(config, {TOPIC: 1})
             ids += append_carts(store, range(4, 6))
