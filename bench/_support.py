@@ -27,10 +27,13 @@ STOP_TIMEOUT_S = 10.0
 
 
 class NatsServer:
-    """`nats-server -js -sd <store>` on 127.0.0.1:<free port>; a context manager."""
+    """`nats-server -js -sd <store>` on 127.0.0.1:<free port>, or `nats-server -c <config>`
+    when given one (which then names the store, e.g. with `sync_interval: always`); a
+    context manager."""
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, config: Path | None = None) -> None:
         self.store_dir = store_dir
+        self.config = config
         self.port = 0
         self.log = store_dir / "nats-server.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -45,8 +48,11 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may take the free port before the server binds
             self.port = free_port()
-            args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port)]
-            args += ["-sd", str(self.store_dir / "jetstream")]
+            args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)]
+            if self.config is None:
+                args += ["-js", "-sd", str(self.store_dir / "jetstream")]
+            else:
+                args += ["-c", str(self.config)]
             with self.log.open("ab") as out:
                 self._process = subprocess.Popen(
                     args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

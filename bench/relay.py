@@ -14,11 +14,16 @@ fresh SQLite event store (WAL, `synchronous=FULL` by default) filled through
   publishes them all in flight at once, waits for the acks and marks the rows published (one
   SQLite commit per round). Stream `CART` (subject `cart.events`) is fresh too.
 
-Both sides use one connection each, in this process. The machine is shared and noisy, so the
-script runs `--rounds` rounds (default 3), each with a freshly filled store and both streams
-deleted and recreated, raw then relay; it prints every round and takes the ratio of the best
-rate of each side. After each side of each round its stream must hold exactly `--events`
-messages, and the outbox none pending; the script exits non-zero otherwise.
+* the same two sides again against a second nats-server that `fsync`s every write
+  (`sync_interval: always`, from the configuration file `msc up` writes when
+  `MSC_SQLITE_SYNCHRONOUS=FULL`): what durability parity with SQLite costs the relay.
+
+Each side uses one connection, in this process. The machine is shared and noisy, so the
+script runs `--rounds` rounds (default 3), each with freshly filled stores and the streams
+deleted and recreated, raw then relay, default sync then always-sync; it prints every round
+and takes the ratio of the best rate of each side. After each side of each round its stream
+must hold exactly `--events` messages, and the outbox none pending; the script exits
+non-zero otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -48,6 +54,8 @@ from microservice_connector.eventstore.port import AppendRequest
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER, NatsPublisher
+from microservice_connector.runtime.nats_server_config import write_nats_server_config
+from microservice_connector.runtime.system import free_port
 
 ITEMS = ("item-001", "item-002", "item-003", "item-004", "item-005")
 FILL_CHUNK = 1_000  # append requests per fill transaction
@@ -105,24 +113,34 @@ async def relay_all(relay: OutboxRelay) -> tuple[float, int, int]:
 
 @dataclass
 class Round:
-    """One round's timings (seconds) for both sides, with what each put in its stream."""
+    """One round's timings (seconds) for every side, with what each put in its stream."""
 
     raw_seconds: float
     raw_count: int
     relay_seconds: float
     relay_count: int
+    synced_raw_seconds: float
+    synced_raw_count: int
+    synced_relay_seconds: float
+    synced_relay_count: int
 
 
-async def one_round(
-    args: argparse.Namespace, folder: Path, raw_js: JetStreamContext, relay_js: JetStreamContext
-) -> tuple[Round, list[str]]:
-    """Fill a fresh store, publish its rows raw to a fresh RAWREF, relay them to a fresh CART."""
-    sync = cast(SqliteSynchronous, args.synchronous)
-    for js, stream in ((raw_js, "RAWREF"), (relay_js, "CART")):
+async def fresh_streams(js: JetStreamContext) -> None:
+    """Delete and recreate RAWREF and CART on the server `js` talks to."""
+    for stream in ("RAWREF", "CART"):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(stream)
-    await ensure_stream(raw_js, "RAWREF", ["raw.cart.events"])
-    await ensure_stream(relay_js, "CART", ["cart.events"])
+    await ensure_stream(js, "RAWREF", ["raw.cart.events"])
+    await ensure_stream(js, "CART", ["cart.events"])
+
+
+async def one_server(
+    args: argparse.Namespace, folder: Path, raw_js: JetStreamContext, relay_js: JetStreamContext
+) -> tuple[tuple[float, int, float, int], list[str]]:
+    """Fill a fresh store, publish its rows raw to a fresh RAWREF, relay them to a fresh CART;
+    `raw_js` and `relay_js` are two connections to one server."""
+    sync = cast(SqliteSynchronous, args.synchronous)
+    await fresh_streams(raw_js)
     store = SqlEventStore(f"sqlite:///{folder / 'events.db'}", sqlite_synchronous=sync)
     problems: list[str] = []
     try:
@@ -147,45 +165,73 @@ async def one_round(
         problems.append(f"relay published {published}, CART holds {relay_count} of {expected}")
     if status.pending != 0 or status.published != expected:
         problems.append(f"outbox: {status.pending} pending, {status.published} published")
-    return Round(raw_seconds, raw_count, relay_seconds, relay_count), problems
+    return (raw_seconds, raw_count, relay_seconds, relay_count), problems
+
+
+async def connections(url: str, name: str) -> tuple[Client, Client]:
+    """Two connections to one server: the raw side's and the relay's."""
+    return (
+        await connect_nats([url], name=f"bench-raw-{name}"),
+        await connect_nats([url], name=f"bench-relay-{name}"),
+    )
 
 
 async def run(args: argparse.Namespace, folder: Path) -> int:
     print(
         f"{args.rounds} rounds of {args.events} outbox rows over {args.carts} carts; SQLite WAL "
-        f"synchronous={args.synchronous}; relay batch {args.batch}, raw window {args.window}"
+        f"synchronous={args.synchronous}; relay batch {args.batch}, raw window {args.window}; "
+        "JetStream with its default sync (every 2 min) and with sync_interval: always"
     )
     rounds: list[Round] = []
     problems: list[str] = []
-    with NatsServer(folder / "nats") as server:
-        raw_nc = await connect_nats([server.url], name="bench-raw")
-        relay_nc = await connect_nats([server.url], name="bench-relay")
+    (folder / "synced").mkdir()
+    config = write_nats_server_config(folder / "synced", sync_always=True, monitor_port=free_port())
+    with NatsServer(folder / "nats") as default, NatsServer(folder / "synced", config) as synced:
+        plain = await connections(default.url, "default")
+        always = await connections(synced.url, "always")
         try:
             for number in range(args.rounds):
-                round_folder = folder / f"round-{number}"
-                round_folder.mkdir()
-                result, found = await one_round(
-                    args, round_folder, raw_nc.jetstream(), relay_nc.jetstream()
-                )
-                rounds.append(result)
-                problems += [f"round {number + 1}: {problem}" for problem in found]
+                sides = []
+                for side, (raw_nc, relay_nc) in (("default", plain), ("always", always)):
+                    side_folder = folder / f"round-{number}-{side}"
+                    side_folder.mkdir()
+                    timings, trouble = await one_server(
+                        args, side_folder, raw_nc.jetstream(), relay_nc.jetstream()
+                    )
+                    sides.append(timings)
+                    problems += [f"round {number + 1}, {side} sync: {p}" for p in trouble]
+                rounds.append(Round(*sides[0], *sides[1]))
         finally:
-            await raw_nc.close()
-            await relay_nc.close()
+            for nc in (*plain, *always):
+                await nc.close()
 
-    raw_label = f"raw nats-py publish_async, window {args.window}"
-    relay_label = f"OutboxRelay.relay_once, batch {args.batch}"
+    columns = (
+        (f"raw nats-py publish_async, window {args.window}", "raw_count", "raw_seconds"),
+        (f"OutboxRelay.relay_once, batch {args.batch}", "relay_count", "relay_seconds"),
+        ("raw, sync_interval: always", "synced_raw_count", "synced_raw_seconds"),
+        ("OutboxRelay, sync_interval: always", "synced_relay_count", "synced_relay_seconds"),
+    )
     print(rate_header() + "  round")
     for number, r in enumerate(rounds, start=1):
-        print(rate_row(raw_label, r.raw_count, r.raw_seconds) + f"  {number}")
-        print(rate_row(relay_label, r.relay_count, r.relay_seconds) + f"  {number}")
-    raw_best = max(r.raw_count / r.raw_seconds for r in rounds)
-    relay_best = max(r.relay_count / r.relay_seconds for r in rounds)
+        for label, count, seconds in columns:
+            print(rate_row(label, getattr(r, count), getattr(r, seconds)) + f"  {number}")
+    best = {
+        count: max(getattr(r, count) / getattr(r, seconds) for r in rounds)
+        for _, count, seconds in columns
+    }
+    raw_best, relay_best = best["raw_count"], best["relay_count"]
+    synced_raw, synced_relay = best["synced_raw_count"], best["synced_relay_count"]
     per_round = ", ".join(
         f"{(r.relay_count / r.relay_seconds) / (r.raw_count / r.raw_seconds):.2f}" for r in rounds
     )
     print(f"best of {len(rounds)}: raw {raw_best:,.0f}/s, relay {relay_best:,.0f}/s")
     print(f"ratio: {relay_best / raw_best:.2f} of raw (target ≥ 0.50); per round: {per_round}")
+    print(
+        f"sync_interval: always: relay {synced_relay:,.0f}/s = {synced_relay / relay_best:.2f} "
+        f"of the relay with the default sync; raw {synced_raw:,.0f}/s = "
+        f"{synced_raw / raw_best:.2f} of raw; relay/raw with always-sync "
+        f"{synced_relay / synced_raw:.2f}"
+    )
     for problem in problems:
         print(f"FAILED {problem}", file=sys.stderr)
     return 1 if problems else 0

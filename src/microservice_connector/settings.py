@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # outbox leases its relay takes. Default `<hostname>-<pid>`.
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     relay_lease_s: float = Field(default=15.0, ge=1.0, le=3600.0)  # see OutboxRelay
+    # How often each relay checks that the broker still holds what it acknowledged (and at
+    # start); what it lost is published again. See BrokerAudit.
+    relay_broker_check_s: float = Field(default=10.0, ge=1.0, le=86_400.0)
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)

@@ -35,6 +35,7 @@ from microservice_connector.billing_service.infrastructure.store_events import S
 from microservice_connector.events.codecs import codec_named
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
+from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
 from microservice_connector.messaging.middleware import (
@@ -46,6 +47,7 @@ from microservice_connector.messaging.middleware import (
 )
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import Subscription, open_broker_link
+from microservice_connector.runtime.relay_metrics import BrokerLossMetrics
 from microservice_connector.settings import Settings
 from microservice_connector.tracing import configure_tracing
 from microservice_connector.tracing.http import trace_commands
@@ -109,6 +111,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         interval_s=settings.billing_catch_up_interval_s,
         settle_s=settings.billing_repair_grace_s,
     )
+    loss_metrics = BrokerLossMetrics(registry)
     lag = LagReading()
     box = DeadLetterBox(link.dead_letters, link.publisher)
 
@@ -138,13 +141,17 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
 
     async def relay(stop: asyncio.Event) -> None:
         publisher = await until_stopped(link.publisher(), stop)
-        if publisher is None:
+        holdings = await until_stopped(link.holdings(), stop)
+        if publisher is None or holdings is None:
             return
+        outbox = repository.store.outbox
         await OutboxRelay(
-            repository.store.outbox,
+            outbox,
             publisher,
             relay_id=settings.instance(),
             lease_seconds=settings.relay_lease_s,
+            audit=BrokerAudit(outbox, holdings, [BILLING_TOPIC], observer=loss_metrics),
+            audit_interval=settings.relay_broker_check_s,
         ).run(stop)
 
     async def start() -> None:

@@ -28,9 +28,11 @@ from microservice_connector.cart_service.infrastructure.ui_routes import (
 )
 from microservice_connector.events.codecs import codec_named
 from microservice_connector.eventstore import GroupCommitStore, SqlEventStore
+from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.runtime.background import Background, until_stopped
 from microservice_connector.runtime.broker_link import BrokerLink, open_broker_link
+from microservice_connector.runtime.relay_metrics import BrokerLossMetrics
 from microservice_connector.settings import Settings
 from microservice_connector.tracing import configure_tracing
 from microservice_connector.tracing.http import trace_commands
@@ -91,8 +93,12 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         async def run_relay(stop: asyncio.Event) -> None:
             nonlocal outbox_relay
             publisher = await until_stopped(link.publisher(), stop)
-            if publisher is None:
+            holdings = await until_stopped(link.holdings(), stop)
+            if publisher is None or holdings is None:
                 return
+            audit = BrokerAudit(
+                sql_store.outbox, holdings, [CART_TOPIC], observer=BrokerLossMetrics(registry)
+            )
             outbox_relay = OutboxRelay(
                 sql_store.outbox,
                 publisher,
@@ -100,6 +106,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
                 mark_published=store.mark_published,  # on the writer thread, after a commit
                 relay_id=settings.instance(),
                 lease_seconds=settings.relay_lease_s,
+                audit=audit,
+                audit_interval=settings.relay_broker_check_s,
             )
             store.on_commit(outbox_relay.wake)
             await outbox_relay.run(stop)

@@ -155,6 +155,51 @@ class SqlOutbox:
         with self._guard(self._writer), self._writer.begin() as connection:
             connection.execute(_MARK_RUN, runs)
 
+    def highest_sequence(self, topic: str, first: int, limit: int) -> int | None:
+        """The highest broker sequence between `first` and `limit` that a published row of
+        `topic` recorded, or None if none did."""
+        query = select(func.max(outbox.c.broker_sequence)).where(
+            outbox.c.topic == topic,
+            outbox.c.published_at.is_not(None),
+            outbox.c.broker_sequence.between(first, limit),
+        )
+        with self._guard(self._reader), self._reader.connect() as connection:
+            highest: int | None = connection.execute(query).scalar()
+        return highest
+
+    def rearm(
+        self, topic: str, first: int, limit: int, published_before: datetime, *, chunk: int
+    ) -> int:
+        """Make pending again up to `chunk` published rows of `topic` that recorded a broker
+        sequence between `first` and `limit` and were marked before `published_before`, oldest
+        first, with `last_error` saying why; returns how many (0: none left). The broker lost
+        them, so they are published again, under their own id. The search runs on the reader,
+        so the writer is held only to update the rows found."""
+        lost = (
+            outbox.c.topic == topic,
+            outbox.c.published_at.is_not(None),
+            outbox.c.published_at < published_before,
+            outbox.c.broker_sequence.between(first, limit),
+        )
+        search = select(outbox.c.id).where(*lost).order_by(outbox.c.id).limit(chunk)
+        with self._guard(self._reader), self._reader.connect() as connection:
+            ids = list(connection.execute(search).scalars())
+        if not ids:
+            return 0
+        rearmed = (
+            update(outbox)
+            .where(outbox.c.id.in_(ids), *lost)  # as found, unless marked again meanwhile
+            .values(
+                published_at=None,
+                broker_sequence=None,
+                claimed_until=None,
+                last_error="the broker lost this acknowledged message; publishing it again",
+            )
+        )
+        with self._guard(self._writer), self._writer.begin() as connection:
+            count: int = connection.execute(rearmed).rowcount
+        return count
+
     def record_failure(self, ids: Sequence[int], error: str) -> None:
         """Count a failed attempt and keep the error; the rows stay pending."""
         if ids:

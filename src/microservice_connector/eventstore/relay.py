@@ -8,8 +8,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
+from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
@@ -20,6 +22,7 @@ from microservice_connector.tracing.messaging import publish_spans
 log = logging.getLogger(__name__)
 FLUSH_S = 3.0
 DEFAULT_LEASE_S = 15.0
+DEFAULT_AUDIT_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,9 @@ class OutboxRelay:
     PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
     (`SqlOutbox.claim`): when one dies, another publishes its rows within
     `lease_seconds + poll_interval`.
+
+    With an `audit`, it checks at start and every `audit_interval` seconds that the broker
+    still holds what it acknowledged, and publishes again what it lost (`BrokerAudit`).
     """
 
     def __init__(
@@ -62,6 +68,8 @@ class OutboxRelay:
         mark_published: Callable[[list[int], list[int | None]], Awaitable[None]] | None = None,
         relay_id: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_S,
+        audit: BrokerAudit | None = None,
+        audit_interval: float = DEFAULT_AUDIT_INTERVAL_S,
     ) -> None:
         self.relay_id = relay_id or default_instance_id()
         self._lease_seconds = lease_seconds
@@ -72,6 +80,8 @@ class OutboxRelay:
         self._max_backoff = max_backoff
         self._observer = observer
         self._mark_published = mark_published or self._mark_on_a_thread
+        self._audit = audit
+        self._audit_interval = audit_interval
         self._wake = asyncio.Event()
         self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,6 +100,19 @@ class OutboxRelay:
         """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
         (what is not acked by then stays pending, its leases released for other relays)."""
         self._loop = asyncio.get_running_loop()
+        auditing = None
+        if self._audit is not None:
+            await self._audit_once()  # before publishing: a new log would hide what it lost
+            auditing = asyncio.create_task(self._audit_every(stop))
+        try:
+            await self._relay_until(stop)
+        finally:
+            if auditing is not None:
+                auditing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await auditing
+
+    async def _relay_until(self, stop: asyncio.Event) -> None:
         backoff = 0.0
         while not stop.is_set():
             self._wake.clear()
@@ -114,6 +137,22 @@ class OutboxRelay:
         with contextlib.suppress(DatabaseUnavailable):
             await asyncio.to_thread(self._outbox.release, self.relay_id)
 
+    async def _audit_every(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait(stop, self._audit_interval)
+            if not stop.is_set():
+                await self._audit_once()
+
+    async def _audit_once(self) -> None:
+        assert self._audit is not None
+        try:
+            if await self._audit.check():
+                self._wake.set()  # re-armed rows are pending: publish them now
+        except (ConnectionError, DatabaseUnavailable) as exc:
+            log.warning("broker audit: %s; trying again in %g s", exc, self._audit_interval)
+        except Exception:  # the audit must never stop the relay
+            log.exception("broker audit failed; trying again in %g s", self._audit_interval)
+
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError, DatabaseUnavailable):
             async with asyncio.timeout(FLUSH_S):
@@ -131,7 +170,7 @@ class OutboxRelay:
         )
         if not rows:
             return RelayRound(0, 0)
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), datetime.now(UTC)
         spans = publish_spans([_message(row) for row in rows])  # inert unless tracing is on
         results = await self._publisher.publish(spans.messages)
         spans.end(results)
@@ -148,6 +187,10 @@ class OutboxRelay:
         ]
         if acked:
             await self._mark_published([i for i, _ in acked], [seq for _, seq in acked])
+            if self._audit is not None and await self._audit.acknowledged(
+                _stored_anew(rows, results), started_at
+            ):
+                self._wake.set()  # re-armed rows are pending: publish them now
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
@@ -163,6 +206,15 @@ def _message(row: OutboxRow) -> Message:
     return Message(
         id=row.event_id, topic=row.topic, payload=row.payload, headers=row.headers, key=row.key
     )
+
+
+def _stored_anew(rows: list[OutboxRow], results: list[PublishResult]) -> list[tuple[str, int]]:
+    """The topic and sequence of each message the broker stored now, not as a duplicate."""
+    return [
+        (row.topic, result.sequence)
+        for row, result in zip(rows, results, strict=True)
+        if result.acknowledged and result.sequence is not None and not result.duplicate
+    ]
 
 
 def _first_error(failed: list[tuple[OutboxRow, PublishResult]]) -> str:

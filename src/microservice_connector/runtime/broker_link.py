@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from microservice_connector.messaging.holdings import BrokerHoldings
 from microservice_connector.messaging.ports import DeadLetters, Publisher, Subscriber
 from microservice_connector.settings import Settings
 
@@ -31,6 +32,10 @@ class BrokerLink(Protocol):
 
     async def publisher(self) -> Publisher:
         """A publisher, once connected."""
+        ...
+
+    async def holdings(self) -> BrokerHoldings:
+        """What the broker holds of each topic (for the relay's audit), once connected."""
         ...
 
     async def subscriber(self, topic: str, group: str) -> Subscription:

@@ -20,6 +20,7 @@ from microservice_connector.messaging.kafka import (
     ensure_topics,
     start_producer,
 )
+from microservice_connector.messaging.kafka.holdings import KafkaHoldings
 from microservice_connector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ class KafkaLink:
     async def publisher(self) -> KafkaPublisher:
         """A keyed, `acks=all` publisher on the shared producer."""
         return KafkaPublisher(await self.ready())
+
+    async def holdings(self) -> KafkaHoldings:
+        """The topics' end offsets (topics made again if the broker lost them)."""
+        await self.ready()
+        return KafkaHoldings(self.config, self._topics, replication_factor=self._replication_factor)
 
     async def subscriber(self, topic: str, group: str) -> KafkaSubscriber:
         """A member of consumer group `group` on `topic`, closed with the link."""

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 
 from microservice_connector.messaging.nats.connection import connect_nats, ensure_stream
 from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
+from microservice_connector.messaging.nats.holdings import NatsHoldings
 from microservice_connector.messaging.nats.publisher import NatsPublisher
 from microservice_connector.messaging.nats.subscriber import NatsSubscriber
 from microservice_connector.runtime.nats_options import redact
@@ -68,6 +69,10 @@ class NatsLink:
     async def publisher(self) -> NatsPublisher:
         """A JetStream publisher, once connected."""
         return NatsPublisher(await self.ready())
+
+    async def holdings(self) -> NatsHoldings:
+        """The streams' holdings (made again, with as many replicas, if the server lost them)."""
+        return NatsHoldings(await self.ready(), STREAMS, replicas=self._replicas)
 
     async def subscriber(self, topic: str, group: str) -> NatsSubscriber:
         """Durable pull consumer `group` of `topic` on the stream holding it, once connected."""

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import httpx
 
+from microservice_connector.runtime.nats_server_config import (
+    sync_always_by_default,
+    write_nats_server_config,
+)
 from microservice_connector.runtime.tansu import TansuUnavailable, tansu_command
 
 STOP_TIMEOUT_S = 15.0
@@ -91,6 +95,10 @@ class System:
     nats_url: str | None = None
     broker: str = "nats"  # or "kafka"
     kafka_bootstrap: str | None = None  # None with kafka: an embedded, memory-only Tansu
+    # The embedded nats-server fsyncs every write, as SQLite at FULL does; its /varz and
+    # /jsz are served at `nats_monitor_url`.
+    nats_sync_always: bool = field(default_factory=sync_always_by_default)
+    nats_monitor_url: str | None = None
     parts: list[Part] = field(default_factory=list)
 
     def start(self) -> None:
@@ -128,10 +136,13 @@ class System:
             raise
 
     def _start_nats(self) -> str:
-        port = free_port()
-        store = self.data_dir / "nats"
-        args = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)]
+        port, monitor_port = free_port(), free_port()
+        config = write_nats_server_config(
+            self.data_dir, sync_always=self.nats_sync_always, monitor_port=monitor_port
+        )
+        args = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
         part = self._spawn("nats-server", args, f"nats://127.0.0.1:{port}")
+        self.nats_monitor_url = f"http://127.0.0.1:{monitor_port}"
         wait_until(lambda: _accepts(port) or _dead(part), START_TIMEOUT_S, "nats-server")
         return part.url
 

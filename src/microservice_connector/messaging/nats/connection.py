@@ -24,6 +24,7 @@ PROJECT_STREAMS: Mapping[str, tuple[str, ...]] = {
 }
 
 CLOSE_TIMEOUT_S = 2.0
+MSG_ID_HEADER = "Nats-Msg-Id"  # the header JetStream dedupes on: the message id
 _STREAM_NAME_IN_USE = 10058  # JetStream: "stream name already in use with a different config"
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]

@@ -10,13 +10,14 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError, NoStreamResponseError
 
 from microservice_connector.messaging.message import Message, PublishResult
+from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
+from microservice_connector.messaging.nats.duplicates import DuplicateCheck
 from microservice_connector.messaging.pipelined import publish_pipelined
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
 
-MSG_ID_HEADER = "Nats-Msg-Id"
 DISCONNECTED = "disconnected from NATS"
 
 
@@ -25,13 +26,15 @@ class NatsPublisher:
     stream's duplicate window is stored once. Many publishes are in flight at a time; each
     waits at most `ack_timeout` s for its acknowledgement. An error result means "not known
     to be stored" (it may still land, e.g. flushed after a reconnect): publish it again, the
-    broker dedupes. While disconnected it fails fast instead of buffering."""
+    broker dedupes. A duplicate is acknowledged only while the stream holds the original
+    (`DuplicateCheck`). While disconnected it fails fast instead of buffering."""
 
     def __init__(self, js: JetStreamContext, *, ack_timeout: float = 5.0) -> None:
         self._js = js
         self._client = client_of(js)
         self._ack_timeout = ack_timeout
         self._closed = False
+        self._duplicates = DuplicateCheck(js)
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishResult]:
         """One result per message, in order: the stream sequence and `duplicate`, or the error.
@@ -40,13 +43,14 @@ class NatsPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        return await publish_pipelined(
+        results = await publish_pipelined(
             messages,
             self._send,
             _result,
             ack_timeout=self._ack_timeout,
             stalled=f"too many publishes in flight for {self._ack_timeout:g} s",
         )
+        return await self._duplicates.confirmed(messages, results)
 
     async def close(self) -> None:
         """Refuse further publishes; the connection belongs to whoever opened it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, OutboundBufferLimitError
@@ -11,18 +12,22 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.messaging.nats.connection import BrokerUnavailable, client_of
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
 
+log = logging.getLogger(__name__)
 EVENT_ID_HEADER = "event-id"
 
 
 class NatsSubscriber:
     """A durable pull consumer of one subject: what is fetched and not acked within `ack_wait`
     is delivered again (attempt + 1); `nak(delay)` redelivers after `delay`. First deliveries
-    come in stream order; redeliveries may overtake them."""
+    come in stream order; redeliveries may overtake them. If the broker lost the consumer
+    (its stream deleted and made again, its store thrown away), the next fetch creates it
+    again, and it delivers the new stream from its start."""
 
     def __init__(
         self,
@@ -30,13 +35,14 @@ class NatsSubscriber:
         subscription: JetStreamContext.PullSubscription,
         *,
         stream: str,
-        durable: str,
+        config: ConsumerConfig,
     ) -> None:
         self._js = js
         self._client = client_of(js)
         self._subscription = subscription
         self._stream = stream
-        self._durable = durable
+        self._config = config
+        self._durable = config.durable_name or ""
         self._closed = False
 
     @classmethod
@@ -63,7 +69,7 @@ class NatsSubscriber:
         )
         await js.add_consumer(stream, config)
         subscription = await js.pull_subscribe_bind(durable, stream=stream)
-        return cls(js, subscription, stream=stream, durable=durable)
+        return cls(js, subscription, stream=stream, config=config)
 
     async def fetch(self, max_messages: int, wait: float) -> list[Delivery]:
         """Up to `max_messages` deliveries, waiting at most `wait` s for the first; [] if none
@@ -86,8 +92,33 @@ class NatsSubscriber:
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BrokerUnavailable(f"cannot fetch from NATS: {exc!r}") from exc
         except NatsError as exc:  # e.g. JetStream answering 503 while it starts up
+            if await self._created_again():
+                return []
             raise BrokerUnavailable(f"JetStream refused the fetch: {exc}") from exc
         return [self._delivery(message) for message in messages]
+
+    async def _created_again(self) -> bool:
+        """Create the consumer again and bind to it if the broker no longer has it."""
+        try:
+            await self._js.consumer_info(self._stream, self._durable)
+            return False  # it is there: the fetch failed for another reason
+        except NotFoundError:
+            pass
+        except (TimeoutError, NatsError):
+            return False
+        try:
+            await self._js.add_consumer(self._stream, self._config)
+            rebound = await self._js.pull_subscribe_bind(self._durable, stream=self._stream)
+        except (TimeoutError, NatsError) as exc:  # e.g. the stream is not back yet
+            log.warning("consumer %s is gone and not made again yet: %s", self._durable, exc)
+            return False
+        log.warning(
+            "consumer %s of %s was lost by the broker; made again", self._durable, self._stream
+        )
+        stale, self._subscription = self._subscription, rebound
+        with contextlib.suppress(NatsError):
+            await stale.unsubscribe()
+        return True
 
     async def pending(self) -> int:
         """Messages not yet delivered plus deliveries not yet acked: the consumer's lag."""
