@@ -10,7 +10,6 @@ with no dead letter; the seconds that took are the suite's "seconds to recover".
 from __future__ import annotations
 
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -170,8 +169,7 @@ def command(system: System, method: str, path: str, *, item: str | None = None) 
 
 def freeze(system: System) -> None:
     """SIGSTOP billing: it holds its connections but reads, applies and acks nothing."""
-    assert system.billing.process is not None
-    system.billing.process.send_signal(signal.SIGSTOP)
+    system.billing.freeze()
 
 
 def kill_everything_and_lose_the_broker(system: System, broker: Broker) -> None:

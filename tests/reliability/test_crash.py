@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from support.reliability import Load, StreamWatch, audit, audited, report, running_system
+from support.reliability import (
+    Load,
+    StreamWatch,
+    System,
+    audit,
+    audited,
+    report,
+    running_system,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -18,6 +26,24 @@ ROUNDS = [
     pytest.param(20, marks=pytest.mark.reliability, id="20-rounds"),
 ]
 CARTS = [f"crash-{n}" for n in range(200)]
+
+
+WINDOW_TRIES = 200  # freezes per round to catch the relay between its publish and its mark
+
+
+def kill_between_publish_and_mark(system: System, watch: StreamWatch, load: Load) -> bool:
+    """Freeze the cart service at moments under load until JetStream holds an event whose
+    outbox row is still unmarked, and SIGKILL it right there: the kill then lands between the
+    relay's publish and its mark for certain. False (and killed anyway) if no freeze did."""
+    for _ in range(WINDOW_TRIES):
+        system.cart.freeze()
+        if watch.published_unmarked() > 0:
+            system.cart.kill()  # a stopped process dies as it stands
+            return True
+        system.cart.thaw()
+        load.wait_for_answers(200, 1)
+    system.cart.kill()
+    return False
 
 
 @pytest.mark.parametrize("rounds", ROUNDS)
@@ -30,8 +56,7 @@ def test_cart_service_killed_at_random_moments_loses_nothing(tmp_path: Path, rou
         with Load(system.cart.url, CARTS, clients=4, seed=rounds) as load:
             for _ in range(rounds):
                 load.wait_for_answers(200, rng.randint(10, 80))  # a random moment under load
-                system.cart.kill()
-                unmarked += watch.published_unmarked() > 0
+                unmarked += kill_between_publish_and_mark(system, watch, load)
                 killed = time.monotonic()
                 system.cart.start()
                 load.wait_for_answers(200, 1)
@@ -54,6 +79,7 @@ def test_cart_service_killed_at_random_moments_loses_nothing(tmp_path: Path, rou
     assert (result.lost, twice, load.server_errors()) == (0, 0, 0), load.statuses()
     assert applied == result.events
     assert result.commands > 20 * rounds
+    assert unmarked == rounds, "every kill must land between the relay's publish and its mark"
 
 
 @pytest.mark.parametrize("rounds", ROUNDS)

@@ -124,6 +124,16 @@ class Service:
         """SIGKILL: no chance to answer, flush, mark or ack."""
         self._end(signal.SIGKILL)
 
+    def freeze(self) -> None:
+        """SIGSTOP: it holds its connections and state but does nothing until `thaw`."""
+        assert self.process is not None, f"{self.name} is not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen process goes on where it stopped."""
+        assert self.process is not None, f"{self.name} is not running"
+        self.process.send_signal(signal.SIGCONT)
+
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM and wait for the exit; returns the exit code."""
         return self._end(signal.SIGTERM, timeout)
