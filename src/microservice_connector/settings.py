@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # How often each relay checks that the broker still holds what it acknowledged (and at
     # start); what it lost is published again. See BrokerAudit.
     relay_broker_check_s: float = Field(default=10.0, ge=1.0, le=86_400.0)
+    # Off: the relays trust the broker; billing still heals from the store on its own.
+    relay_broker_audit: bool = True
     host: str = "127.0.0.1"
     cart_port: int = Field(default=8080, ge=1, le=65535)
     billing_port: int = Field(default=8081, ge=1, le=65535)

@@ -150,7 +150,9 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
             publisher,
             relay_id=settings.instance(),
             lease_seconds=settings.relay_lease_s,
-            audit=BrokerAudit(outbox, holdings, [BILLING_TOPIC], observer=loss_metrics),
+            audit=BrokerAudit(outbox, holdings, [BILLING_TOPIC], observer=loss_metrics)
+            if settings.relay_broker_audit
+            else None,
             audit_interval=settings.relay_broker_check_s,
         ).run(stop)
 

@@ -106,7 +106,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
                 mark_published=store.mark_published,  # on the writer thread, after a commit
                 relay_id=settings.instance(),
                 lease_seconds=settings.relay_lease_s,
-                audit=audit,
+                audit=audit if settings.relay_broker_audit else None,
                 audit_interval=settings.relay_broker_check_s,
             )
             store.on_commit(outbox_relay.wake)
