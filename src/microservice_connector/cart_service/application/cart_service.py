@@ -101,13 +101,8 @@ class CartService:
         self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None
     ) -> CartView:
         """Add `quantity` of `item_id`; creates the cart on its first item."""
-        return await self._execute(
-            "add_item",
-            cart_id,
-            lambda cart, now: cart.add_item(item_id, quantity, now),
-            correlation_id,
-            must_exist=False,
-        )
+        decide: Decision = lambda cart, now: cart.add_item(item_id, quantity, now)  # noqa: E731
+        return await self._execute("add_item", cart_id, decide, correlation_id, must_exist=False)
 
     async def remove_item(
         self,
@@ -118,12 +113,8 @@ class CartService:
         correlation_id: str | None = None,
     ) -> CartView:
         """Remove `quantity` of `item_id`, or all of it when `quantity` is None."""
-        return await self._execute(
-            "remove_item",
-            cart_id,
-            lambda cart, now: cart.remove_item(item_id, quantity, now),
-            correlation_id,
-        )
+        decide: Decision = lambda cart, now: cart.remove_item(item_id, quantity, now)  # noqa: E731
+        return await self._execute("remove_item", cart_id, decide, correlation_id)
 
     async def checkout(self, cart_id: str, *, correlation_id: str | None = None) -> CartView:
         """Check out the cart; afterwards it accepts no change."""
