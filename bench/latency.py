@@ -57,7 +57,7 @@ from typing import Protocol
 import httpx
 import nats
 
-from _support import percentile
+from _support import cpu_seconds, percentile
 from microservice_connector.runtime.system import System, free_port
 
 ITEMS = ("item-001", "item-002", "item-003", "item-004", "item-005")
@@ -271,12 +271,6 @@ class Command:
     def answered_wall(self) -> float:
         """`answered` on the wall clock."""
         return self.answered + self.wall_offset
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
     SnapshotRead,
 )
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
+from microservice_connector.cart_service.application.new_ids import new_id
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
     NoObserver,
@@ -178,7 +178,7 @@ class CartService:
         correlation_id: str | None,
         must_exist: bool,
     ) -> CartView:
-        correlation_id = correlation_id or str(uuid.uuid4())
+        correlation_id = correlation_id or new_id()
         async with self._locks.hold(cart_id):
             for attempt in range(self._max_retries + 1):
                 cart = await self._current(cart_id, trust_cache=attempt == 0)
@@ -269,4 +269,5 @@ def _new_event(
         schema_version=schema_version,
         correlation_id=correlation_id,
         causation_id=correlation_id,
+        event_id=new_id(),
     )

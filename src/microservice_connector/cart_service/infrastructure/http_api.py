@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from microservice_connector.cart_service.application import (
     CartService,
     RetriesExhausted,
 )
+from microservice_connector.cart_service.application.new_ids import new_id
 from microservice_connector.cart_service.domain import (
     MAX_QUANTITY,
     CartRuleViolation,
@@ -95,7 +95,7 @@ def create_app(
     ) -> Response:
         """Add `quantity` of `item_id`; the first item creates the cart."""
         view = await service.add_item(
-            cart_id, body.item_id, body.quantity, correlation_id=correlation or _new_id()
+            cart_id, body.item_id, body.quantity, correlation_id=correlation or new_id()
         )
         return cart_response(view)
 
@@ -108,14 +108,14 @@ def create_app(
     ) -> Response:
         """Remove `quantity` of the item, or all of it when omitted."""
         view = await service.remove_item(
-            cart_id, item_id, quantity, correlation_id=correlation or _new_id()
+            cart_id, item_id, quantity, correlation_id=correlation or new_id()
         )
         return cart_response(view)
 
     @command("POST", "/carts/{cart_id}/checkout")
     async def checkout(cart_id: CartId, correlation: CorrelationId = None) -> Response:
         """Check the cart out; it accepts no change afterwards."""
-        view = await service.checkout(cart_id, correlation_id=correlation or _new_id())
+        view = await service.checkout(cart_id, correlation_id=correlation or new_id())
         return cart_response(view)
 
     @app.get("/carts/{cart_id}", response_model=Cart)
@@ -145,7 +145,3 @@ def create_app(
 
     install_command_lanes(app)
     return app
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
