@@ -131,6 +131,15 @@ async def test_a_stalled_client_holds_a_bounded_buffer_and_later_gets_every_even
     await stream.aclose()
 
 
+async def test_a_quiet_stream_gets_a_heartbeat_from_the_pump() -> None:
+    store = FakeStore()
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=0.01)
+    stream = feed.stream(feed.subscribe(0))
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert await asyncio.wait_for(anext(stream), 5) == b": idle\n\n"
+    await stream.aclose()
+
+
 async def test_past_the_cap_a_stream_is_refused_until_one_closes() -> None:
     store = FakeStore()
     feed = LiveFeed(store.read_after, store.last_position, max_streams=2)

@@ -30,10 +30,10 @@ ReadAfter = Callable[[int, int], Awaitable[list[RecordedEvent]]]
 LastPosition = Callable[[], Awaitable[int]]
 
 PAGE = 200
-ROUND_INTERVAL_S = 0.1  # at most ten fan-outs a second, however busy the store
+ROUND_INTERVAL_S = 0.25  # at most four fan-outs a second, however busy the store
 IDLE_CHECK_S = 2.0  # how soon other processes' events show up; a quiet stream's heartbeat
 BUFFER_BYTES = 1 << 20  # what one stream may have waiting before it must catch up itself
-FANOUT_SLICE = 64  # streams handed a round before the pump yields to other work
+FANOUT_SLICE = 16  # streams handed a round before the pump yields to other work
 DEFAULT_MAX_STREAMS = 256
 RETRY_MS = 1000
 
@@ -197,8 +197,10 @@ class LiveFeed:
                     position = max(position, batches[-1].positions[-1])
                 if frames:
                     yield frames
-                elif not await _woken(subscription.wake, self._idle_check_s):
-                    yield b": idle\n\n"  # also how a vanished client is noticed
+                else:  # the pump wakes it with events, or after IDLE_CHECK_S for a heartbeat
+                    await subscription.wake.wait()
+                    if not (self._closed or subscription.waiting or subscription.dropped):
+                        yield b": idle\n\n"  # also how a vanished client is noticed
         finally:
             subscription.close()
 
@@ -233,6 +235,8 @@ class LiveFeed:
         while not self._closed:
             woken = await _woken(self._pump_wake, self._idle_check_s)
             self._pump_wake.clear()
+            if not woken:  # one timer for every stream's heartbeat, not one per stream
+                await self._in_slices(lambda subscription: subscription.wake.set())
             origin = self._pump_origin
             if origin is None:
                 continue  # no stream is caught up: nobody needs the pump yet
@@ -251,11 +255,16 @@ class LiveFeed:
                 await asyncio.sleep(self._round_interval_s)  # let a burst of commits gather
 
     async def _fan_out(self, batch: _Batch) -> None:
+        await self._in_slices(lambda subscription: subscription.hand(batch))
+
+    async def _in_slices(self, act: Callable[[Subscription], None]) -> None:
+        """`act` on every open stream, yielding to the event loop between slices: the streams
+        it woke write, and commands get their turn."""
         streams = list(self._streams)
         for start in range(0, len(streams), FANOUT_SLICE):
             for subscription in streams[start : start + FANOUT_SLICE]:
-                subscription.hand(batch)
-            await asyncio.sleep(0)  # the woken streams write; commands get their turn
+                act(subscription)
+            await asyncio.sleep(0)
 
 
 def _batch_of(events: list[RecordedEvent]) -> _Batch:
