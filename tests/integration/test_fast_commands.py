@@ -35,6 +35,10 @@ REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], bool]] = [
     ("POST", "/carts/c1/items", b'{"item_id": "' + b"i" * 65 + b'", "quantity": 1}', JSON, False),
     ("POST", "/carts/c1/items", b"[1, 2]", JSON, False),
     ("POST", "/carts/c1/items", b"{not json", JSON, False),
+    # Encodings json.loads detects in bytes: FastAPI reads them; the lane leaves them to it.
+    ("POST", "/carts/c1/items", '{"item_id": "b", "quantity": 1}'.encode("utf-16"), JSON, False),
+    ("POST", "/carts/c1/items", b'\xef\xbb\xbf{"item_id": "b", "quantity": 1}', JSON, False),
+    ("POST", "/carts/c1/items", b'{"item_id": "b\xff", "quantity": 1}', JSON, False),
     ("POST", "/carts/c1/items", b"", JSON, False),
     ("POST", "/carts/c1/items", b'{"item_id": "b", "quantity": 1}', {}, False),
     (

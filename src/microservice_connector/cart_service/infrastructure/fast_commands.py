@@ -29,6 +29,8 @@ from starlette.routing import Match
 from microservice_connector.web.guards import ASGIApp, Message, Receive, Scope, Send
 
 Values = dict[str, Any]
+_CONTENT_TYPE = b"content-type"
+_IMMUTABLE = (type(None), bool, int, float, str, bytes)
 
 
 class CommandRoute(APIRoute):
@@ -41,10 +43,17 @@ class CommandRoute(APIRoute):
         if dependant.dependencies or dependant.cookie_params or len(dependant.body_params) > 1:
             raise TypeError(f"{path}: a command route takes path, query, header and one body")
         self.answered = 0
-        self._headers = {_header_key(field): field for field in dependant.header_params}
-        self._read_headers = {*self._headers, "content-type"}
+        self._path_fields = tuple(dependant.path_params)
         self._queries = {field.alias: field for field in dependant.query_params}
+        self._headers = {_header_key(field): field for field in dependant.header_params}
+        self._read_headers = {*self._headers, _CONTENT_TYPE}
         self._body = dependant.body_params[0] if dependant.body_params else None
+        self._defaults: Values = {}  # taken once: FastAPI copies each, so they must not change
+        for field in (*dependant.query_params, *dependant.header_params):
+            if not field.field_info.is_required():
+                if not isinstance(field.default, _IMMUTABLE):
+                    raise TypeError(f"{path}: {field.name} needs a default that cannot change")
+                self._defaults[field.name] = field.default
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a request this route matched: through the lane when every parameter is
@@ -56,7 +65,7 @@ class CommandRoute(APIRoute):
         values, headers = found
         if self._body is not None:
             body, last = await _read_body(receive)
-            if last is None or not _valid_json(self._body, headers, body, values):
+            if last is None or not self._valid_json(headers, body, values):
                 await self.handle(scope, _replay(body, last, receive), send)
                 return
         self.answered += 1
@@ -65,29 +74,59 @@ class CommandRoute(APIRoute):
             raise TypeError(f"{self.path}: a command endpoint must return a Response")
         await response(scope, receive, send)
 
-    def _parameters(self, scope: Scope) -> tuple[Values, dict[str, str]] | None:
+    def _parameters(self, scope: Scope) -> tuple[Values, dict[bytes, bytes]] | None:
         """The validated path, query and header values, and the headers the lane reads by
         lower-case name; None if any is not plain."""
         values: Values = {}
-        for field in self.dependant.path_params:
-            if not _valid(field, scope["path_params"].get(field.alias), values):
+        path_params = scope["path_params"]
+        for field in self._path_fields:
+            if not self._valid(field, path_params.get(field.alias), values):
                 return None
-        query = scope.get("query_string", b"").decode("latin-1")
-        queries = _unique(parse_qsl(query, keep_blank_values=True)) if query else {}
+        query = scope.get("query_string")
+        queries = (
+            _unique(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+        )
         if queries is None or not queries.keys() <= self._queries.keys():
             return None
-        headers = _unique(
-            (key, value.decode("latin-1"))
-            for name, value in scope.get("headers") or ()
-            if (key := name.decode("latin-1").lower()) in self._read_headers
-        )
-        if headers is None:
-            return None
-        for given, fields in ((queries, self._queries), (headers, self._headers)):
-            for key, field in fields.items():
-                if not _valid(field, given.get(key), values):
-                    return None
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope.get("headers") or ():
+            if (key := name.lower()) in self._read_headers:
+                if key in headers:
+                    return None  # a repeated header: which one counts is FastAPI's call
+                headers[key] = value
+        for alias, field in self._queries.items():
+            if not self._valid(field, queries.get(alias), values):
+                return None
+        for name, field in self._headers.items():
+            raw = headers.get(name)
+            if not self._valid(field, None if raw is None else raw.decode("latin-1"), values):
+                return None
         return values, headers
+
+    def _valid(self, field: Any, raw: object, values: Values) -> bool:
+        """Validate `raw` (None: absent) with the route's own field into `values`."""
+        if raw is None:
+            if field.name not in self._defaults:
+                return False  # required: FastAPI tells the client so
+            values[field.name] = self._defaults[field.name]
+            return True
+        value, errors = field.validate(raw, values, loc=())
+        if errors:
+            return False
+        values[field.name] = value
+        return True
+
+    def _valid_json(self, headers: dict[bytes, bytes], body: bytes, values: Values) -> bool:
+        """Validate a plain JSON body with the route's body field into `values`. A body
+        that is not UTF-8 without a BOM goes to FastAPI, whose `json.loads` of the bytes
+        would read it the same way as this one of the text when it is."""
+        if headers.get(_CONTENT_TYPE) != b"application/json":
+            return False
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except ValueError:
+            return False
+        return data is not None and self._valid(self._body, data, values)
 
 
 class CommandLanes:
@@ -97,12 +136,14 @@ class CommandLanes:
 
     def __init__(self, router: ASGIApp, routes: Iterable[CommandRoute]) -> None:
         self._router = router
-        self._routes = tuple(routes)
-        self._methods = frozenset(m for route in self._routes for m in route.methods or ())
+        self._by_method: dict[str, list[CommandRoute]] = {}
+        for route in routes:
+            for method in route.methods or ():
+                self._by_method.setdefault(method, []).append(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in self._methods:
-            for route in self._routes:
+        if scope["type"] == "http":
+            for route in self._by_method.get(scope["method"], ()):
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
                     scope.update(child_scope)  # the route, its endpoint and path params
@@ -118,10 +159,10 @@ def install_command_lanes(app: FastAPI) -> None:
     app.router.middleware_stack = CommandLanes(app.router.middleware_stack, routes)
 
 
-def _header_key(field: Any) -> str:
+def _header_key(field: Any) -> bytes:
     """The lower-case header name FastAPI reads a header parameter from."""
     name: str = field.alias if field.alias != field.name else field.name.replace("_", "-")
-    return name.lower()
+    return name.lower().encode("latin-1")
 
 
 def _unique(pairs: Iterable[tuple[str, str]]) -> dict[str, str] | None:
@@ -132,32 +173,6 @@ def _unique(pairs: Iterable[tuple[str, str]]) -> dict[str, str] | None:
             return None
         found[name] = value
     return found
-
-
-def _valid(field: Any, raw: object, values: Values) -> bool:
-    """Validate `raw` (None: absent) with the route's own field into `values`."""
-    if raw is None:
-        if field.field_info.is_required():
-            return False
-        values[field.name] = field.default
-        return True
-    value, errors = field.validate(raw, values, loc=())
-    if errors:
-        return False
-    values[field.name] = value
-    return True
-
-
-def _valid_json(field: Any, headers: dict[str, str], body: bytes, values: Values) -> bool:
-    """Validate a plain JSON body with the route's body `field` into `values`, decoded as
-    FastAPI decodes it (`json.loads`)."""
-    if headers.get("content-type") != "application/json":
-        return False
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return data is not None and _valid(field, data, values)
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:

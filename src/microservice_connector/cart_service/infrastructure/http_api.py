@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Response
+from fastapi.telemetry import TelemetryConfig
 
 from microservice_connector.cart_service.application import (
     CartNotFound,
@@ -39,6 +40,9 @@ from microservice_connector.web.server import lifespan
 CartId = Annotated[str, id_path("the cart's id")]
 ItemId = Annotated[str, id_path("the item's id")]
 Endpoint = Callable[..., Awaitable[Any]]
+# FastAPI's OpenTelemetry bridge asks for the global providers on every request (about 8 µs,
+# a tenth of the HTTP layer of a command here); the service configures none, so it is off.
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 CorrelationId = Annotated[
     str | None,
     Header(alias="X-Correlation-ID", pattern=ID_PATTERN, description="ties events to a request"),
@@ -59,6 +63,7 @@ def create_app(
         version="1",
         lifespan=lifespan(on_startup, on_shutdown),
         responses=ERROR_RESPONSES,
+        telemetry=NO_TELEMETRY,
     )
     install_error_handlers(
         app,
