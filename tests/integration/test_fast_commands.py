@@ -6,10 +6,10 @@ answered by the lane itself."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from microservice_connector.cart_service.infrastructure.fast_commands import CommandRoute
@@ -172,3 +172,11 @@ def test_a_correlation_id_reaches_the_event_and_metrics_name_the_route(
 
     assert counted(with_lane) == counted(without)
     assert any('route="/carts/{cart_id}/items"' in line for line in counted(with_lane))
+
+
+def test_a_command_route_refuses_parameters_its_lane_could_not_read_as_fastapi_does() -> None:
+    async def endpoint(cart_id: str, user: Annotated[str, Depends(lambda: "someone")]) -> None:
+        """A dependency: the lane would have to run it as FastAPI does."""
+
+    with pytest.raises(TypeError, match="a command route takes path, query, header and one body"):
+        CommandRoute("/carts/{cart_id}/odd", endpoint, methods=["POST"])

@@ -10,9 +10,10 @@ cannot read plainly (an odd header, a repeated or unknown query key, a body that
 then answers, or rejects, exactly as before. So each command, its rules and its answers are
 defined once, by the endpoint and its declared parameters; the lane only skips the plumbing.
 
-The lane runs inside the router: the matched route sets the metrics label (`scope["route"]`),
-a failed command raises into the app's exception middleware like any route, and every
-middleware in front of the routes sees every command, whichever lane answers it.
+`CommandLanes` puts the lanes in front of the router's search, behind the app's middleware
+and exception handlers: the matched route sets the metrics label (`scope["route"]`), a failed
+command raises into the app's exception middleware like any route, and every middleware sees
+every command, whichever lane answers it.
 """
 
 from __future__ import annotations
