@@ -35,8 +35,9 @@ scale: setup
 	$(BIN)/pytest -q -m scale tests/scale
 
 # Debian packages some tests run for real: Prometheus and promtool, docker-compose (config
-# check only), Chromium (the event browser's tests, through Playwright). Installed when
-# missing and we are root, as on this project's machines and CI.
+# check only), Chromium (the event browser's tests, through Playwright); and wrk, the HTTP
+# load of bench/http_throughput.py. Installed when missing and we are root, as on this
+# project's machines and CI.
 tools:
 	@command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -50,6 +51,12 @@ tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends chromium >/dev/null; \
 	  else echo "note: install chromium to run the event browser's tests"; fi; }
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk (Debian package) for bench/http_throughput.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends wrk >/dev/null; \
+	  else echo "note: install wrk to run bench/http_throughput.py"; fi; }
 
 lint: setup
 	$(BIN)/ruff check src tests bench

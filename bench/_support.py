@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -104,6 +105,18 @@ async def stream_messages(js: JetStreamContext, stream: str) -> int:
     """How many messages `stream` holds now."""
     info = await js.stream_info(stream)
     return int(info.state.messages)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process `pid` has used so far (Linux `/proc`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, for the record of a run."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = Field(default=86_400.0, ge=1.0, le=30 * 86_400.0)
     command_retries: int = Field(default=20, ge=0, le=1000)
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
+    # Concurrent `GET /events/stream` clients a cart service serves; past it they get 503.
+    live_feed_max_streams: int = Field(default=256, ge=1, le=100_000)
     # How long billing keeps an early event waiting for its predecessor before dead-lettering.
     billing_gap_wait_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     # How long an early event waits before billing fetches its cart's missing versions from

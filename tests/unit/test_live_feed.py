@@ -1,13 +1,21 @@
-"""The live feed: woken by commits, reading from the store at its own pace, so a slow or
-stalled client holds nothing in memory; `close()` ends every stream."""
+"""The live feed: one read per round fanned out to every stream, a stalled client holding a
+bounded buffer and catching up from the store, a cap on streams; `close()` ends them all.
+No test sleeps to wait: each lets the event loop run until a condition holds."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
+
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
-from microservice_connector.cart_service.infrastructure.live_feed import PAGE, LiveFeed
+from microservice_connector.cart_service.infrastructure.live_feed import (
+    PAGE,
+    LiveFeed,
+    TooManyStreams,
+)
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 
@@ -46,28 +54,100 @@ def _event(position: int) -> RecordedEvent:
 
 
 def _positions(frames: list[bytes]) -> list[int]:
-    return [int(f.split(b"\n")[0].removeprefix(b"id: ")) for f in frames if f.startswith(b"id:")]
+    return [
+        int(line.removeprefix(b"id: "))
+        for chunk in frames
+        for line in chunk.split(b"\n")
+        if line.startswith(b"id: ")
+    ]
 
 
-async def test_a_stalled_client_costs_reads_not_memory_and_catches_up_page_by_page() -> None:
+async def until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Let the event loop run until `condition` holds; fail after `within_s` seconds."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0)
+
+
+async def test_a_stream_sends_the_stored_events_then_the_new_ones_each_once_in_order() -> None:
     store = FakeStore()
-    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=30)
-    stream = feed.stream(0)
+    store.stored = 2 * PAGE + 5  # its own catch-up reads three pages
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=30, round_interval_s=0)
+    stream = feed.stream(feed.subscribe(0))
     assert await anext(stream) == b"retry: 1000\n\n"
-    store.stored = 1
-    assert _positions([await anext(stream)]) == [1]
-    reads = store.reads
-    # The client stops reading while thousands of events are stored and announced.
-    store.stored = 5 * PAGE + 1
-    for _ in range(5 * PAGE):
+    received = [await anext(stream) for _ in range(3)]
+    assert _positions(received) == list(range(1, 2 * PAGE + 6))
+    for total in (2 * PAGE + 6, 2 * PAGE + 9):  # then the pump hands it what is new
+        store.stored = total
         feed.notify()
-    await asyncio.sleep(0.01)
-    assert store.reads == reads  # nothing was read for it, nothing buffered
-    received = [await anext(stream) for _ in range(5 * PAGE)]
-    assert _positions(received) == list(range(2, 5 * PAGE + 2))
-    assert store.reads - reads <= 6  # a page at a time
+        received.append(await asyncio.wait_for(anext(stream), 5))
+    assert _positions(received) == list(range(1, 2 * PAGE + 10))
     await stream.aclose()
     assert feed.open_streams == 0
+
+
+async def test_events_are_read_once_per_round_however_many_streams_are_open() -> None:
+    store = FakeStore()
+    store.stored = 3
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=30, round_interval_s=0)
+    streams = [feed.stream(feed.subscribe(0)) for _ in range(50)]
+    for stream in streams:
+        assert await anext(stream) == b"retry: 1000\n\n"
+        assert _positions([await anext(stream)]) == [1, 2, 3]
+    reads = store.reads
+    store.stored = 4
+    feed.notify()
+    for stream in streams:
+        assert _positions([await asyncio.wait_for(anext(stream), 5)]) == [4]
+    assert store.reads - reads == 1  # the pump's one read served all 50
+    for stream in streams:
+        await stream.aclose()
+
+
+async def test_a_stalled_client_holds_a_bounded_buffer_and_later_gets_every_event_once() -> None:
+    store = FakeStore()
+    store.stored = 1
+    feed = LiveFeed(
+        store.read_after,
+        store.last_position,
+        idle_check_s=30,
+        round_interval_s=0,
+        buffer_bytes=4096,
+    )
+    subscription = feed.subscribe(0)
+    stream = feed.stream(subscription)
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert _positions([await anext(stream)]) == [1]
+    # The client stops reading while thousands of events are stored and fanned out.
+    store.stored = 5 * PAGE + 1
+    feed.notify()
+    await until(lambda: subscription.dropped)
+    assert subscription.waiting_bytes <= 4096
+    received = []
+    while not received or _positions(received)[-1] < 5 * PAGE + 1:
+        received.append(await asyncio.wait_for(anext(stream), 5))
+    assert _positions(received) == list(range(2, 5 * PAGE + 2))
+    await stream.aclose()
+
+
+async def test_a_quiet_stream_gets_a_heartbeat_from_the_pump() -> None:
+    store = FakeStore()
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=0.01)
+    stream = feed.stream(feed.subscribe(0))
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert await asyncio.wait_for(anext(stream), 5) == b": idle\n\n"
+    await stream.aclose()
+
+
+async def test_past_the_cap_a_stream_is_refused_until_one_closes() -> None:
+    store = FakeStore()
+    feed = LiveFeed(store.read_after, store.last_position, max_streams=2)
+    first, _second = feed.subscribe(0), feed.subscribe(0)
+    with pytest.raises(TooManyStreams, match="maximum of 2 streams"):
+        feed.subscribe(0)
+    first.close()
+    feed.subscribe(0).close()
 
 
 async def test_close_ends_a_waiting_stream_at_once() -> None:
@@ -75,21 +155,21 @@ async def test_close_ends_a_waiting_stream_at_once() -> None:
     feed = LiveFeed(store.read_after, store.last_position, idle_check_s=30)
 
     async def drain() -> list[bytes]:
-        return [frame async for frame in feed.stream(0)]
+        return [frame async for frame in feed.stream(feed.subscribe(0))]
 
     reader = asyncio.ensure_future(drain())
-    await asyncio.sleep(0.05)
-    assert feed.open_streams == 1
+    await until(lambda: store.reads == 1)  # it read, found nothing, and waits
     feed.close()
     frames = await asyncio.wait_for(reader, 2)
     assert frames == [b"retry: 1000\n\n"]
+    assert feed.open_streams == 0
 
 
 async def test_a_stream_outlives_a_database_outage() -> None:
     store = FakeStore()
     store.down = True
     feed = LiveFeed(store.read_after, store.last_position, idle_check_s=0.01)
-    stream = feed.stream(0)
+    stream = feed.stream(feed.subscribe(0))
     assert await anext(stream) == b"retry: 1000\n\n"
     assert await anext(stream) == b": database unavailable\n\n"
     store.down, store.stored = False, 1

@@ -70,7 +70,11 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     )
     ttl = timedelta(seconds=settings.idempotency_ttl_s)
     idempotent = IdempotentCommands(sql_store.idempotency_keys, service.get_cart, ttl=ttl)
-    feed = LiveFeed(service.feed, lambda: asyncio.to_thread(sql_store.last_position))
+    feed = LiveFeed(
+        service.feed,
+        lambda: asyncio.to_thread(sql_store.last_position),
+        max_streams=settings.live_feed_max_streams,
+    )
     store.on_commit(feed.notify)
     checks: dict[str, Check] = {"database": store.ping}
     background: Background | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
 )
 from microservice_connector.cart_service.application.idempotency import pending_key
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
+from microservice_connector.cart_service.application.new_ids import new_id
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
     NoObserver,
@@ -106,13 +106,8 @@ class CartService:
         self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None
     ) -> CartView:
         """Add `quantity` of `item_id`; creates the cart on its first item."""
-        return await self._execute(
-            "add_item",
-            cart_id,
-            lambda cart, now: cart.add_item(item_id, quantity, now),
-            correlation_id,
-            must_exist=False,
-        )
+        decide: Decision = lambda cart, now: cart.add_item(item_id, quantity, now)  # noqa: E731
+        return await self._execute("add_item", cart_id, decide, correlation_id, must_exist=False)
 
     async def remove_item(
         self,
@@ -123,12 +118,8 @@ class CartService:
         correlation_id: str | None = None,
     ) -> CartView:
         """Remove `quantity` of `item_id`, or all of it when `quantity` is None."""
-        return await self._execute(
-            "remove_item",
-            cart_id,
-            lambda cart, now: cart.remove_item(item_id, quantity, now),
-            correlation_id,
-        )
+        decide: Decision = lambda cart, now: cart.remove_item(item_id, quantity, now)  # noqa: E731
+        return await self._execute("remove_item", cart_id, decide, correlation_id)
 
     async def checkout(self, cart_id: str, *, correlation_id: str | None = None) -> CartView:
         """Check out the cart; afterwards it accepts no change."""
@@ -199,7 +190,7 @@ class CartService:
         correlation_id: str | None,
         must_exist: bool,
     ) -> CartView:
-        correlation_id = correlation_id or str(uuid.uuid4())
+        correlation_id = correlation_id or new_id()
         async with self._locks.hold(cart_id):
             for attempt in range(self._max_retries + 1):
                 cart = await self._current(cart_id, trust_cache=attempt == 0)
@@ -300,4 +291,5 @@ def _new_event(
         causation_id=correlation_id,
         traceparent=trace.get("traceparent"),
         tracestate=trace.get("tracestate"),
+        event_id=new_id(),
     )

@@ -62,11 +62,22 @@ class CartMetrics:
         )
         if outbox is not None:
             registry.register(OutboxCollector(outbox))
+        # Labelled children found once per label set, not on every command (`labels` costs
+        # more than the count itself).
+        self._counted: dict[tuple[str, str], Counter] = {}
+        self._timed: dict[str, Histogram] = {}
+        self._appended: dict[str, Counter] = {}
 
     def command_finished(self, command: str, outcome: str, seconds: float) -> None:
         """Count the command and observe its latency."""
-        self.commands.labels(command=command, outcome=outcome).inc()
-        self.latency.labels(command=command).observe(seconds)
+        counter = self._counted.get((command, outcome))
+        if counter is None:
+            counter = self._counted[(command, outcome)] = self.commands.labels(command, outcome)
+        counter.inc()
+        timer = self._timed.get(command)
+        if timer is None:
+            timer = self._timed[command] = self.latency.labels(command)
+        timer.observe(seconds)
 
     def conflict_retried(self, command: str) -> None:
         """Count a lost race."""
@@ -75,7 +86,10 @@ class CartMetrics:
     def events_appended(self, events: Sequence[RecordedEvent]) -> None:
         """Count committed events by type."""
         for event in events:
-            self.appended.labels(event_type=event.event_type).inc()
+            counter = self._appended.get(event.event_type)
+            if counter is None:
+                counter = self._appended[event.event_type] = self.appended.labels(event.event_type)
+            counter.inc()
 
     def round_finished(self, published: int, failed: int, publish_seconds: float) -> None:
         """Count a relay round."""

@@ -12,7 +12,12 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.staticfiles import StaticFiles
 
-from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
+from microservice_connector.cart_service.infrastructure.live_feed import (
+    LiveFeed,
+    Subscription,
+    TooManyStreams,
+)
+from microservice_connector.web.guards import Receive, Scope, Send
 from microservice_connector.web.numbers import MAX_SQL_INT
 
 UI_FILES = Path(str(files("microservice_connector.web") / "ui"))
@@ -51,13 +56,32 @@ def live_feed_router(feed: LiveFeed) -> APIRouter:
                 raise HTTPException(422, "Last-Event-ID: must be an event position")
             resume = int(last_event_id)
         start = await feed.start_after(resume, recent)
-        return StreamingResponse(
-            feed.stream(start),
+        try:
+            subscription = feed.subscribe(start)
+        except TooManyStreams as exc:
+            raise HTTPException(503, str(exc)) from exc
+        return _LiveStream(subscription)
+
+    return router
+
+
+class _LiveStream(StreamingResponse):
+    """The SSE response of one subscription, which it gives back however the response ends
+    (even if the client left before the first frame)."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        super().__init__(
+            subscription.feed.stream(subscription),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+        self._subscription = subscription
 
-    return router
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._subscription.close()
 
 
 def mount_ui(app: FastAPI, config: UiConfig) -> None:
