@@ -21,7 +21,7 @@ run: setup
 # Everything but the long reliability runs (their fast subset, marked reliability_smoke,
 # stays). The scale-out runs are included: about 80 s here.
 test: setup tools
-	$(BIN)/pytest -q -m "not reliability"
+	$(BIN)/pytest -q -m "not reliability" --durations=15
 
 # Crashes, outages, concurrency and hostile input under load, with a table of figures at the
 # end (also appended to bench/results/reliability.md). About 10-12 minutes on 2 cores.

@@ -61,7 +61,8 @@ def restart_without_data(system: System) -> None:
         )
 
 
-@pytest.mark.parametrize("broker", ["nats", "kafka"])
+# Kafka's run is in make reliability, to keep make test within its time.
+@pytest.mark.parametrize("broker", ["nats", pytest.param("kafka", marks=pytest.mark.reliability)])
 def test_events_the_broker_lost_after_acknowledging_them_reach_billing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: str
 ) -> None:

@@ -26,7 +26,10 @@ pytestmark = pytest.mark.e2e
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
-@pytest.fixture(params=["nats", pytest.param("kafka", marks=pytest.mark.kafka)])
+# Kafka's run is in make reliability, to keep make test within its time.
+@pytest.fixture(
+    params=["nats", pytest.param("kafka", marks=[pytest.mark.kafka, pytest.mark.reliability])]
+)
 def traced(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[System, OtlpReceiver]]:
     """Cart, billing and a broker as processes, exporting their spans to a receiver."""
     if request.param == "kafka":
