@@ -26,7 +26,7 @@ test: setup tools
 # Crashes, outages, concurrency and hostile input under load, with a table of figures at the
 # end (also appended to bench/results/reliability.md). About 10-12 minutes on 2 cores.
 reliability: setup tools
-	$(BIN)/pytest -q tests/reliability
+	$(BIN)/pytest -q -m "reliability or reliability_smoke"
 
 # Scale-out: 3 cart and 3 billing instances on PostgreSQL under load, over a 3-node NATS
 # cluster and over Kafka (Tansu), SIGKILLing instances (and the stream leader) midway; a
