@@ -47,7 +47,7 @@ from microservice_connector.billing_service.infrastructure.cart_event_handler im
 from microservice_connector.billing_service.main import MAX_ATTEMPTS, open_billing_repository
 from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore.outbox_rows import message_headers
-from microservice_connector.messaging.consumer import Ack, Consumer, Outcome
+from microservice_connector.messaging.consumer import Ack, Consumer, Settlement
 from microservice_connector.messaging.message import Delivery
 from microservice_connector.messaging.middleware import (
     chain,
@@ -122,7 +122,7 @@ async def consume_billing(
         outcomes: Counter[str] = Counter()
         stop = asyncio.Event()
 
-        def on_outcome(_: Delivery, outcome: Outcome) -> None:
+        def on_outcome(_: Delivery, outcome: Settlement) -> None:
             label = outcome.label if isinstance(outcome, Ack) else type(outcome).__name__
             outcomes[label] += 1
             if outcomes["applied"] >= events:

@@ -56,7 +56,7 @@ from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.eventstore.relay import OutboxRelay
-from microservice_connector.messaging.consumer import Ack, Consumer, Outcome
+from microservice_connector.messaging.consumer import Ack, Consumer, Settlement
 from microservice_connector.messaging.kafka import (
     KafkaConfig,
     KafkaDeadLetters,
@@ -237,7 +237,7 @@ async def consume_billing(
         outcomes: Counter[str] = Counter()
         stop = asyncio.Event()
 
-        def on_outcome(_: Delivery, outcome: Outcome) -> None:
+        def on_outcome(_: Delivery, outcome: Settlement) -> None:
             label = outcome.label if isinstance(outcome, Ack) else type(outcome).__name__
             outcomes[label] += 1
             if outcomes["applied"] >= args.events:

@@ -28,7 +28,7 @@ from microservice_connector.eventstore.engine import parse_database_url
 from microservice_connector.messaging.memory import InMemoryBroker, InMemoryDeadLetters
 from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.messaging.middleware import chain, dead_letter
-from microservice_connector.messaging.outcome import Ack, BatchHandler, Outcome
+from microservice_connector.messaging.settlement import Ack, BatchHandler, Settlement
 from microservice_connector.settings import Settings
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -57,10 +57,10 @@ class Pipeline:
             handler, dead_letter(self.dead_letters, max_attempts=MAX_ATTEMPTS)
         )
 
-    def deliver(self, messages: list[Message]) -> list[Outcome]:
+    def deliver(self, messages: list[Message]) -> list[Settlement]:
         """Deliver `messages` as one batch, again and again (as the broker would) until
         each is settled; the final outcome of each."""
-        final: dict[int, Outcome] = {}
+        final: dict[int, Settlement] = {}
         for attempt in range(1, MAX_ATTEMPTS + 1):
             waiting = [i for i in range(len(messages)) if i not in final]
             if not waiting:

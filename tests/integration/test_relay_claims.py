@@ -102,17 +102,21 @@ def test_a_relay_skips_rows_another_holds_and_gets_its_own_back(
 ) -> None:
     first, second = stores
     fill(first, 30)
-    mine = first.outbox.claim("relay-1", 10, 60)
-    theirs = second.outbox.claim("relay-2", 100, 60)
+    mine = first.outbox.rows_to_publish("relay-1", 10, 60)
+    theirs = second.outbox.rows_to_publish("relay-2", 100, 60)
     assert (len(mine), len(theirs)) == (10, 20)
     assert {row.id for row in mine}.isdisjoint(row.id for row in theirs)
     assert max(row.id for row in mine) < min(row.id for row in theirs)  # oldest first
-    assert second.outbox.claim("relay-3", 100, 60) == []
+    assert second.outbox.rows_to_publish("relay-3", 100, 60) == []
     # A restart under the same id carries on with its own rows at once.
-    assert [row.id for row in first.outbox.claim("relay-1", 100, 60)] == [r.id for r in mine]
+    assert [row.id for row in first.outbox.rows_to_publish("relay-1", 100, 60)] == [
+        r.id for r in mine
+    ]
     # A relay that stops releases what it did not publish.
     second.outbox.release("relay-2")
-    assert [row.id for row in first.outbox.claim("relay-3", 100, 60)] == [r.id for r in theirs]
+    assert [row.id for row in first.outbox.rows_to_publish("relay-3", 100, 60)] == [
+        r.id for r in theirs
+    ]
 
 
 async def test_rows_of_a_dead_relay_are_published_by_another_after_its_lease(
@@ -121,11 +125,13 @@ async def test_rows_of_a_dead_relay_are_published_by_another_after_its_lease(
     first, second = stores
     ids = fill(first, 20)
     lease_s = 1.5
-    held = first.outbox.claim("dead-relay", 100, lease_s)  # and then it dies, never publishing
+    held = first.outbox.rows_to_publish(
+        "dead-relay", 100, lease_s
+    )  # and then it dies, never publishing
     assert len(held) == 20
     with first.writer.connect() as connection:
         lease_end = connection.execute(select(outbox.c.claimed_until).limit(1)).scalar_one()
-    assert second.outbox.claim("relay-2", 100, lease_s) == []
+    assert second.outbox.rows_to_publish("relay-2", 100, lease_s) == []
 
     publisher = RecordingPublisher()
     survivor = OutboxRelay(second.outbox, publisher, relay_id="relay-2", poll_interval=0.1)
@@ -143,8 +149,8 @@ def test_sqlite_has_one_relay_and_claim_only_reads(tmp_path: Path) -> None:
     try:
         fill(store, 3)
         assert not store.outbox.leases
-        assert len(store.outbox.claim("relay-1", 10, 60)) == 3
-        assert len(store.outbox.claim("relay-2", 10, 60)) == 3
+        assert len(store.outbox.rows_to_publish("relay-1", 10, 60)) == 3
+        assert len(store.outbox.rows_to_publish("relay-2", 10, 60)) == 3
     finally:
         store.close()
 
@@ -182,7 +188,7 @@ def test_an_outbox_made_before_claims_gets_the_columns_at_startup(
 
     store = SqlEventStore(url)
     try:
-        [row] = store.outbox.claim("relay-1", 10, 60)
+        [row] = store.outbox.rows_to_publish("relay-1", 10, 60)
         assert row.event_id == "e-1"
     finally:
         store.close()

@@ -26,9 +26,9 @@ class CountingOutbox:
         self._outbox = outbox
         self.claims = 0
 
-    def claim(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
         self.claims += 1
-        return self._outbox.claim(relay_id, limit, lease_seconds)
+        return self._outbox.rows_to_publish(relay_id, limit, lease_seconds)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._outbox, name)

@@ -48,7 +48,7 @@ def test_the_trace_context_is_stored_and_sent_on(store: SqlEventStore) -> None:
     store.append(AppendRequest("c-1", "ShoppingCart", 0, [added("c-1", traced=True)]))
     [event] = store.load("c-1")
     assert (event.traceparent, event.tracestate) == (TRACEPARENT, "msc=1")
-    [row] = store.outbox.claim("relay-1", 10, 30.0)
+    [row] = store.outbox.rows_to_publish("relay-1", 10, 30.0)
     assert row.headers["traceparent"] == TRACEPARENT
     assert row.headers["tracestate"] == "msc=1"
 
@@ -57,7 +57,7 @@ def test_an_untraced_event_has_no_trace_anywhere(store: SqlEventStore) -> None:
     store.append(AppendRequest("c-2", "ShoppingCart", 0, [added("c-2", traced=False)]))
     [event] = store.load("c-2")
     assert event.traceparent is None
-    [row] = store.outbox.claim("relay-1", 10, 30.0)
+    [row] = store.outbox.rows_to_publish("relay-1", 10, 30.0)
     assert "traceparent" not in row.headers
     with store.writer.connect() as connection:
         metadata = connection.execute(select(events.c["metadata"])).scalar_one()
@@ -76,7 +76,7 @@ def test_the_group_commit_writer_keeps_it_too(tmp_path: Path) -> None:
         request = AppendRequest("c-3", "ShoppingCart", 0, [added("c-3", traced=True)])
         asyncio.run(store.append(request))
         [event] = sql_store.load("c-3")
-        [row] = sql_store.outbox.claim("relay-1", 10, 30.0)
+        [row] = sql_store.outbox.rows_to_publish("relay-1", 10, 30.0)
     finally:
         store.close()
     assert event.traceparent == TRACEPARENT

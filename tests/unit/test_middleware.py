@@ -12,8 +12,8 @@ from microservice_connector.messaging.middleware import (
     recover,
     retry_with_backoff,
 )
-from microservice_connector.messaging.outcome import Ack, Outcome, Reject, Retry
 from microservice_connector.messaging.ports import DeadLetter, Publisher
+from microservice_connector.messaging.settlement import Ack, Reject, Retry, Settlement
 
 
 class Settled:
@@ -48,8 +48,8 @@ class Letters:
         raise NotImplementedError
 
 
-def answering(*outcomes: Outcome):  # type: ignore[no-untyped-def]
-    async def handler(deliveries: Sequence[Delivery]) -> list[Outcome]:
+def answering(*outcomes: Settlement):  # type: ignore[no-untyped-def]
+    async def handler(deliveries: Sequence[Delivery]) -> list[Settlement]:
         return list(outcomes)
 
     return handler
@@ -94,7 +94,7 @@ async def test_when_the_dead_letter_store_fails_the_message_is_kept() -> None:
 
 
 async def test_a_handler_that_raises_is_retried_not_fatal() -> None:
-    async def broken(deliveries: Sequence[Delivery]) -> list[Outcome]:
+    async def broken(deliveries: Sequence[Delivery]) -> list[Settlement]:
         raise RuntimeError("bug")
 
     settled = Settled()

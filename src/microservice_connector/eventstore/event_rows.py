@@ -59,23 +59,10 @@ def recorded(
 
 def metadata_json(event: RecordedEvent) -> str:
     """The `metadata` column: the envelope fields that have no column of their own."""
+    envelope = (event.schema_version, event.content_type, event.correlation_id, event.causation_id)
     if event.traceparent is None:
-        meta = _Metadata(
-            schema_version=event.schema_version,
-            content_type=event.content_type,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-        )
-    else:
-        meta = _TracedMetadata(
-            schema_version=event.schema_version,
-            content_type=event.content_type,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-            traceparent=event.traceparent,
-            tracestate=event.tracestate,
-        )
-    return _encode(meta).decode()
+        return _encode(_Metadata(*envelope)).decode()
+    return _encode(_TracedMetadata(*envelope, event.traceparent, event.tracestate)).decode()
 
 
 def event_row(event: RecordedEvent) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import ConcurrencyError
 from microservice_connector.eventstore.event_rows import recorded
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
-from microservice_connector.eventstore.port import AppendRequest, AppendResult
+from microservice_connector.eventstore.port import AppendRequest, AppendResult, events_or_raise
 
 
 class InMemoryEventStore:
@@ -27,10 +27,7 @@ class InMemoryEventStore:
 
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Append atomically or raise `ConcurrencyError`."""
-        result = self.append_batch([request])[0]
-        if not isinstance(result, list):
-            raise result
-        return result
+        return events_or_raise(self.append_batch([request])[0])
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Apply each request on its own version check; all or nothing when one raises (an

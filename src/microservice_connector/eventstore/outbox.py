@@ -97,9 +97,11 @@ class SqlOutbox:
         with self._guard(self._reader), self._reader.connect() as connection:
             return [_row(row) for row in connection.execute(query)]
 
-    def claim(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
-        """Up to `limit` unpublished rows, oldest first, that no other relay holds a lease
-        on; they are leased to `relay_id` for `lease_seconds` (by the database's clock).
+    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """The next rows `relay_id` should publish: up to `limit` unpublished rows, oldest
+        first. Where relays share the outbox (PostgreSQL), only rows no other relay holds a
+        lease on, leased to `relay_id` for `lease_seconds` (by the database's clock); where one
+        relay owns it (SQLite, one writer per file), simply the oldest pending rows.
 
         A relay's own leased rows come back to it (a retry, or a restart under the same id).
         Rows other relays are claiming at this moment are skipped, not waited for.

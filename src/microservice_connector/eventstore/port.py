@@ -26,6 +26,13 @@ class AppendRequest:
 AppendResult = list[RecordedEvent] | ConcurrencyError | IdempotencyKeyUsed
 
 
+def events_or_raise(result: AppendResult) -> list[RecordedEvent]:
+    """The events one append wrote; its `ConcurrencyError` or `IdempotencyKeyUsed` raised."""
+    if not isinstance(result, list):
+        raise result
+    return result
+
+
 class EventStore(Protocol):
     """A thread-safe store of events with optimistic concurrency per aggregate."""
 

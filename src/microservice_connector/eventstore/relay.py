@@ -49,7 +49,7 @@ class OutboxRelay:
     It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
     backs off exponentially while the broker or the database is unavailable. Relays sharing a
     PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
-    (`SqlOutbox.claim`): when one dies, another publishes its rows within
+    (`SqlOutbox.rows_to_publish`): when one dies, another publishes its rows within
     `lease_seconds + poll_interval`.
 
     With an `audit`, it checks at start and every `audit_interval` seconds that the broker
@@ -166,7 +166,7 @@ class OutboxRelay:
         """Publish one batch of pending rows (claimed, where relays share the outbox); mark
         those the broker acknowledged."""
         rows = await asyncio.to_thread(
-            self._outbox.claim, self.relay_id, self._batch_size, self._lease_seconds
+            self._outbox.rows_to_publish, self.relay_id, self._batch_size, self._lease_seconds
         )
         if not rows:
             return RelayRound(0, 0)

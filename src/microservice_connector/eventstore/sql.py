@@ -19,7 +19,7 @@ from microservice_connector.eventstore.event_rows import from_row, recorded
 from microservice_connector.eventstore.failures import DataRejected, Failure, classify
 from microservice_connector.eventstore.idempotency_keys import KeyLedger, SqlIdempotencyKeys
 from microservice_connector.eventstore.outbox import SqlOutbox
-from microservice_connector.eventstore.port import AppendRequest, AppendResult
+from microservice_connector.eventstore.port import AppendRequest, AppendResult, events_or_raise
 from microservice_connector.eventstore.schema import events
 from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
 
@@ -146,16 +146,11 @@ class SqlEventStore:
     def append_in(self, connection: Connection, request: AppendRequest) -> list[RecordedEvent]:
         """Append inside the caller's transaction on `writer`; raises `ConcurrencyError`."""
         [result] = self._append_together(connection, [request])
-        if not isinstance(result, list):
-            raise result
-        return result
+        return events_or_raise(result)
 
     def append(self, request: AppendRequest) -> list[RecordedEvent]:
         """Write all events and outbox rows atomically, or raise `ConcurrencyError`."""
-        result = self.append_batch([request])[0]
-        if not isinstance(result, list):
-            raise result
-        return result
+        return events_or_raise(self.append_batch([request])[0])
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """One commit for many appends; each is checked against its own expected version.

@@ -8,14 +8,14 @@ import logging
 from collections.abc import Callable, Sequence
 
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.outcome import Ack, BatchHandler, Outcome, Reject, Retry
 from microservice_connector.messaging.ports import Subscriber
+from microservice_connector.messaging.settlement import Ack, BatchHandler, Reject, Retry, Settlement
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Ack", "Consumer", "Outcome", "Reject", "Retry"]
+__all__ = ["Ack", "Consumer", "Reject", "Retry", "Settlement"]
 
-OutcomeListener = Callable[[Delivery, Outcome], None]
+SettlementListener = Callable[[Delivery, Settlement], None]
 
 
 class Consumer:
@@ -30,7 +30,7 @@ class Consumer:
         *,
         batch_size: int = 256,
         wait: float = 0.5,
-        on_outcome: OutcomeListener | None = None,
+        on_outcome: SettlementListener | None = None,
     ) -> None:
         self._subscriber = subscriber
         self._handler = handler

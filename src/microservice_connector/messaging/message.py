@@ -33,7 +33,7 @@ class PublishResult:
 
 
 Settle = Callable[[], Awaitable[None]]
-Retry = Callable[[float], Awaitable[None]]
+Redeliver = Callable[[float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -45,7 +45,7 @@ class Delivery:
     attempt: int
     sequence: int
     _ack: Settle
-    _nak: Retry
+    _nak: Redeliver
     settled: bool = False
 
     async def ack(self) -> None:

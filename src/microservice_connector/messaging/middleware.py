@@ -7,15 +7,15 @@ from collections.abc import Callable, Sequence
 from functools import reduce
 
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.outcome import (
+from microservice_connector.messaging.ports import DeadLetters
+from microservice_connector.messaging.settlement import (
     Ack,
     BatchHandler,
     Middleware,
-    Outcome,
     Reject,
     Retry,
+    Settlement,
 )
-from microservice_connector.messaging.ports import DeadLetters
 
 log = logging.getLogger("microservice_connector.consumer")
 
@@ -28,7 +28,7 @@ def chain(handler: BatchHandler, *middlewares: Middleware) -> BatchHandler:
 def recover(handler: BatchHandler) -> BatchHandler:
     """A handler that raises answers `Retry` for the whole batch instead of crashing the loop."""
 
-    async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+    async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
         try:
             return await handler(deliveries)
         except Exception as exc:
@@ -42,7 +42,7 @@ def retry_with_backoff(base: float = 0.1, cap: float = 10.0) -> Middleware:
     """Failures come back after an exponential backoff by attempt: base, 2·base, … ≤ cap."""
 
     def middleware(handler: BatchHandler) -> BatchHandler:
-        async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
             outcomes = await handler(deliveries)
             return [
                 Retry(max(o.delay, min(cap, base * 2 ** (d.attempt - 1))), o.reason, o.failure)
@@ -61,9 +61,9 @@ def dead_letter(dead_letters: DeadLetters, max_attempts: int = 5) -> Middleware:
     `dead_letters` and are acked; if the dead-letter store fails they are retried instead."""
 
     def middleware(handler: BatchHandler) -> BatchHandler:
-        async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
             outcomes = await handler(deliveries)
-            settled: list[Outcome] = []
+            settled: list[Settlement] = []
             for delivery, outcome in zip(deliveries, outcomes, strict=True):
                 if (
                     isinstance(outcome, Retry)
@@ -81,7 +81,7 @@ def dead_letter(dead_letters: DeadLetters, max_attempts: int = 5) -> Middleware:
     return middleware
 
 
-async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> Outcome:
+async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> Settlement:
     try:
         await dead_letters.put(delivery.message, reason)
     except Exception as exc:
@@ -89,11 +89,11 @@ async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> 
     return Ack("dead-lettered")
 
 
-def log_outcomes(level_of: Callable[[Outcome], int] | None = None) -> Middleware:
+def log_outcomes(level_of: Callable[[Settlement], int] | None = None) -> Middleware:
     """Log each outcome with the event id, cart and correlation id, so a command can be
     followed from HTTP to invoice."""
 
-    def default_level(outcome: Outcome) -> int:
+    def default_level(outcome: Settlement) -> int:
         if isinstance(outcome, Ack):
             return {"dead-lettered": logging.WARNING, "applied": logging.INFO}.get(
                 outcome.label, logging.DEBUG
@@ -103,7 +103,7 @@ def log_outcomes(level_of: Callable[[Outcome], int] | None = None) -> Middleware
     level = level_of or default_level
 
     def middleware(handler: BatchHandler) -> BatchHandler:
-        async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
             outcomes = await handler(deliveries)
             for delivery, outcome in zip(deliveries, outcomes, strict=True):
                 lvl = level(outcome)
@@ -130,7 +130,7 @@ def log_outcomes(level_of: Callable[[Outcome], int] | None = None) -> Middleware
     return middleware
 
 
-def _describe(outcome: Outcome) -> str:
+def _describe(outcome: Settlement) -> str:
     if isinstance(outcome, Ack):
         return outcome.label
     if isinstance(outcome, Retry):

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from microservice_connector.messaging.message import Delivery, Message, PublishResult
-from microservice_connector.messaging.outcome import BatchHandler, Outcome, Reject, Retry
+from microservice_connector.messaging.settlement import BatchHandler, Reject, Retry, Settlement
 from microservice_connector.tracing import context, setup
 
 
@@ -53,7 +53,7 @@ def traced_consume(handler: BatchHandler) -> BatchHandler:
     if not context.enabled():
         return handler
 
-    async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+    async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
         spans = [
             _start(f"process {d.message.topic}", SpanKind.CONSUMER, d.message, "process")
             for d in deliveries

@@ -27,8 +27,7 @@ from microservice_connector.billing_service.infrastructure.handling_log import H
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.failures import DataRejected
-from microservice_connector.messaging.consumer import Ack, Reject, Retry
-from microservice_connector.messaging.consumer import Outcome as Settlement
+from microservice_connector.messaging.consumer import Ack, Reject, Retry, Settlement
 from microservice_connector.messaging.message import Delivery
 
 log = logging.getLogger(__name__)

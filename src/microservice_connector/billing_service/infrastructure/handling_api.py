@@ -28,7 +28,7 @@ from microservice_connector.web.ids import ID_PATTERN, id_path
 from microservice_connector.web.numbers import MAX_SQL_INT
 
 EventId = Annotated[str, id_path("the event's id")]
-Outcome = Literal["applied", "duplicate", "deferred", "rejected"]
+OutcomeName = Literal["applied", "duplicate", "deferred", "rejected"]
 
 
 class HandlingOut(BaseModel):
@@ -41,7 +41,7 @@ class HandlingOut(BaseModel):
     event_id: str
     cart_id: str
     version: int
-    outcome: Outcome
+    outcome: OutcomeName
     applied_at: datetime | None
     applied_via: Source | None = Field(
         description="where billing got it when it applied it: `broker` (the fast path), "
@@ -133,7 +133,7 @@ def _handling(
         event_id=event_id,
         cart_id=seen.cart_id if seen else stamp.cart_id if stamp else "",
         version=version,
-        outcome="applied" if applied else cast(Outcome, seen.last_outcome if seen else ""),
+        outcome="applied" if applied else cast(OutcomeName, seen.last_outcome if seen else ""),
         applied_at=applied_at,
         applied_via=seen.applied_via if seen else None,
         last_seen_at=seen.last_at if seen else None,

@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from microservice_connector.billing_service.application import BillingLedger
 from microservice_connector.events.cart import CART_EVENTS
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.outcome import Ack, BatchHandler, Outcome, Retry
+from microservice_connector.messaging.settlement import Ack, BatchHandler, Retry, Settlement
 
 KNOWN_TYPES = frozenset(cls.__name__ for cls in CART_EVENTS)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -66,7 +66,7 @@ class BillingMetrics:
     def timed(self, handler: BatchHandler) -> BatchHandler:
         """`handler`, its batches timed."""
 
-        async def wrapped(deliveries: Sequence[Delivery]) -> list[Outcome]:
+        async def wrapped(deliveries: Sequence[Delivery]) -> list[Settlement]:
             started = time.perf_counter()
             try:
                 return await handler(deliveries)
@@ -79,7 +79,7 @@ class BillingMetrics:
         """Count `count` events applied from the cart store through `source`."""
         self.healed.labels(source=source).inc(count)
 
-    def on_outcome(self, delivery: Delivery, outcome: Outcome) -> None:
+    def on_outcome(self, delivery: Delivery, outcome: Settlement) -> None:
         """Count one settled delivery."""
         if isinstance(outcome, Ack):
             label = "dead_lettered" if outcome.label == "dead-lettered" else outcome.label

@@ -32,6 +32,6 @@ class Reject:
     reason: str
 
 
-Outcome = Ack | Retry | Reject
-BatchHandler = Callable[[Sequence[Delivery]], Awaitable[list[Outcome]]]
+Settlement = Ack | Retry | Reject
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[list[Settlement]]]
 Middleware = Callable[[BatchHandler], BatchHandler]
