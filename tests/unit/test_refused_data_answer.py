@@ -1,4 +1,4 @@
-"""Data the database refused answers a clear error, never a bare 500 (DESIGN §3.4, §4)."""
+"""Data the database refused answers 422 with its words, never a 500 (DESIGN §3.4, §4)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.web.errors import install_error_handlers
 
 
-def test_data_the_database_refused_answers_500_saying_what_was_refused() -> None:
+def test_data_the_database_refused_answers_422_saying_what_was_refused() -> None:
     app = FastAPI()
     install_error_handlers(app, {})
 
@@ -20,7 +20,7 @@ def test_data_the_database_refused_answers_500_saying_what_was_refused() -> None
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.post("/carts/c-1/items")
 
-    assert answer.status_code == 500
+    assert answer.status_code == 422
     assert answer.json() == {
         "detail": "database events.db refused the data: value too long for type"
     }

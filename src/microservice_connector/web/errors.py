@@ -76,9 +76,10 @@ def install_error_handlers(app: FastAPI, statuses: dict[type[Exception], int]) -
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     async def on_refused(_: Request, exc: Exception) -> JSONResponse:
-        # The API accepted what the database refused: a defect here, not the client's.
+        # The API accepted what the database refused: logged as the defect it is here, and
+        # answered 422 with the database's words: the same request would fail the same way.
         log.error("the database refused accepted input: %s", exc)
-        return JSONResponse(status_code=500, content={"detail": str(exc)})
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

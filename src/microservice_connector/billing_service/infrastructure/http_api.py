@@ -15,7 +15,6 @@ from microservice_connector.billing_service.domain import BillLine
 from microservice_connector.billing_service.infrastructure.sql_repository import (
     SqlBillingRepository,
 )
-from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import id_path
@@ -106,7 +105,7 @@ def create_billing_app(
         lifespan=lifespan(on_startup, on_shutdown),
         responses=ERROR_RESPONSES,
     )
-    install_error_handlers(app, {NotFound: 404, ConcurrentBillUpdate: 409, DataRejected: 422})
+    install_error_handlers(app, {NotFound: 404, ConcurrentBillUpdate: 409})
     app.include_router(health_router(checks))
 
     @app.get("/billing/carts/{cart_id}", response_model=BillOut)
