@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from microservice_connector.eventstore import SqlEventStore
 from support import postgres
 from support.nats import NatsServer
 from support.tansu import TansuServer, tansu_or_skip
@@ -33,6 +34,18 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """
     with postgres.fresh_schema(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_event_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlEventStore]:
+    """A cart event store (events and its `cart.events` outbox) on SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    opened = SqlEventStore(url)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

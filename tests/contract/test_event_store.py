@@ -43,6 +43,7 @@ from microservice_connector.eventstore.port import AppendResult
 from microservice_connector.eventstore.schema import events as events_table
 from microservice_connector.eventstore.schema import outbox
 from support.postgres import with_options
+from support.threads import outcome, race
 
 T = TypeVar("T")
 
@@ -86,24 +87,6 @@ def positions(recorded: Sequence[RecordedEvent]) -> list[int]:
 
 def strictly_increasing(numbers: Sequence[int]) -> bool:
     return all(a < b for a, b in itertools.pairwise(numbers))
-
-
-def race(count: int, attempt: Callable[[int], T]) -> list[T | BaseException]:
-    """Run `attempt(0..count-1)` on `count` threads released together; their outcomes."""
-    start = threading.Barrier(count, timeout=30)
-
-    def contender(index: int) -> T:
-        start.wait()
-        return attempt(index)
-
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(contender, index) for index in range(count)]
-        return [_outcome(future) for future in futures]
-
-
-def _outcome(future: Future[T]) -> T | BaseException:
-    exc = future.exception(timeout=60)
-    return exc if exc is not None else future.result()
 
 
 @contextmanager
@@ -766,7 +749,7 @@ class Monitor:
     def wait_for_lock_waiters(self, count: int, writer: Future[Any]) -> None:
         def waiting() -> bool:
             if writer.done():
-                raise AssertionError(f"the writer finished instead of waiting: {_outcome(writer)}")
+                raise AssertionError(f"the writer finished instead of waiting: {outcome(writer)}")
             return self.lock_waiters() >= count
 
         self.poll(waiting, f"{count} sessions wait on a lock")

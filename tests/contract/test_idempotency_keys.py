@@ -5,10 +5,8 @@ has not expired) writes nothing and says so. The same on memory, SQLite and Post
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +29,7 @@ from microservice_connector.eventstore.idempotency import (
     RecordedKey,
 )
 from microservice_connector.eventstore.idempotency_keys import idempotency_keys
+from support.threads import race
 
 T = TypeVar("T")
 NOW = datetime.now(UTC)
@@ -168,19 +167,6 @@ def test_keys_survive_a_restart_and_expired_ones_are_purged(sql_stores: Stores) 
     assert keys.purge_expired() == 1
     assert keys.purge_expired() == 0
     assert used_record(store, keyed("c1", 1, "live")).version == 1
-
-
-def race(count: int, attempt: Callable[[int], T]) -> list[T | BaseException]:
-    """`attempt(0..count-1)` on `count` threads released together; their outcomes."""
-    start = threading.Barrier(count, timeout=30)
-
-    def contender(index: int) -> T:
-        start.wait()
-        return attempt(index)
-
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(contender, index) for index in range(count)]
-    return [f.exception() or f.result() for f in futures]
 
 
 @pytest.mark.parametrize("same_cart", [True, False], ids=["same-cart", "other-carts"])

@@ -3,9 +3,7 @@ PostgreSQL outboxes: what it re-arms, in chunks, and what it leaves alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -30,15 +28,9 @@ class SetHoldings:
         return [self.holding]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlEventStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = SqlEventStore(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(sql_event_store: SqlEventStore) -> SqlEventStore:
+    return sql_event_store
 
 
 def published(store: SqlEventStore, count: int) -> list[str]:

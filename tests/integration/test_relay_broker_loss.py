@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,16 +49,9 @@ AUDIT_INTERVAL_S = 0.2
 NO_PERIODIC_CHECK = 3600.0  # longer than any test: only the check at start runs
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlEventStore]:
-    """A cart event store (and its outbox) on SQLite, then on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    opened = SqlEventStore(url)
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(sql_event_store: SqlEventStore) -> SqlEventStore:
+    return sql_event_store
 
 
 def append_carts(store: SqlEventStore, carts: range) -> list[str]:

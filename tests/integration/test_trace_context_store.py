@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,16 +31,9 @@ def added(cart_id: str, *, traced: bool) -> NewEvent:
     )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlEventStore]:
-    url = (
-        request.getfixturevalue("postgres_url")
-        if request.param == "postgres"
-        else f"sqlite:///{tmp_path / 'events.db'}"
-    )
-    opened = SqlEventStore(url, outbox_topic="cart.events")
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(sql_event_store: SqlEventStore) -> SqlEventStore:
+    return sql_event_store
 
 
 def test_the_trace_context_is_stored_and_sent_on(store: SqlEventStore) -> None:
