@@ -34,6 +34,10 @@ class AccessTokens:
     metrics: str | None = None
     public_prefixes: tuple[str, ...] = ()  # e.g. the UI's own assets, `("/ui",)`
 
+    def any_set(self) -> bool:
+        """Whether any request needs a token at all."""
+        return any(token is not None for token in (self.write, self.read, self.metrics))
+
     def need(self, method: str, path: str) -> Need | None:
         """What `method path` must carry, or None when it is open."""
         if method in MUTATING:
