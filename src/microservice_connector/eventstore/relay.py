@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 FLUSH_S = 3.0
 DEFAULT_LEASE_S = 15.0
 DEFAULT_AUDIT_INTERVAL_S = 10.0
+MARKS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class RelayObserver(Protocol):
 class OutboxRelay:
     """Publishes outbox rows oldest first, a batch in flight at a time; a crash between publish
     and mark republishes, and the broker (`Nats-Msg-Id`) or the consumer drops the duplicate.
+    While it runs, the next batch is published while the last one is being marked (at most
+    `MARKS_IN_FLIGHT` batches wait for their marks); `relay_once` marks before it returns.
 
     It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
     backs off exponentially while the broker or the database is unavailable. Relays sharing a
@@ -83,6 +86,12 @@ class OutboxRelay:
         self._audit = audit
         self._audit_interval = audit_interval
         self._wake = asyncio.Event()
+        self._marking: set[asyncio.Task[None]] = set()
+        self._unmarked: set[int] = set()  # acked rows whose mark has not landed yet
+        # Rows whose mark landed (or failed) while a claim may have been reading: by landing
+        # number, so that a claim that began before a mark landed does not take its rows.
+        self._landed: dict[int, int] = {}
+        self._landings = 0
         self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
@@ -117,7 +126,7 @@ class OutboxRelay:
         while not stop.is_set():
             self._wake.clear()
             try:
-                round_ = await self.relay_once()
+                round_ = await self._publish_round()
             except DatabaseUnavailable as exc:
                 log.warning("outbox relay: %s", exc)
                 round_ = RelayRound(published=0, failed=1)
@@ -158,16 +167,29 @@ class OutboxRelay:
             async with asyncio.timeout(FLUSH_S):
                 while (await self.relay_once()).published:
                     pass
+        await self._marks_landed()  # what did not land in time stays pending
 
     async def _mark_on_a_thread(self, ids: list[int], sequences: list[int | None]) -> None:
         await asyncio.to_thread(self._outbox.mark_published, ids, sequences)
 
     async def relay_once(self) -> RelayRound:
         """Publish one batch of pending rows (claimed, where relays share the outbox); mark
-        those the broker acknowledged."""
-        rows = await asyncio.to_thread(
+        those the broker acknowledged before returning."""
+        await self._marks_landed()
+        return await self._publish_round(pipelined=False)
+
+    async def _publish_round(self, *, pipelined: bool = True) -> RelayRound:
+        """Publish one batch of the pending rows not already waiting for their mark, and start
+        marking those the broker acknowledged; with `MARKS_IN_FLIGHT` batches still being
+        marked, wait for the oldest first."""
+        while len(self._marking) >= MARKS_IN_FLIGHT:
+            await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
+        seen = self._landings  # the claim below sees every mark landed so far
+        claimed = await asyncio.to_thread(
             self._outbox.rows_to_publish, self.relay_id, self._batch_size, self._lease_seconds
         )
+        rows = [row for row in claimed if self._may_publish(row.id, seen)]
+        self._landed = {row_id: n for row_id, n in self._landed.items() if n > seen}
         if not rows:
             return RelayRound(0, 0)
         started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -185,12 +207,11 @@ class OutboxRelay:
             for row, result in zip(rows, results, strict=True)
             if not result.acknowledged
         ]
-        if acked:
-            await self._mark_published([i for i, _ in acked], [seq for _, seq in acked])
-            if self._audit is not None and await self._audit.acknowledged(
-                _stored_anew(rows, results), started_at
-            ):
-                self._wake.set()  # re-armed rows are pending: publish them now
+        if acked and pipelined:
+            self._start_marking(acked, _stored_anew(rows, results), started_at)
+        elif acked:
+            ids, sequences = [i for i, _ in acked], [seq for _, seq in acked]
+            await self._mark_and_audit(ids, sequences, _stored_anew(rows, results), started_at)
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
@@ -200,6 +221,59 @@ class OutboxRelay:
         if self._observer is not None:
             self._observer.round_finished(len(acked), len(failed), publish_seconds)
         return RelayRound(len(acked), len(failed))
+
+    def _start_marking(
+        self, acked: list[tuple[int, int | None]], stored: list[tuple[str, int]], at: datetime
+    ) -> None:
+        ids = [row_id for row_id, _ in acked]
+        self._unmarked.update(ids)
+        sequences = [sequence for _, sequence in acked]
+        self._marking.add(marking := asyncio.create_task(self._mark(ids, sequences, stored, at)))
+        marking.add_done_callback(self._marking.discard)
+
+    async def _mark(
+        self,
+        ids: list[int],
+        sequences: list[int | None],
+        stored: list[tuple[str, int]],
+        at: datetime,
+    ) -> None:
+        """`_mark_and_audit` in the background. A mark that fails leaves its rows pending:
+        they are published again (and the broker or the consumer drops the duplicate)."""
+        try:
+            await self._mark_and_audit(ids, sequences, stored, at)
+        except DatabaseUnavailable as exc:
+            log.warning("outbox relay: marking %d rows failed, to publish again: %s", len(ids), exc)
+            self._wake.set()
+        except Exception:
+            log.exception("outbox relay: marking %d rows failed, to publish again", len(ids))
+            self._wake.set()
+        finally:
+            self._unmarked.difference_update(ids)
+            self._landings += 1
+            self._landed.update(dict.fromkeys(ids, self._landings))
+
+    def _may_publish(self, row_id: int, seen: int) -> bool:
+        """Whether a claim that saw the first `seen` landings may publish the row: not while
+        its mark is on the way, nor if its mark landed after that claim began."""
+        return row_id not in self._unmarked and self._landed.get(row_id, 0) <= seen
+
+    async def _mark_and_audit(
+        self,
+        ids: list[int],
+        sequences: list[int | None],
+        stored: list[tuple[str, int]],
+        at: datetime,
+    ) -> None:
+        """Mark acked rows, then let the audit look at what the broker stored anew."""
+        await self._mark_published(ids, sequences)
+        if self._audit is not None and await self._audit.acknowledged(stored, at):
+            self._wake.set()  # re-armed rows are pending: publish them now
+
+    async def _marks_landed(self) -> None:
+        """Wait until every mark started so far has landed or failed."""
+        while self._marking:
+            await asyncio.wait(self._marking)
 
 
 def _message(row: OutboxRow) -> Message:
