@@ -37,6 +37,7 @@ from eventsourcing.application import Application
 from microservice_connector.cart_service.application import CartService, CartView
 from microservice_connector.cart_service.application.cart_snapshots import cart_from, snapshot_of
 from microservice_connector.cart_service.domain import ShoppingCart
+from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.events import (
     ItemAdded,
     ItemRemoved,
@@ -52,6 +53,7 @@ from reference_cart import Cart
 CART = "cart-10k"
 ITEMS = [f"item-{n:03d}" for n in range(20)]
 START = datetime(2026, 1, 1, tzinfo=UTC)
+CODEC = JsonCartStateCodec()
 
 
 def history(count: int, seed: int = 1) -> list[CartEvent]:
@@ -97,6 +99,7 @@ def ours(
         GroupCommitStore(store),
         cache_size=0,
         snapshots=store.snapshots if snapshots else None,
+        snapshot_codec=CODEC,
         snapshot_every=100,
     )
 
@@ -114,7 +117,7 @@ def direct(store: SqlEventStore, repeat: int) -> float:
 
     def load() -> ShoppingCart:
         snapshot = store.snapshots.load_snapshot(CART)
-        cart = cart_from(snapshot) if snapshot is not None else None
+        cart = cart_from(snapshot, CODEC) if snapshot is not None else None
         assert cart is not None
         for recorded in store.load(CART, after_version=cart.version):
             cart.apply(cast(CartEvent, registry.decode(recorded)))
@@ -159,13 +162,13 @@ def main() -> int:
         es_ms, es_items = theirs(Path(folder) / "eventsourcing.db", events, args.repeat)
 
         snapshots = json_store.snapshots
-        snapshots.save_snapshot(snapshot_of(expected, datetime.now(UTC)))
+        snapshots.save_snapshot(snapshot_of(expected, datetime.now(UTC), CODEC))
         snap_ms, snap_view = ours(json_store, snapshots=True, repeat=args.repeat, loop=loop)
         snap_direct_ms = direct(json_store, args.repeat)
         worst = len(events) - 99
         snapshots.delete_snapshots()
         snapshots.save_snapshot(
-            snapshot_of(ShoppingCart.replay(CART, events[:worst]), datetime.now(UTC))
+            snapshot_of(ShoppingCart.replay(CART, events[:worst]), datetime.now(UTC), CODEC)
         )
         tail_ms, tail_view = ours(json_store, snapshots=True, repeat=args.repeat, loop=loop)
         tail_direct_ms = direct(json_store, args.repeat)

@@ -5,6 +5,7 @@ answered by the lane itself."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from microservice_connector.cart_service.infrastructure.fast_commands import CommandRoute
 from microservice_connector.cart_service.main import build_cart_app
 from microservice_connector.settings import Settings
+from microservice_connector.web.guards import Message
 
 JSON = {"Content-Type": "application/json"}
 # (method, path, body bytes or None, headers, answered by the fast lane)
@@ -180,3 +182,63 @@ def test_a_command_route_refuses_parameters_its_lane_could_not_read_as_fastapi_d
 
     with pytest.raises(TypeError, match="a command route takes path, query, header and one body"):
         CommandRoute("/carts/{cart_id}/odd", endpoint, methods=["POST"])
+
+
+def post_in_chunks(
+    client: TestClient, path: str, chunks: list[bytes], headers: dict[str, str]
+) -> tuple[int, Any]:
+    """POST `chunks` as separate ASGI messages (the test client would join them), on the
+    client's own event loop; the status and JSON body of the answer."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks[:-1]
+    ]
+    messages.append({"type": "http.request", "body": chunks[-1], "more_body": False})
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("testclient", 50000),
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "state": {},
+    }
+    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr, arg-type]
+    assert not messages, "the app did not read the whole body"
+    [start] = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency-key"])
+def test_a_body_sent_in_chunks_is_read_whole_by_the_lane(
+    clients: tuple[TestClient, TestClient], keyed: bool
+) -> None:
+    with_lane, _ = clients
+    cart = f"chunked-{keyed}"
+    body = b'{"item_id": "b", "quantity": 4}'
+    # A declared length: the body-size guard hands the chunks on as they come.
+    headers = {**JSON, "Content-Length": str(len(body))}
+    if keyed:
+        headers["Idempotency-Key"] = "chunked-1"
+    before = answered(with_lane.app)  # type: ignore[arg-type]
+    for n in (1, 2):  # with a key, the store refuses the second: the first answer again
+        status, cart_json = post_in_chunks(
+            with_lane, f"/carts/{cart}/items", [body[:7], body[7:20], body[20:]], headers
+        )
+        assert status == 200
+        assert cart_json["items"] == {"b": 4 if keyed else 4 * n}
+    assert answered(with_lane.app) - before == 2  # type: ignore[arg-type]

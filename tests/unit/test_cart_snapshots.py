@@ -18,6 +18,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
 )
 from microservice_connector.cart_service.domain import CartRuleViolation, InvalidCommand
+from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.eventstore import (
     GroupCommitStore,
     InMemoryEventStore,
@@ -27,6 +28,7 @@ from microservice_connector.eventstore import (
 
 CART = "cart-1"
 AT = datetime(2024, 5, 1, tzinfo=UTC)
+CODEC = JsonCartStateCodec()
 
 add = st.tuples(st.just("add"), st.sampled_from("abc"), st.integers(1, 5))
 remove = st.tuples(st.just("remove"), st.sampled_from("abc"), st.none() | st.integers(1, 6))
@@ -57,8 +59,10 @@ async def _story(
     try:
         # Two writers take turns: one trusts its cache, the other loads the cart for every
         # command (snapshot plus tail), so a wrong load would show as a wrong decision.
-        cached = CartService(store, snapshots=snapshots, snapshot_every=every)
-        loading = CartService(store, snapshots=snapshots, snapshot_every=every, cache_size=0)
+        cached = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=every)
+        loading = CartService(
+            store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=every, cache_size=0
+        )
         replaying = CartService(store, cache_size=0)  # no snapshots: the full replay
         for (kind, item, qty), by_cache in history:
             try:
@@ -76,7 +80,9 @@ async def _story(
         else:
             assert snapshot is None
         # A reader configured with another interval uses the same snapshot.
-        reader = CartService(store, snapshots=snapshots, snapshot_every=reader_every)
+        reader = CartService(
+            store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=reader_every
+        )
         assert await reader.get_cart(CART) == await replaying.get_cart(CART)
         for n in range(1, version + 1):
             assert await reader.get_cart(CART, n) == await replaying.get_cart(CART, n)
@@ -118,14 +124,14 @@ def test_a_stale_snapshot_is_ignored_and_replaced_on_the_next_write(
             await writer.add_item(CART, "a", 1)
         snapshots.save_snapshot(Snapshot(CART, "ShoppingCart", 3, state, schema_version, AT))
 
-        service = CartService(store, snapshots=snapshots, snapshot_every=100)
+        service = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=100)
         assert (await service.get_cart(CART)).items == {"a": 3}  # replayed, snapshot ignored
         assert snapshots.load_snapshot(CART).schema_version == schema_version  # type: ignore[union-attr]
         await service.add_item(CART, "b", 1)  # far from 100 events, yet it is replaced
         replaced = snapshots.load_snapshot(CART)
         assert replaced is not None
         assert (replaced.version, replaced.schema_version) == (4, SNAPSHOT_SCHEMA_VERSION)
-        fresh = CartService(store, snapshots=snapshots, snapshot_every=100)
+        fresh = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=100)
         assert (await fresh.get_cart(CART)).items == {"a": 3, "b": 1}
 
     within_a_store(story)
@@ -136,7 +142,7 @@ def test_a_long_history_without_a_snapshot_gets_one_on_its_next_write() -> None:
         before = CartService(store)  # snapshots were off
         for _ in range(12):
             await before.add_item(CART, "a", 1)
-        after = CartService(store, snapshots=snapshots, snapshot_every=5)
+        after = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=5)
         await after.add_item(CART, "a", 1)  # version 13: no multiple of 5 crossed, still due
         assert snapshots.load_snapshot(CART).version == 13  # type: ignore[union-attr]
 
@@ -159,7 +165,11 @@ class BrokenSnapshotStore:
 def test_a_failing_snapshot_store_never_fails_a_command(caplog: pytest.LogCaptureFixture) -> None:
     async def story(store: GroupCommitStore, _: InMemorySnapshotStore) -> None:
         service = CartService(
-            store, snapshots=BrokenSnapshotStore(), snapshot_every=2, cache_size=0
+            store,
+            snapshots=BrokenSnapshotStore(),
+            snapshot_codec=CODEC,
+            snapshot_every=2,
+            cache_size=0,
         )
         for n in range(1, 6):
             assert (await service.add_item(CART, "a", 1)).items == {"a": n}
@@ -173,9 +183,18 @@ def test_a_failing_snapshot_store_never_fails_a_command(caplog: pytest.LogCaptur
 
 def test_snapshot_every_zero_takes_none() -> None:
     async def story(store: GroupCommitStore, snapshots: InMemorySnapshotStore) -> None:
-        service = CartService(store, snapshots=snapshots, snapshot_every=0)
+        service = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=0)
         for _ in range(10):
             await service.add_item(CART, "a", 1)
         assert snapshots.load_snapshot(CART) is None
 
     within_a_store(story)
+
+
+def test_a_snapshot_store_without_a_codec_is_refused() -> None:
+    store = GroupCommitStore(InMemoryEventStore())
+    try:
+        with pytest.raises(ValueError, match="needs a codec"):
+            CartService(store, snapshots=InMemorySnapshotStore())
+    finally:
+        store.close()

@@ -20,6 +20,7 @@ from microservice_connector.cart_service.infrastructure.idempotency_http import 
 from microservice_connector.cart_service.infrastructure.lineage_api import lineage_router
 from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
+from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.cart_service.infrastructure.ui_routes import (
     UI_PUBLIC,
     UiConfig,
@@ -66,6 +67,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         max_retries=settings.command_retries,
         observer=LoggingObserver(metrics),
         snapshots=sql_store.snapshots,
+        snapshot_codec=JsonCartStateCodec(),
         snapshot_every=settings.snapshot_every,
     )
     ttl = timedelta(seconds=settings.idempotency_ttl_s)

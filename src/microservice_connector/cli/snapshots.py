@@ -13,6 +13,7 @@ from microservice_connector.cart_service.application.cart_snapshots import (
     snapshot_of,
 )
 from microservice_connector.cart_service.domain import ShoppingCart
+from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.cli.common import (
     DatabaseUrlOption,
     DataDirOption,
@@ -45,7 +46,7 @@ def rebuild(
     and store a fresh snapshot of it (N = 0: only delete). Safe while the service runs."""
     settings = load_settings(data_dir=data_dir, database_url=database_url, snapshot_every=every)
     every = settings.snapshot_every
-    registry, failed, taken = default_registry(), 0, 0
+    registry, codec, failed, taken = default_registry(), JsonCartStateCodec(), 0, 0
     try:
         store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
         try:
@@ -72,7 +73,7 @@ def rebuild(
                         failed += 1
                         errors.print(f"[red]✗[/] cart {cart_id}: {exc}", highlight=False)
                     else:
-                        snapshots.save_snapshot(snapshot_of(cart, datetime.now(UTC)))
+                        snapshots.save_snapshot(snapshot_of(cart, datetime.now(UTC), codec))
                         taken += 1
                     progress.advance(task)
         finally:

@@ -98,6 +98,11 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The same moment, aware and in UTC; a naive one (as SQLite stores them) is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def sqlite_event_row(event: RecordedEvent) -> tuple[Any, ...]:
     """The `events` row of `event` in the column order of `sqlite_statements.INSERT_EVENT`."""
     return (

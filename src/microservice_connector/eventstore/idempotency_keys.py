@@ -1,31 +1,19 @@
 """The `idempotency_keys` table: each key recorded in the transaction of the events its
-command appended, so a key is recorded exactly when its command is."""
+command appended, so a key is recorded exactly when its command is. What the dialects share
+is here; each dialect's reads and inserts (`KeyStatements`) are in `sqlite_keys` and
+`postgres_keys`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Index,
-    Integer,
-    String,
-    Table,
-    delete,
-    insert,
-    select,
-)
+from sqlalchemy import Column, Connection, DateTime, Engine, Index, Integer, String, Table, delete
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
-from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import DatabaseUnavailable
-from microservice_connector.eventstore.event_rows import sqlite_time
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
 from microservice_connector.eventstore.port import AppendRequest
 from microservice_connector.eventstore.schema import metadata
@@ -43,34 +31,38 @@ idempotency_keys = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("idx_idempotency_keys_expires_at", "expires_at"),
 )
-# On SQLite's driver directly, as the event rows are: SQLAlchemy's per-row work cost more
-# than the statements themselves (keys in a 64-command batch: +60% time, measured).
-_SQLITE_SELECT = (
-    "SELECT key, fingerprint, aggregate_id, version, expires_at FROM idempotency_keys "
-    "WHERE key IN ({marks})"
-)
-_SQLITE_INSERT = (
-    "INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, version, created_at, "
-    "expires_at) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_COLUMNS = (
-    idempotency_keys.c.key,
-    idempotency_keys.c.fingerprint,
-    idempotency_keys.c.aggregate_id,
-    idempotency_keys.c.version,
-    idempotency_keys.c.expires_at,
-)
+
+
+class KeyStatements(Protocol):
+    """One dialect's reads and inserts of `idempotency_keys` rows, in the caller's
+    transaction; the store of that dialect chooses them once."""
+
+    def select(self, connection: Connection, keys: Sequence[str]) -> dict[str, RecordedKey]:
+        """The records of those of `keys` that are stored, expired or not, by key."""
+        ...
+
+    def insert(
+        self, connection: Connection, records: Sequence[RecordedKey], created_at: datetime
+    ) -> None:
+        """Insert one row per record; a key already stored raises `IntegrityError`."""
+        ...
 
 
 class KeyLedger:
     """The keys of one append transaction: which requests were applied before (one query
     for all of them), and the keys to record with the events of those applied now."""
 
-    def __init__(self, connection: Connection, requests: Sequence[AppendRequest]) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        requests: Sequence[AppendRequest],
+        statements: KeyStatements,
+    ) -> None:
         self._connection = connection
+        self._statements = statements
         self._now = datetime.now(UTC)
         keys = [r.idempotency.key for r in requests if r.idempotency is not None]
-        self._found = _select(connection, keys) if keys else {}
+        self._found = statements.select(connection, keys) if keys else {}
         self._expired = {key for key, found in self._found.items() if found.expires_at <= self._now}
         self._accepted: list[RecordedKey] = []
 
@@ -106,51 +98,22 @@ class KeyLedger:
                     idempotency_keys.c.expires_at <= self._now,
                 )
             )
-        if self._connection.dialect.name == "sqlite":
-            created_at = sqlite_time(self._now)
-            sqlite_sql.cursor(self._connection).executemany(
-                _SQLITE_INSERT,
-                [
-                    (
-                        r.key,
-                        r.fingerprint,
-                        r.aggregate_id,
-                        r.version,
-                        created_at,
-                        sqlite_time(r.expires_at),
-                    )
-                    for r in self._accepted
-                ],
-            )
-            return
-        self._connection.execute(
-            insert(idempotency_keys),
-            [
-                {
-                    "key": record.key,
-                    "fingerprint": record.fingerprint,
-                    "aggregate_id": record.aggregate_id,
-                    "version": record.version,
-                    "created_at": self._now,
-                    "expires_at": record.expires_at,
-                }
-                for record in self._accepted
-            ],
-        )
+        self._statements.insert(self._connection, self._accepted, self._now)
 
 
 class SqlIdempotencyKeys:
     """Reads and purges the keys of one database; appends record them (`KeyLedger`)."""
 
-    def __init__(self, writer: Engine, reader: Engine) -> None:
+    def __init__(self, writer: Engine, reader: Engine, statements: KeyStatements) -> None:
         self._writer = writer
         self._reader = reader
+        self._statements = statements
 
     def find(self, key: str) -> RecordedKey | None:
         """The record of `key` if it is there and unexpired."""
         try:
             with self._reader.connect() as connection:
-                record = _select(connection, [key]).get(key)
+                record = self._statements.select(connection, [key]).get(key)
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
         if record is None or record.expires_at <= datetime.now(UTC):
@@ -169,23 +132,3 @@ class SqlIdempotencyKeys:
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
         return int(result.rowcount or 0)
-
-
-def _select(connection: Connection, keys: Sequence[str]) -> dict[str, RecordedKey]:
-    rows: Any
-    if connection.dialect.name == "sqlite":
-        sql = _SQLITE_SELECT.format(marks=",".join("?" * len(keys)))
-        rows = sqlite_sql.cursor(connection).execute(sql, list(keys)).fetchall()
-    else:
-        rows = connection.execute(select(*_COLUMNS).where(idempotency_keys.c.key.in_(keys)))
-    return {
-        key: RecordedKey(key, fingerprint, aggregate_id, version, _utc(expires_at))
-        for key, fingerprint, aggregate_id, version, expires_at in rows
-    }
-
-
-def _utc(moment: datetime | str) -> datetime:
-    """SQLite hands back the naive UTC time SQLAlchemy stored, as text from its driver."""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -11,6 +11,7 @@ from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import feed_horizon
 from microservice_connector.eventstore.event_rows import event_row, from_row, outbox_row
+from microservice_connector.eventstore.postgres_keys import PostgresKeyStatements
 from microservice_connector.eventstore.schema import events, outbox
 from microservice_connector.eventstore.sql import EVENT_COLUMNS, SqlEventStore
 
@@ -29,6 +30,8 @@ _LOAD_TO = _LOAD.where(events.c.version <= bindparam("to"))
 class PostgresEventStore(SqlEventStore):
     """`SqlEventStore` on PostgreSQL: appends to different aggregates commit in parallel, and
     `read_all` never skips an event whose transaction commits after a later position's."""
+
+    _key_statements = PostgresKeyStatements()
 
     def _create_dialect_schema(self) -> None:
         feed_horizon.install(self._writer)

@@ -17,7 +17,11 @@ from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import ConcurrencyError, DatabaseUnavailable
 from microservice_connector.eventstore.event_rows import from_row, recorded
 from microservice_connector.eventstore.failures import DataRejected, Failure, classify
-from microservice_connector.eventstore.idempotency_keys import KeyLedger, SqlIdempotencyKeys
+from microservice_connector.eventstore.idempotency_keys import (
+    KeyLedger,
+    KeyStatements,
+    SqlIdempotencyKeys,
+)
 from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.port import AppendRequest, AppendResult, events_or_raise
 from microservice_connector.eventstore.schema import events
@@ -72,6 +76,8 @@ class SqlEventStore:
         self._create_dialect_schema()
 
     # --- what each dialect's adapter defines; `SqlEventStore(url)` opens the adapter --------
+
+    _key_statements: KeyStatements  # its reads and inserts of idempotency keys
 
     def _open_engines(
         self, url: str, sqlite_synchronous: engines.SqliteSynchronous
@@ -130,7 +136,7 @@ class SqlEventStore:
     @property
     def idempotency_keys(self) -> SqlIdempotencyKeys:
         """The idempotency keys appends recorded, to find a command's first answer."""
-        return SqlIdempotencyKeys(self._writer, self._reader)
+        return SqlIdempotencyKeys(self._writer, self._reader, self._key_statements)
 
     @property
     def writer(self) -> Engine:
@@ -180,7 +186,7 @@ class SqlEventStore:
     ) -> list[AppendResult]:
         """The fast path: one version query and one insert per table for the whole batch."""
         current = self._versions(connection, {request.aggregate_id for request in requests})
-        keys = KeyLedger(connection, requests)
+        keys = KeyLedger(connection, requests, self._key_statements)
         accepted: list[tuple[int, AppendRequest]] = []
         results: list[AppendResult] = []
         for request in requests:
@@ -211,7 +217,7 @@ class SqlEventStore:
         return results
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
-        keys = KeyLedger(connection, [request])
+        keys = KeyLedger(connection, [request], self._key_statements)
         if used := keys.used(request):
             return used
         current = connection.execute(

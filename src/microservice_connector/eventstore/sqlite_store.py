@@ -22,11 +22,14 @@ from microservice_connector.eventstore.event_rows import (
     sqlite_time,
 )
 from microservice_connector.eventstore.sql import SqlEventStore
+from microservice_connector.eventstore.sqlite_keys import SqliteKeyStatements
 
 
 class SqliteEventStore(SqlEventStore):
     """`SqlEventStore` on a SQLite file: appends take the file's one write lock in turn, so
     positions are handed out and become visible in order."""
+
+    _key_statements = SqliteKeyStatements()
 
     def _open_engines(
         self, url: str, sqlite_synchronous: engines.SqliteSynchronous

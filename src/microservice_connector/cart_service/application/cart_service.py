@@ -23,7 +23,7 @@ from microservice_connector.cart_service.application.observer import (
     CommandObserver,
     NoObserver,
 )
-from microservice_connector.cart_service.application.ports import AsyncEventStore
+from microservice_connector.cart_service.application.ports import AsyncEventStore, CartStateCodec
 from microservice_connector.cart_service.domain import (
     CartRuleViolation,
     InvalidCommand,
@@ -79,7 +79,8 @@ class CartView:
 
 class CartService:
     """Runs cart commands. Commands on one cart are serialised in this process; across
-    processes the store's version guard decides, and the loser reloads and retries."""
+    processes the store's version guard decides, and the loser reloads and retries.
+    `snapshots` (a store) comes with `snapshot_codec` (how a cart's state is stored in it)."""
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class CartService:
         cache_size: int = 10_000,
         observer: CommandObserver | None = None,
         snapshots: SnapshotStore | None = None,
+        snapshot_codec: CartStateCodec | None = None,
         snapshot_every: int = 100,
     ) -> None:
         self._store = store
@@ -100,7 +102,7 @@ class CartService:
         self._max_retries = max_retries
         self._cache = CartCache(cache_size)
         self._locks = KeyedLocks()
-        self._snapshots = CartSnapshots(snapshots, snapshot_every, clock)
+        self._snapshots = CartSnapshots(snapshots, snapshot_codec, snapshot_every, clock)
 
     async def add_item(
         self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None

@@ -8,53 +8,48 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
-import msgspec
-
+from microservice_connector.cart_service.application.ports import (
+    CartState,
+    CartStateCodec,
+    UnreadableCartState,
+)
 from microservice_connector.cart_service.domain import ShoppingCart
 from microservice_connector.eventstore.snapshot import Snapshot, SnapshotStore
 
 AGGREGATE_TYPE = "ShoppingCart"
-# The shape of `_CartState`. Change it whenever that shape changes: older snapshots are then
-# ignored (the cart is replayed from its events) and replaced on the cart's next write.
+# The shape of `CartState` as the codec stores it. Change it whenever that shape changes:
+# older snapshots are then ignored (the cart is replayed from its events) and replaced on the
+# cart's next write.
 SNAPSHOT_SCHEMA_VERSION = 1
 _MAX_DUE = 10_000
 
 log = logging.getLogger(__name__)
 
 
-class _CartState(msgspec.Struct, frozen=True):
-    status: Literal["open", "checked_out"]
-    items: dict[str, int]
-
-
-_encode_state = msgspec.json.Encoder().encode
-_decode_state = msgspec.json.Decoder(_CartState).decode
-
-
-def snapshot_of(cart: ShoppingCart, taken_at: datetime) -> Snapshot:
-    """A snapshot of `cart` as it is now."""
+def snapshot_of(cart: ShoppingCart, taken_at: datetime, codec: CartStateCodec) -> Snapshot:
+    """A snapshot of `cart` as it is now, its state encoded by `codec`."""
     return Snapshot(
         aggregate_id=cart.cart_id,
         aggregate_type=AGGREGATE_TYPE,
         version=cart.version,
-        state=_encode_state(_CartState(cart.status, cart.items)),
+        state=codec.encode(CartState(cart.status, cart.items)),
         schema_version=SNAPSHOT_SCHEMA_VERSION,
         taken_at=taken_at,
     )
 
 
-def cart_from(snapshot: Snapshot) -> ShoppingCart | None:
-    """The cart the snapshot holds, or None if it is in another shape or unreadable."""
+def cart_from(snapshot: Snapshot, codec: CartStateCodec) -> ShoppingCart | None:
+    """The cart the snapshot holds, or None if it is in another shape or `codec` cannot
+    read it."""
     if (
         snapshot.schema_version != SNAPSHOT_SCHEMA_VERSION
         or snapshot.aggregate_type != AGGREGATE_TYPE
     ):
         return None
     try:
-        state = _decode_state(snapshot.state)
-    except msgspec.DecodeError:
+        state = codec.decode(snapshot.state)
+    except UnreadableCartState:
         return None
     return ShoppingCart.from_state(
         snapshot.aggregate_id, snapshot.version, state.status, state.items
@@ -72,14 +67,24 @@ class SnapshotRead:
 
 
 class CartSnapshots:
-    """Snapshots every `every` events (0: never). A snapshot that cannot be read or is in an
-    old shape is ignored and replaced on the cart's next write; a failing snapshot store costs
-    speed and a log line, never a command."""
+    """Snapshots every `every` events (0 or no store: never), their state encoded by `codec`.
+    A snapshot that cannot be read or is in an old shape is ignored and replaced on the cart's
+    next write; a failing snapshot store costs speed and a log line, never a command. A store
+    without a codec is refused (`ValueError`)."""
 
     def __init__(
-        self, store: SnapshotStore | None, every: int, clock: Callable[[], datetime]
+        self,
+        store: SnapshotStore | None,
+        codec: CartStateCodec | None,
+        every: int,
+        clock: Callable[[], datetime],
     ) -> None:
-        self._store = store if every > 0 else None
+        if store is not None and codec is None:
+            raise ValueError("a snapshot store needs a codec for the cart state it holds")
+        # Where snapshots are kept and how their state is encoded; None: snapshots are off.
+        self._storage: tuple[SnapshotStore, CartStateCodec] | None = None
+        if store is not None and codec is not None and every > 0:
+            self._storage = (store, codec)
         self._every = every
         self._clock = clock
         self._due: OrderedDict[str, None] = OrderedDict()  # carts to snapshot on next write
@@ -88,15 +93,16 @@ class CartSnapshots:
     def read(self, cart_id: str, to_version: int | None = None) -> SnapshotRead:
         """The cart from its snapshot, if one exists at or before `to_version`. Changes
         nothing here, so any thread may call it; hand the result to `noted` afterwards."""
-        if self._store is None:
+        if self._storage is None:
             return SnapshotRead(None)
+        store, codec = self._storage
         try:
-            snapshot = self._store.load_snapshot(cart_id)
+            snapshot = store.load_snapshot(cart_id)
         except Exception as exc:
             return SnapshotRead(None, error=exc)
         if snapshot is None:
             return SnapshotRead(None)
-        cart = cart_from(snapshot)
+        cart = cart_from(snapshot, codec)
         if cart is None:
             return SnapshotRead(None, stale=True)
         if to_version is not None and cart.version > to_version:
@@ -112,18 +118,19 @@ class CartSnapshots:
 
     def replayed(self, cart_id: str, events: int) -> None:
         """Note that loading the cart replayed `events` events after its snapshot (if any)."""
-        if self._store is not None and events >= self._every:
+        if self._storage is not None and events >= self._every:
             self._mark_due(cart_id)
 
     async def appended(self, cart: ShoppingCart, previous_version: int) -> None:
         """Take a snapshot of `cart`, just appended to, if it is due; never raises."""
-        if self._store is None:
+        if self._storage is None:
             return
+        store, codec = self._storage
         crossed = cart.version // self._every > previous_version // self._every
         if not crossed and cart.cart_id not in self._due:
             return
         try:
-            await asyncio.to_thread(self._store.save_snapshot, snapshot_of(cart, self._clock()))
+            await asyncio.to_thread(store.save_snapshot, snapshot_of(cart, self._clock(), codec))
         except Exception as exc:
             self._failed("save", cart.cart_id, exc)
             self._mark_due(cart.cart_id)

@@ -27,7 +27,8 @@ from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
-from microservice_connector.web.guards import ASGIApp, Message, Receive, Scope, Send
+from microservice_connector.web.guards import ASGIApp, Receive, Scope, Send
+from microservice_connector.web.request_body import handing_on, read_body
 
 Values = dict[str, Any]
 _CONTENT_TYPE = b"content-type"
@@ -65,9 +66,9 @@ class CommandRoute(APIRoute):
             return
         values, headers = found
         if self._body is not None:
-            body, last = await _read_body(receive)
-            if last is None or not self._valid_json(headers, body, values):
-                await self.handle(scope, _replay(body, last, receive), send)
+            body, first = await read_body(receive)
+            if first["type"] != "http.request" or not self._valid_json(headers, body, values):
+                await self.handle(scope, handing_on(first, receive), send)
                 return
         self.answered += 1
         response = await self.endpoint(**values)
@@ -174,31 +175,3 @@ def _unique(pairs: Iterable[tuple[str, str]]) -> dict[str, str] | None:
             return None
         found[name] = value
     return found
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
-    """The whole body, and the last message read; None instead of it if the client left."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), message
-
-
-def _replay(body: bytes, last: Message | None, receive: Receive) -> Receive:
-    """A `receive` that hands on the body already read, then the rest as it comes."""
-    replayed = False
-
-    async def again() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            if last is None:
-                return {"type": "http.disconnect"}
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return again

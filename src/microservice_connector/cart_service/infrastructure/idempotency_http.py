@@ -27,6 +27,7 @@ from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed, RecordedKey
 from microservice_connector.eventstore.idempotency_keys import MAX_KEY_LENGTH
 from microservice_connector.web.guards import ASGIApp, Message, Receive, Scope, Send
+from microservice_connector.web.request_body import handing_on, read_body
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -82,7 +83,8 @@ class IdempotencyKeys:
                 'ASCII characters other than `"` and `\\`, bare or in double quotes',
             )
             return
-        body, replay = await _buffered(receive)
+        body, first = await read_body(receive)
+        replay = handing_on(first, receive)
         fingerprint = request_fingerprint(scope, body)
         try:
             with self._commands.running(key, fingerprint):
@@ -145,33 +147,6 @@ class _HeldFailure:
         """Send the failure held back."""
         for message in self.held:
             await self._send(message)
-
-
-async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole body, and a `receive` handing it on and then whatever comes next."""
-    chunks: list[bytes] = []
-    first: Message = {"type": "http.request", "body": b"", "more_body": False}
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            first = message  # the client left: the app hears it too
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    if first["type"] == "http.request":
-        first = {"type": "http.request", "body": body, "more_body": False}
-    handed = False
-
-    async def again() -> Message:
-        nonlocal handed
-        if not handed:
-            handed = True
-            return first
-        return await receive()
-
-    return body, again
 
 
 async def _error(
