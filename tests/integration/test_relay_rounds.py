@@ -4,6 +4,7 @@ right after every round to find the outbox empty."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -66,3 +67,112 @@ async def test_a_woken_relay_claims_once_per_commit(tmp_path: Path) -> None:
         stop.set()
         await running
         store.close()
+
+
+class CountingPublisher:
+    """The in-memory publisher, counting every message handed to it (duplicates too)."""
+
+    def __init__(self) -> None:
+        self._publisher = InMemoryPublisher(InMemoryBroker())
+        self.sent: list[str] = []
+
+    async def publish(self, messages: Any) -> Any:
+        self.sent += [message.id for message in messages]
+        return await self._publisher.publish(messages)
+
+    async def close(self) -> None:
+        await self._publisher.close()
+
+
+class HeldMarks:
+    """Marks that wait until the test lets them through, then mark the real outbox."""
+
+    def __init__(self, outbox: SqlOutbox) -> None:
+        self._outbox = outbox
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def __call__(self, ids: list[int], sequences: list[int | None]) -> None:
+        self.waiting += 1
+        await self.release.wait()
+        await asyncio.to_thread(self._outbox.mark_published, ids, sequences)
+        self.waiting -= 1
+
+
+async def test_the_next_batch_is_published_while_the_last_is_being_marked(
+    tmp_path: Path,
+) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    publisher = CountingPublisher()
+    marks = HeldMarks(store.outbox)
+    relay = OutboxRelay(store.outbox, publisher, poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    append(store, 0)
+    relay.wake()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await until(lambda: marks.waiting == 1, "the first batch waiting for its mark")
+        append(store, 1)
+        relay.wake()
+        await until(lambda: marks.waiting == 2, "the second batch published, the first unmarked")
+        assert len(publisher.sent) == 2  # the unmarked first row was not published again
+        marks.release.set()
+        await until(lambda: marks.waiting == 0, "both marks landed")
+        assert store.outbox.pending() == []
+    finally:
+        stop.set()
+        await running
+        store.close()
+    assert len(publisher.sent) == len(set(publisher.sent)) == 2
+
+
+class StaleClaims:
+    """The real outbox, whose next claim reads its rows and then waits, so that a mark lands
+    between the claim's read and its answer (as on a busy reader thread)."""
+
+    def __init__(self, outbox: SqlOutbox) -> None:
+        self._outbox = outbox
+        self.hold_next = False
+        self.held = threading.Event()
+        self.go_on = threading.Event()
+
+    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        rows = self._outbox.rows_to_publish(relay_id, limit, lease_seconds)
+        if self.hold_next:
+            self.hold_next = False
+            self.held.set()
+            self.go_on.wait(10)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._outbox, name)
+
+
+async def test_a_claim_that_read_before_a_mark_landed_does_not_publish_its_rows_again(
+    tmp_path: Path,
+) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    outbox = StaleClaims(store.outbox)
+    publisher = CountingPublisher()
+    marks = HeldMarks(store.outbox)
+    relay = OutboxRelay(outbox, publisher, poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    append(store, 0)
+    relay.wake()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await until(lambda: marks.waiting == 1, "the first batch waiting for its mark")
+        outbox.hold_next = True
+        append(store, 1)
+        relay.wake()
+        await until(outbox.held.is_set, "the second claim read both rows")
+        marks.release.set()
+        await until(lambda: marks.waiting == 0, "the first mark landed during the claim")
+        outbox.go_on.set()
+        await until(lambda: len(publisher.sent) >= 2, "the second row published")
+        await until(lambda: store.outbox.pending() == [], "every row marked")
+    finally:
+        stop.set()
+        await running
+        store.close()
+    assert len(publisher.sent) == len(set(publisher.sent)) == 2
