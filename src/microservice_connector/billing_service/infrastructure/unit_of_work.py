@@ -114,9 +114,10 @@ class SqlBillingUnitOfWork:
         self._prices = PriceHistory(self._connection)  # prices may change before the next
 
     def rollback(self) -> None:
-        """Discard everything done since the last commit."""
+        """Discard everything done since the last commit, and what was read meanwhile."""
         if self._connection is None or not self._connection.in_transaction():
             return
+        self._read, self._prices = {}, PriceHistory(self._connection)
         try:
             self._connection.rollback()
         except _DATABASE_ERRORS as exc:
