@@ -72,7 +72,7 @@ def check_bills(settings: Settings, quantities: dict[str, list[int]]) -> list[st
             billed += quantity
             expected += sum(published)
     finally:
-        repository.store.close()
+        repository.close()
     if billed != expected:
         problems.append(f"bills hold quantity {billed}, published {expected}")
     print(f"bills: {len(quantities)} carts, total quantity {billed} (published {expected})")

@@ -142,7 +142,7 @@ async def consume_billing(
         seconds = time.perf_counter() - start
         await subscriber.close()
     finally:
-        repository.store.close()
+        repository.close()
     return seconds, outcomes
 
 

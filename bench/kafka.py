@@ -257,7 +257,7 @@ async def consume_billing(
         return time.perf_counter() - start, outcomes
     finally:
         await subscriber.close()
-        repository.store.close()
+        repository.close()
 
 
 async def consume_round(

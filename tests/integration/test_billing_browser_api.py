@@ -48,7 +48,7 @@ def test_an_applied_event_is_known_from_its_bill_and_an_unknown_one_is_404(
     try:  # applied by another process: this billing's memory knows nothing of them
         BillingLedger(repository).apply_batch([_added(1), _added(2)])
     finally:
-        repository.store.close()
+        repository.close()
     latest = client.get("/billing/events/ev-2", params={"cart_id": "c-1", "version": 2}).json()
     assert (latest["outcome"], latest["cart_id"], latest["version"]) == ("applied", "c-1", 2)
     assert latest["applied_at"] is not None  # the bill's latest version: when it changed
@@ -75,7 +75,7 @@ def test_the_bill_stamp_says_how_far_billing_got_and_when_on_each_database(
         BillingLedger(repository).apply_batch([_added(1), _added(2)])
         stamp, none = repository.stamp("c-1"), repository.stamp("c-2")
     finally:
-        repository.store.close()
+        repository.close()
     assert none is None
     assert stamp is not None
     assert stamp.last_version == 2
@@ -94,7 +94,7 @@ def test_the_handler_remembers_each_outcome_in_memory(tmp_path: Path) -> None:
         asyncio.run(handler([first, early]))
         asyncio.run(handler([_delivery("ev-1", 1)]))
     finally:
-        repository.store.close()
+        repository.close()
     duplicate, deferred = handler.handled.get("ev-1"), handler.handled.get("ev-3")
     assert duplicate is not None
     assert duplicate.counts == {"applied": 1, "duplicate": 1}

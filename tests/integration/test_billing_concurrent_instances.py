@@ -45,8 +45,8 @@ def instances(postgres_url: str) -> Iterator[tuple[SqlBillingRepository, SqlBill
     settings = Settings(billing_database_url=postgres_url)
     first, second = open_billing_repository(settings), open_billing_repository(settings)
     yield first, second
-    first.store.close()
-    second.store.close()
+    first.close()
+    second.close()
 
 
 def added(cart: str, version: int, quantity: int = 1) -> CartEventIn:

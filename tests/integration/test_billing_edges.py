@@ -44,7 +44,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBi
         url = request.getfixturevalue("postgres_url")
     repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
     yield repository
-    repository.store.close()
+    repository.close()
 
 
 class Pipeline:
@@ -167,7 +167,7 @@ def test_an_older_postgresql_database_is_widened_at_startup(
     postgres_url: str, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path, billing_database_url=postgres_url)
-    open_billing_repository(settings).store.close()
+    open_billing_repository(settings).close()
     engine = create_engine(parse_database_url(postgres_url))
     narrowed = {
         ("events", "aggregate_id"): "varchar(64)",
@@ -185,7 +185,7 @@ def test_an_older_postgresql_database_is_widened_at_startup(
         )
         invoice = repository.invoice(LONGEST_ID)
     finally:
-        repository.store.close()
+        repository.close()
     with engine.connect() as connection:
         columns = {
             (table, column["name"]): str(column["type"])

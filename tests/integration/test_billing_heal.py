@@ -103,7 +103,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[SqlBil
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
     repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
     yield repository
-    repository.store.close()
+    repository.close()
 
 
 def incoming(entry: dict[str, Any]) -> CartEventIn:

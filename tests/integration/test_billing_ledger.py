@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 def repository(tmp_path: Path) -> Iterator[SqlBillingRepository]:
     repository = open_billing_repository(Settings(data_dir=tmp_path))
     yield repository
-    repository.store.close()
+    repository.close()
 
 
 def added(

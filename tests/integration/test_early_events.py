@@ -48,7 +48,7 @@ def test_an_early_event_is_retried_until_its_budget_then_dead_lettered(tmp_path:
         later = asyncio.run(handler([_version_two(attempt=last - 1)]))
         spent = asyncio.run(handler([_version_two(attempt=last)]))
     finally:
-        repository.store.close()
+        repository.close()
     assert isinstance(early[0], Retry)
     assert not early[0].failure
     assert isinstance(later[0], Retry)

@@ -40,7 +40,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 def repository(settings: Settings) -> Iterator[SqlBillingRepository]:
     repository = open_billing_repository(settings)
     yield repository
-    repository.store.close()
+    repository.close()
 
 
 def test_each_change_is_an_event_with_the_next_version(repository: SqlBillingRepository) -> None:
@@ -118,7 +118,7 @@ def test_instances_changing_one_price_at_once_never_share_a_version(
         latest = instances[0].prices()["item-x"]
     finally:
         for instance in instances:
-            instance.store.close()
+            instance.close()
     assert len(got) + len(refused) == 12
     assert sorted(price.version for price in got) == list(range(1, len(got) + 1))
     assert latest == max(got, key=lambda price: price.version)
@@ -144,7 +144,7 @@ def test_an_older_price_list_becomes_events_once(settings: Settings) -> None:
                 event.event_type == "PriceChanged" for event in repository.store.read_all(0, 100)
             )
         finally:
-            repository.store.close()
+            repository.close()
         assert prices == {"item-001": Price(1500, 1), "old-item": Price(4200, 1)}
         assert changes == 2
 
@@ -157,7 +157,7 @@ def test_prices_written_as_protobuf_project_back_after_a_reset(settings: Setting
         prices = repository.prices()
         content_types = {event.content_type for event in repository.store.read_all(0, 100)}
     finally:
-        repository.store.close()
+        repository.close()
     assert content_types == {"application/x-protobuf"}
     assert prices["item-001"] == Price(2222, 2)
     assert prices["item-002"] == Price(550, 1)

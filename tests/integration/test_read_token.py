@@ -77,7 +77,7 @@ def billing(tmp_path: Path, nats_server: NatsServer) -> Iterator[tuple[TestClien
             ]
         )
     finally:
-        repository.store.close()
+        repository.close()
     with TestClient(build_billing_app(settings)) as client:
         yield client, {"cart_id": "c-1", "event_id": "ev-1"}
 

@@ -36,6 +36,7 @@ from microservice_connector.events.codecs import codec_named
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.broker_audit import BrokerAudit
+from microservice_connector.eventstore.engine import make_engines
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
 from microservice_connector.messaging.middleware import (
@@ -66,15 +67,28 @@ LAG_INTERVAL_S = 2.0
 
 
 def open_billing_repository(settings: Settings) -> SqlBillingRepository:
-    """Billing's database with its schema and default prices; raises `DatabaseUnavailable`."""
+    """Billing's database with its schema and default prices, on connections of billing's
+    own beside its event store's; raises `DatabaseUnavailable`."""
+    url = settings.billing_db_url()
     store = SqlEventStore(
-        settings.billing_db_url(),
+        url,
         outbox_topic=BILLING_TOPIC,
         sqlite_synchronous=settings.sqlite_synchronous,
         codec=codec_named(settings.serializer),
     )
-    store.ping()
-    return SqlBillingRepository(store)
+    try:
+        store.ping()
+        writer, reader = make_engines(url, sqlite_synchronous=settings.sqlite_synchronous)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        return SqlBillingRepository(store, writer=writer, reader=reader)
+    except BaseException:
+        writer.dispose()
+        reader.dispose()
+        store.close()
+        raise
 
 
 def build_billing_app(settings: Settings, *, events: EventRegistry | None = None) -> FastAPI:
@@ -166,7 +180,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         await background.stop()
         await link.close()
         await cart_store.close()
-        repository.store.close()
+        repository.close()
 
     async def database() -> None:
         await asyncio.to_thread(repository.store.ping)

@@ -197,5 +197,5 @@ def billing_rebuild(
                 after = feed["next_after"]
                 progress.update(task, completed=applied)
     finally:
-        repository.store.close()
+        repository.close()
     console.print(f"rebuilt billing from {applied} cart events")

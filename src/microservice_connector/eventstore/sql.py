@@ -140,8 +140,8 @@ class SqlEventStore:
 
     @property
     def writer(self) -> Engine:
-        """The engine appends go through; a caller's own writes in its transactions commit
-        atomically with `append_in`."""
+        """The engine this store's own appends go through; a caller with a writer connection
+        of its own to this database appends on it with `append_in` instead."""
         return self._writer
 
     @property
@@ -150,7 +150,10 @@ class SqlEventStore:
         return engines.describe(self._writer)
 
     def append_in(self, connection: Connection, request: AppendRequest) -> list[RecordedEvent]:
-        """Append inside the caller's transaction on `writer`; raises `ConcurrencyError`."""
+        """Append inside the transaction of `connection`, a writer connection to this store's
+        database that the caller owns (on SQLite one holding the write lock: `BEGIN
+        IMMEDIATE`); it commits or rolls back with the caller's other writes. Raises
+        `ConcurrencyError`."""
         [result] = self._append_together(connection, [request])
         return events_or_raise(result)
 

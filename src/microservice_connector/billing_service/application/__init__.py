@@ -9,14 +9,14 @@ from microservice_connector.billing_service.application.ledger import (
 )
 from microservice_connector.billing_service.application.ports import (
     BillingRepository,
-    BillingTransaction,
+    BillingUnitOfWork,
     ConcurrentBillUpdate,
 )
 
 __all__ = [
     "BillingLedger",
     "BillingRepository",
-    "BillingTransaction",
+    "BillingUnitOfWork",
     "CartEventIn",
     "ConcurrentBillUpdate",
     "Outcome",

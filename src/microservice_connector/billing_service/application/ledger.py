@@ -37,8 +37,8 @@ class CartEventIn:
 
 
 class BillingLedger:
-    """The version gate: a batch commits its bills, invoices and outbox rows in one
-    transaction, so a redelivered or reordered event can never bill twice or out of order."""
+    """The version gate: a batch commits its bills, invoices and outbox rows in one unit of
+    work, so a redelivered or reordered event can never bill twice or out of order."""
 
     def __init__(self, repository: BillingRepository) -> None:
         self._repository = repository
@@ -68,8 +68,8 @@ class BillingLedger:
         outcomes: dict[int, Outcome] = {}
         issued: list[Invoice] = []
         order = sorted(range(len(events)), key=lambda i: (events[i].cart_id, events[i].version))
-        with self._repository.transaction() as tx:
-            known = tx.get_bills({event.cart_id for event in events})
+        with self._repository.transaction() as uow:
+            known = uow.get_bills({event.cart_id for event in events})
             bills: dict[str, Bill] = {}
             for index in order:
                 incoming = events[index]
@@ -83,18 +83,19 @@ class BillingLedger:
                     outcomes[index] = Outcome.DEFERRED
                     continue
                 with tracing.span("billing.apply", parent=incoming.trace):
-                    bill.apply(incoming.event, incoming.version, tx.price_of)
+                    bill.apply(incoming.event, incoming.version, uow.price_of)
                     bills[incoming.cart_id] = bill
                     outcomes[index] = Outcome.APPLIED
                     if isinstance(incoming.event, CartCheckedOut):
                         with tracing.span("billing.invoice"):  # InvoiceIssued carries it on
                             # Dated by the checkout itself: a rebuild issues the same invoice.
                             invoice = bill.invoice(incoming.event.timestamp)
-                            if tx.issue_invoice(invoice):
+                            if uow.issue_invoice(invoice):
                                 issued.append(invoice)
-            tx.save_bills(list(bills.values()))
+            uow.save_bills(list(bills.values()))
             if feed_position is not None:
-                tx.save_feed_position(feed_position)
+                uow.save_feed_position(feed_position)
+            uow.commit()
         # Counted once committed, so a rolled-back batch counts nothing.
         self.invoices_issued += len(issued)
         self.unpriced_lines += sum(line.unpriced for inv in issued for line in inv.lines.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from datetime import datetime
+from types import TracebackType
 from typing import Protocol
 
 from microservice_connector.billing_service.domain import Bill, Invoice, Price
@@ -15,8 +16,30 @@ class ConcurrentBillUpdate(Exception):
     transaction was rolled back, nothing of it written, and may be tried again."""
 
 
-class BillingTransaction(Protocol):
-    """Reads and writes that commit together, or not at all."""
+class BillingUnitOfWork(Protocol):
+    """Reads and writes that commit together, or not at all: used as a context manager, it
+    commits on `commit()` or when the block ends cleanly and rolls back otherwise."""
+
+    def __enter__(self) -> BillingUnitOfWork:
+        """Begin; the unit of work itself."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        """Commit what is left if the block ended cleanly, else roll it back."""
+        ...
+
+    def commit(self) -> None:
+        """Make everything done so far durable, all at once."""
+        ...
+
+    def rollback(self) -> None:
+        """Discard everything done since the last commit."""
+        ...
 
     def get_bills(self, cart_ids: Collection[str]) -> dict[str, Bill]:
         """The committed bills of those carts that have one, by cart id."""
@@ -41,9 +64,9 @@ class BillingTransaction(Protocol):
 
 
 class BillingRepository(Protocol):
-    """Billing's storage: one transaction per batch of events."""
+    """Billing's storage: one unit of work per batch of events."""
 
-    def transaction(self) -> AbstractContextManager[BillingTransaction]:
-        """A transaction that commits when the block ends without an exception; raises
-        `ConcurrentBillUpdate` when it lost a race with another instance."""
+    def transaction(self) -> AbstractContextManager[BillingUnitOfWork]:
+        """A new unit of work; raises `ConcurrentBillUpdate` when it lost a race with another
+        instance."""
         ...

@@ -37,8 +37,7 @@ def read_position(connection: Connection, feed: str = CART_FEED) -> int:
 
 def saved_position(repository: SqlBillingRepository) -> int:
     """The cart feed's last position billing handled, as committed (0 before the first)."""
-    with repository.transaction() as tx:
-        return read_position(tx.connection)
+    return repository.feed_position()
 
 
 def save_position(connection: Connection, position: int, feed: str = CART_FEED) -> None:

@@ -67,8 +67,9 @@ def change_price(
     unit_price_cents: int,
     effective_at: datetime,
 ) -> PriceChanged:
-    """Append the item's next `PriceChanged` and project it, in the caller's transaction on
-    the store's writer; `ConcurrencyError` if another transaction changed it meanwhile."""
+    """Append the item's next `PriceChanged` and project it, in the transaction of the
+    caller's writer connection (a unit of work's); `ConcurrencyError` if another transaction
+    changed it meanwhile."""
     current = connection.execute(
         select(func.max(price_versions.c.version)).where(price_versions.c.item_id == item_id)
     ).scalar_one()
