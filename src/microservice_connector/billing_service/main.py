@@ -36,7 +36,6 @@ from microservice_connector.events.codecs import codec_named
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.broker_audit import BrokerAudit
-from microservice_connector.eventstore.engine import make_engines
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
 from microservice_connector.messaging.middleware import (
@@ -67,26 +66,20 @@ LAG_INTERVAL_S = 2.0
 
 
 def open_billing_repository(settings: Settings) -> SqlBillingRepository:
-    """Billing's database with its schema and default prices, on connections of billing's
-    own beside its event store's; raises `DatabaseUnavailable`."""
-    url = settings.billing_db_url()
+    """Billing's database with its schema and default prices; its units of work take turns
+    with its event store's own writes on one writer pool (on SQLite one connection, so they
+    queue there rather than in SQLite's busy wait), and its reads never wait for either.
+    Raises `DatabaseUnavailable`."""
     store = SqlEventStore(
-        url,
+        settings.billing_db_url(),
         outbox_topic=BILLING_TOPIC,
         sqlite_synchronous=settings.sqlite_synchronous,
         codec=codec_named(settings.serializer),
     )
     try:
         store.ping()
-        writer, reader = make_engines(url, sqlite_synchronous=settings.sqlite_synchronous)
+        return SqlBillingRepository(store, writer=store.writer, reader=store.reader)
     except BaseException:
-        store.close()
-        raise
-    try:
-        return SqlBillingRepository(store, writer=writer, reader=reader)
-    except BaseException:
-        writer.dispose()
-        reader.dispose()
         store.close()
         raise
 

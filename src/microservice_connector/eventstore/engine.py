@@ -64,18 +64,6 @@ def make_engine(
         raise DatabaseUnavailable(f"no driver for {parsed.drivername}: {exc}") from exc
 
 
-def make_engines(
-    url: str, *, sqlite_synchronous: SqliteSynchronous = "FULL"
-) -> tuple[Engine, Engine]:
-    """A writer engine and a reader engine for `url`: on SQLite the reader's connections are
-    WAL readers of their own, which never wait for the writer's `BEGIN IMMEDIATE`; on
-    PostgreSQL both are one pool, whose connections read and write side by side."""
-    writer = make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
-    if writer.dialect.name != "sqlite":
-        return writer, writer
-    return writer, make_engine(url, sqlite_synchronous=sqlite_synchronous)
-
-
 def _sqlite_engine(url: URL, *, writer: bool, synchronous: SqliteSynchronous) -> Engine:
     path = Path(url.database or "")
     try:

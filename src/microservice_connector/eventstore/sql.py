@@ -145,6 +145,12 @@ class SqlEventStore:
         return self._writer
 
     @property
+    def reader(self) -> Engine:
+        """The engine this store reads through: on SQLite WAL readers that never wait for a
+        writer; on PostgreSQL the writer's pool."""
+        return self._reader
+
+    @property
     def url(self) -> str:
         """The database URL, password hidden."""
         return engines.describe(self._writer)

@@ -125,6 +125,6 @@ class SqlBillingRepository:
 
     def close(self) -> None:
         """Dispose of billing's connections and its store's."""
-        self._writer.dispose()
-        self._reader.dispose()
+        for engine in {self._writer, self._reader} - {self._store.writer, self._store.reader}:
+            engine.dispose()
         self._store.close()
