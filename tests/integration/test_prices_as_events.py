@@ -78,6 +78,34 @@ def test_cart_events_are_priced_at_their_own_time_however_late_they_come(
     ]
 
 
+def test_a_price_another_instance_changed_prices_this_ones_next_event(
+    settings: Settings, repository: SqlBillingRepository
+) -> None:
+    ledger = BillingLedger(repository)
+
+    def add(n: int) -> tuple[int, int]:
+        at = datetime.now(UTC)
+        ledger.apply_batch(
+            [CartEventIn(f"e-{n}", f"c-{n}", 1, ItemAdded(f"c-{n}", "item-x", 1, at))]
+        )
+        line = repository.bill(f"c-{n}").lines["item-x"]  # type: ignore[union-attr]
+        return line.unit_price_cents, line.price_version
+
+    repository.set_price("item-x", 100)
+    assert add(1) == (100, 1)  # this instance has now read item-x's versions
+    other = open_billing_repository(settings)
+    try:
+        other.set_price("item-x", 250)
+    finally:
+        other.close()
+    assert add(2) == (250, 2)
+    with pytest.raises(RuntimeError), repository.transaction() as uow:
+        uow.change_price("item-x", 999, datetime.now(UTC))
+        assert uow.price_of("item-x", datetime.now(UTC) + timedelta(seconds=1)) == Price(999, 3)
+        raise RuntimeError("rolled back")
+    assert add(3) == (250, 2)  # the change rolled back is nobody's price
+
+
 def test_an_invoice_is_dated_by_its_checkout(repository: SqlBillingRepository) -> None:
     checked_out_at = datetime(2026, 11, 30, 12, 0, 1, 250_000, tzinfo=UTC)
     BillingLedger(repository).apply_batch(

@@ -4,7 +4,8 @@ from it at their own time, so a replay prices them exactly as the first time."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import cast
 
@@ -32,32 +33,90 @@ def price_aggregate_id(item_id: str) -> str:
     return f"price-{item_id}"
 
 
-class PriceHistory:
-    """The price versions of the items asked for, each read once per transaction."""
+_Versions = list[tuple[datetime, Price]]
 
-    def __init__(self, connection: Connection) -> None:
+
+class PriceVersions:
+    """Every item's price versions as read, shared by the transactions of one process. A
+    transaction reuses them while `price_versions` holds as many rows as when they were read:
+    versions are only ever added, so pricing costs one count per transaction, not a read per
+    item. Safe from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows = -1
+        self._generation = 0
+        self._by_item: dict[str, _Versions] = {}
+
+    def current_for(self, rows: int) -> int:
+        """Forget what was read unless `price_versions` still holds `rows` rows; the
+        generation to read under."""
+        with self._lock:
+            if rows != self._rows:
+                self._rows, self._by_item = rows, {}
+                self._generation += 1
+            return self._generation
+
+    def versions_of(
+        self, item_id: str, generation: int, read: Callable[[], _Versions]
+    ) -> _Versions:
+        """The item's versions: as read before in `generation`, else `read()`, kept only if
+        nothing was forgotten meanwhile (a read may predate the change that caused it)."""
+        with self._lock:
+            found = self._by_item.get(item_id)
+        if found is not None:
+            return found
+        versions = read()
+        with self._lock:
+            if generation == self._generation:
+                self._by_item[item_id] = versions
+        return versions
+
+
+class PriceHistory:
+    """The price versions of the items asked for, each read once per transaction, or taken
+    from `shared` when its versions are still current."""
+
+    def __init__(self, connection: Connection, shared: PriceVersions | None = None) -> None:
         self._connection = connection
-        self._versions: dict[str, list[tuple[datetime, Price]]] = {}
+        self._shared = shared
+        self._generation: int | None = None
+        self._versions: dict[str, _Versions] = {}
 
     def price_at(self, item_id: str, at: datetime) -> Price | None:
         """The highest version of the item's price in effect at `at`, or None."""
-        if item_id not in self._versions:
-            rows = self._connection.execute(
-                select(
-                    price_versions.c.effective_at,
-                    price_versions.c.unit_price_cents,
-                    price_versions.c.version,
-                )
-                .where(price_versions.c.item_id == item_id)
-                .order_by(price_versions.c.version)
-            )
-            self._versions[item_id] = [(_utc(when), Price(cents, v)) for when, cents, v in rows]
+        versions = self._versions.get(item_id)
+        if versions is None:
+            versions = self._versions[item_id] = self._read(item_id)
         moment = _utc(at)
         found = None
-        for effective_at, price in self._versions[item_id]:
+        for effective_at, price in versions:
             if effective_at <= moment:
                 found = price
         return found
+
+    def _read(self, item_id: str) -> _Versions:
+        if self._shared is None:
+            return self._read_versions(item_id)
+        if self._generation is None:
+            count = select(func.count()).select_from(price_versions)
+            rows = self._connection.execute(count).scalar_one()
+            self._generation = self._shared.current_for(rows)
+        return self._shared.versions_of(
+            item_id, self._generation, lambda: self._read_versions(item_id)
+        )
+
+    def _read_versions(self, item_id: str) -> _Versions:
+        rows = self._connection.execute(
+            select(
+                price_versions.c.effective_at,
+                price_versions.c.unit_price_cents,
+                price_versions.c.version,
+            )
+            .where(price_versions.c.item_id == item_id)
+            .order_by(price_versions.c.version)
+        )
+        return [(_utc(when), Price(cents, v)) for when, cents, v in rows]
 
 
 def change_price(

@@ -15,6 +15,7 @@ from microservice_connector.billing_service.infrastructure.bill_reads import (
     SqlBillReads,
 )
 from microservice_connector.billing_service.infrastructure.sql_prices import (
+    PriceVersions,
     project_prices,
     seed_prices,
 )
@@ -53,6 +54,7 @@ class SqlBillingRepository:
     ) -> None:
         """Create the tables and, in a new database, the first prices as events."""
         self._store, self._writer, self._reader = store, writer, reader
+        self._prices = PriceVersions()  # every unit of work's prices, while still current
         self._reads = SqlBillReads(reader)
         create_schema(writer, metadata)  # instances starting together take turns
         try:
@@ -73,7 +75,7 @@ class SqlBillingRepository:
         the block ends cleanly, else rolls back; raises what a database failure means
         (`failure_meaning`): `ConcurrentBillUpdate` for a race lost to another instance,
         `DatabaseUnavailable` for what may heal, `DataRejected` for refused data."""
-        return SqlBillingUnitOfWork(self._writer, self._store)
+        return SqlBillingUnitOfWork(self._writer, self._store, self._prices)
 
     def bill(self, cart_id: str) -> Bill | None:
         """The cart's running bill, or None before its first event; never waits for a writer."""

@@ -21,6 +21,7 @@ from microservice_connector.billing_service.infrastructure.failure_meaning impor
 from microservice_connector.billing_service.infrastructure.feed_position import save_position
 from microservice_connector.billing_service.infrastructure.sql_prices import (
     PriceHistory,
+    PriceVersions,
     change_price,
 )
 from microservice_connector.billing_service.infrastructure.tables import bills, invoices
@@ -53,9 +54,12 @@ class SqlBillingUnitOfWork:
     an invoice and its `InvoiceIssued` outbox row are never one without the other. Database
     failures raise what they mean (`failure_meaning`)."""
 
-    def __init__(self, writer: Engine, store: SqlEventStore) -> None:
+    def __init__(
+        self, writer: Engine, store: SqlEventStore, prices: PriceVersions | None = None
+    ) -> None:
         self._writer = writer
         self._store = store
+        self._shared_prices = prices
         self._connection: Connection | None = None
         self._prices: PriceHistory | None = None
         self._read: dict[str, int] = {}  # last_version of the bills with a row, as read
@@ -71,7 +75,8 @@ class SqlBillingUnitOfWork:
                 raise
         except _DATABASE_ERRORS as exc:
             raise billing_failure(self._writer, exc) from exc
-        self._connection, self._prices, self._read = connection, PriceHistory(connection), {}
+        self._connection = connection
+        self._prices, self._read = self._price_history(), {}
         return self
 
     def __exit__(
@@ -111,13 +116,13 @@ class SqlBillingUnitOfWork:
             self._connection.commit()
         except _DATABASE_ERRORS as exc:
             raise billing_failure(self._writer, exc) from exc
-        self._prices = PriceHistory(self._connection)  # prices may change before the next
+        self._prices = self._price_history()  # prices may change before the next
 
     def rollback(self) -> None:
         """Discard everything done since the last commit, and what was read meanwhile."""
         if self._connection is None or not self._connection.in_transaction():
             return
-        self._read, self._prices = {}, PriceHistory(self._connection)
+        self._read, self._prices = {}, self._price_history()
         try:
             self._connection.rollback()
         except _DATABASE_ERRORS as exc:
@@ -171,14 +176,19 @@ class SqlBillingUnitOfWork:
         """The item's price in effect at `at`, or None."""
         connection = self.connection
         if self._prices is None:
-            self._prices = PriceHistory(connection)
+            self._prices = PriceHistory(connection, self._shared_prices)
         return self._prices.price_at(item_id, at)
 
     def change_price(self, item_id: str, unit_price_cents: int, effective_at: datetime) -> Price:
         """Append the item's next `PriceChanged` and project it; `ConcurrencyError` if another
         transaction changed that price meanwhile."""
         change = change_price(self.connection, self._store, item_id, unit_price_cents, effective_at)
+        self._prices = PriceHistory(self.connection)  # its own until the change commits
         return Price(change.unit_price_cents, change.version)
+
+    def _price_history(self) -> PriceHistory:
+        assert self._connection is not None
+        return PriceHistory(self._connection, self._shared_prices)
 
     def issue_invoice(self, invoice: Invoice) -> bool:
         """Store the invoice and append `InvoiceIssued` with its outbox row in this unit of
