@@ -61,6 +61,10 @@ def configure_logging(
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)s{shown} %(name)s: %(message)s")
         )
+    # No line shows the caller's file, thread or process: not looking them up for every
+    # record saves a tenth of each event's log line (the logging docs' "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
