@@ -113,8 +113,11 @@ def answered(app: FastAPI) -> int:
 
 
 def without_lanes(app: FastAPI) -> FastAPI:
-    """`app` with each command answered through FastAPI's own handler only."""
+    """`app` with each command answered through FastAPI's own handler only: no lanes in
+    front of the router, and no command door in front of the middleware (FastAPI builds
+    its whole stack again on the first request)."""
     app.router.middleware_stack = app.router.app
+    app.middleware_stack = None
     return app
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.cart_service.infrastructure.asyncapi_api import asyncapi_router
+from microservice_connector.cart_service.infrastructure.command_door import install_command_door
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.cart_service.infrastructure.idempotency_http import (
@@ -36,6 +37,7 @@ from microservice_connector.runtime.broker_link import BrokerLink, open_broker_l
 from microservice_connector.runtime.relay_metrics import BrokerLossMetrics
 from microservice_connector.settings import Settings
 from microservice_connector.tracing import configure_tracing
+from microservice_connector.tracing.context import enabled as tracing_enabled
 from microservice_connector.tracing.http import trace_commands
 from microservice_connector.web.access import access_tokens
 from microservice_connector.web.guards import protect
@@ -137,14 +139,13 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     mount_ui(app, UiConfig(billing_url=settings.billing_url))
     app.state.live_feed = feed
     app.state.event_store = store
-    instrument(app, registry)
+    measured = instrument(app, registry)
     trace_commands(app)
-    protect(
-        app,
-        access=access_tokens(settings, public_prefixes=UI_PUBLIC),
-        max_body_bytes=settings.max_body_bytes,
-    )
+    access = access_tokens(settings, public_prefixes=UI_PUBLIC)
+    protect(app, access=access, max_body_bytes=settings.max_body_bytes)
     app.include_router(metrics_router(registry))
+    if not access.any_set() and not tracing_enabled():  # else every request is checked
+        install_command_door(app, measured=measured, max_body_bytes=settings.max_body_bytes)
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -58,8 +58,9 @@ class RequestMetrics:
             timer.observe(time.perf_counter() - started)
 
 
-def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Install `RequestMetrics` on `app`, its metrics registered on `registry`."""
+def instrument(app: FastAPI, registry: CollectorRegistry) -> Callable[[ASGIApp], RequestMetrics]:
+    """Install `RequestMetrics` on `app`, its metrics registered on `registry`; returns what
+    puts the same metrics around another ASGI app (a shorter path to some of `app`'s routes)."""
     requests = Counter(
         "msc_http_requests_total",
         "HTTP requests by method, route template and status code.",
@@ -75,3 +76,4 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     )
     options: dict[str, Any] = {"requests": requests, "latency": latency}
     app.add_middleware(RequestMetrics, **options)
+    return lambda inner: RequestMetrics(inner, requests, latency)

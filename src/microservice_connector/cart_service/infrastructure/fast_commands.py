@@ -60,16 +60,28 @@ class CommandRoute(APIRoute):
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a request this route matched: through the lane when every parameter is
         plainly valid, else through FastAPI's handler (`handle`), body and all."""
+        values, receive = await self.read_plainly(scope, receive)
+        if values is None:
+            await self.handle(scope, receive, send)
+        else:
+            await self.execute(values, scope, receive, send)
+
+    async def read_plainly(self, scope: Scope, receive: Receive) -> tuple[Values | None, Receive]:
+        """The route's validated values if every parameter of this matched request (its
+        `path_params` in `scope`) is plainly valid, else None; and the `receive` to go on
+        with, which hands on a body read but not used."""
         found = self._parameters(scope)
         if found is None:
-            await self.handle(scope, receive, send)
-            return
+            return None, receive
         values, headers = found
         if self._body is not None:
             body, first = await read_body(receive)
             if first["type"] != "http.request" or not self._valid_json(headers, body, values):
-                await self.handle(scope, handing_on(first, receive), send)
-                return
+                return None, handing_on(first, receive)
+        return values, receive
+
+    async def execute(self, values: Values, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call the endpoint with the `values` `read_plainly` gave, and send its answer."""
         self.answered += 1
         response = await self.endpoint(**values)
         if not isinstance(response, Response):
@@ -136,29 +148,46 @@ class CommandLanes:
     its `answer` without the router's search through every route; the rest go on to the
     router. Behind the app's middleware and exception handlers, like any route."""
 
-    def __init__(self, router: ASGIApp, routes: Iterable[CommandRoute]) -> None:
+    def __init__(self, router: ASGIApp, routes: CommandRoutes) -> None:
         self._router = router
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (route := self._routes.matching(scope)) is not None:
+            await route.answer(scope, receive, send)
+            return
+        await self._router(scope, receive, send)
+
+
+class CommandRoutes:
+    """The `CommandRoute`s of an app, found by method and path."""
+
+    def __init__(self, routes: Iterable[CommandRoute]) -> None:
         self._by_method: dict[str, list[CommandRoute]] = {}
         for route in routes:
             for method in route.methods or ():
                 self._by_method.setdefault(method, []).append(route)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for route in self._by_method.get(scope["method"], ()):
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child_scope)  # the route, its endpoint and path params
-                    await route.answer(scope, receive, send)
-                    return
-        await self._router(scope, receive, send)
+    @classmethod
+    def of(cls, app: FastAPI) -> CommandRoutes:
+        """The command routes `app` has now."""
+        return cls(route for route in app.routes if isinstance(route, CommandRoute))
+
+    def matching(self, scope: Scope) -> CommandRoute | None:
+        """The command route that fully matches the HTTP request, with its route, endpoint
+        and path params put in `scope`; None if none does."""
+        for route in self._by_method.get(scope["method"], ()):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                return route
+        return None
 
 
 def install_command_lanes(app: FastAPI) -> None:
     """Put `CommandLanes` for `app`'s command routes in front of its router (as a router
     built with `middleware=` would have it)."""
-    routes = [route for route in app.routes if isinstance(route, CommandRoute)]
-    app.router.middleware_stack = CommandLanes(app.router.middleware_stack, routes)
+    app.router.middleware_stack = CommandLanes(app.router.middleware_stack, CommandRoutes.of(app))
 
 
 def _header_key(field: Any) -> bytes:
