@@ -15,7 +15,7 @@ from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import outbox
 
-_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+decode_headers = msgspec.json.Decoder(dict[str, str]).decode  # an outbox row's headers
 # One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
 # is usually one such run, so marking costs one UPDATE, not one per row.
 _MARK_RUN = (
@@ -153,7 +153,10 @@ class SqlOutbox:
         if sequences is None or all(sequence is None for sequence in sequences):
             self._update(ids, published_at=now, attempts=outbox.c.attempts + 1)
             return
-        runs = _runs(ids, sequences, now)
+        runs = [
+            {"first": run.first, "last": run.last, "offset": run.offset, "published": now}
+            for run in runs_of(ids, sequences)
+        ]
         with self._guard(self._writer), self._writer.begin() as connection:
             connection.execute(_MARK_RUN, runs)
 
@@ -263,17 +266,26 @@ class _Guard:
             raise DatabaseUnavailable(engines.describe_failure(self._engine, exc)) from exc
 
 
-def _runs(
-    ids: Sequence[int], sequences: Sequence[int | None], published: datetime
-) -> list[dict[str, Any]]:
-    """`ids` grouped into runs of consecutive ids with the same `sequence - id` (None: none)."""
-    runs: list[dict[str, Any]] = []
+@dataclass(slots=True)
+class IdRun:
+    """Consecutive outbox ids `first`..`last` whose broker sequences are `id + offset` (None:
+    not known)."""
+
+    first: int
+    last: int
+    offset: int | None
+
+
+def runs_of(ids: Sequence[int], sequences: Sequence[int | None]) -> list[IdRun]:
+    """`ids` grouped into runs of consecutive ids with the same `sequence - id`: a relay's
+    batch is usually one such run, so marking it costs one UPDATE, not one per row."""
+    runs: list[IdRun] = []
     for row_id, sequence in sorted(zip(ids, sequences, strict=True)):
         offset = None if sequence is None else sequence - row_id
-        if runs and runs[-1]["last"] == row_id - 1 and runs[-1]["offset"] == offset:
-            runs[-1]["last"] = row_id
+        if runs and runs[-1].last == row_id - 1 and runs[-1].offset == offset:
+            runs[-1].last = row_id
         else:
-            runs.append({"first": row_id, "last": row_id, "offset": offset, "published": published})
+            runs.append(IdRun(row_id, row_id, offset))
     return runs
 
 
@@ -283,7 +295,7 @@ def _row(row: Row[Any]) -> OutboxRow:
         event_id=row.event_id,
         topic=row.topic,
         key=row.key,
-        headers=_decode_headers(row.headers),
+        headers=decode_headers(row.headers),
         payload=bytes(row.payload),
         created_at=_utc(row.created_at),
         attempts=row.attempts,

@@ -8,9 +8,11 @@ written as SQLAlchemy writes a DateTime in SQLite, so either path reads what the
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 VERSIONS = (
     "SELECT aggregate_id, max(version) FROM events WHERE aggregate_id IN ({marks})"
@@ -39,3 +41,33 @@ LOAD_TO = (
 def cursor(connection: Connection) -> sqlite3.Cursor:
     """A cursor on the driver connection under `connection`, inside its transaction."""
     return cast(sqlite3.Cursor, connection.connection.cursor())
+
+
+PENDING_OUTBOX = (
+    "SELECT id, event_id, topic, key, headers, payload, created_at, attempts FROM outbox"
+    " WHERE published_at IS NULL ORDER BY id LIMIT ?"
+)
+# One run of consecutive ids whose broker sequences are `id + offset` (NULL: not known).
+MARK_OUTBOX_RUN = (
+    "UPDATE outbox SET published_at = ?, attempts = attempts + 1, broker_sequence = id + ?"
+    " WHERE id BETWEEN ? AND ?"
+)
+
+
+@contextmanager
+def driver_transaction(writer: Engine) -> Iterator[Connection]:
+    """A connection of `writer` under `BEGIN IMMEDIATE`, committed when the block ends
+    cleanly and rolled back otherwise, both sent to the driver itself: for blocks whose every
+    statement goes through the driver (`cursor`), as SQLAlchemy's own transaction bookkeeping
+    costs as much again as a small batch's statements."""
+    with writer.connect() as connection:
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+            driver.execute("COMMIT")
+        except BaseException:
+            if driver.in_transaction:  # a commit that failed may leave it open
+                driver.execute("ROLLBACK")
+            raise

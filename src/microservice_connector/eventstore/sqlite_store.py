@@ -4,8 +4,7 @@ mode, and the hot statements through SQLite's own driver."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from microservice_connector.eventstore.event_rows import (
 )
 from microservice_connector.eventstore.sql import SqlEventStore
 from microservice_connector.eventstore.sqlite_keys import SqliteKeyStatements
+from microservice_connector.eventstore.sqlite_outbox import SqliteOutbox
 
 
 class SqliteEventStore(SqlEventStore):
@@ -38,22 +38,13 @@ class SqliteEventStore(SqlEventStore):
         writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         return writer, engines.make_engine(url, sqlite_synchronous=sqlite_synchronous)
 
-    @contextmanager
-    def _batch_transaction(self) -> Iterator[Connection]:
-        """The writer's connection under `BEGIN IMMEDIATE` and `COMMIT` sent to the driver
-        itself: every statement of the fast path goes through the driver too, and SQLAlchemy's
-        transaction bookkeeping cost as much again as the statements of a small batch."""
-        with self._writer.connect() as connection:
-            driver = connection.connection.driver_connection
-            assert isinstance(driver, sqlite3.Connection)
-            driver.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                driver.execute("COMMIT")
-            except BaseException:
-                if driver.in_transaction:  # a commit that failed may leave it open
-                    driver.execute("ROLLBACK")
-                raise
+    def _batch_transaction(self) -> Any:
+        return sqlite_sql.driver_transaction(self._writer)  # every fast-path statement is raw
+
+    @property
+    def outbox(self) -> SqliteOutbox:
+        """The outbox rows this store writes, for the relay and for `msc outbox status`."""
+        return SqliteOutbox(self._writer, self._reader)
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
         ids = list(aggregate_ids)

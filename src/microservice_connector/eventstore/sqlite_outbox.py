@@ -1,0 +1,60 @@
+"""The outbox on SQLite: the relay's two hot statements, its read of the pending rows and its
+mark, go through SQLite's own driver (one relay owns a SQLite outbox: nothing is leased)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore import sqlite_statements as sqlite_sql
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.event_rows import sqlite_time
+from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox, decode_headers, runs_of
+
+
+class SqliteOutbox(SqlOutbox):
+    """`SqlOutbox` on a SQLite file; reads and marks exactly as it does."""
+
+    def pending(self, limit: int = 500) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first."""
+        try:
+            connection = self._reader.raw_connection()
+            try:
+                rows = connection.cursor().execute(sqlite_sql.PENDING_OUTBOX, (limit,)).fetchall()
+            finally:
+                connection.close()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+        return [
+            OutboxRow(
+                id=row_id,
+                event_id=event_id,
+                topic=topic,
+                key=key,
+                headers=decode_headers(headers),
+                payload=bytes(payload),
+                created_at=datetime.fromisoformat(created_at).replace(tzinfo=UTC),
+                attempts=attempts,
+            )
+            for row_id, event_id, topic, key, headers, payload, created_at, attempts in rows
+        ]
+
+    def mark_published(
+        self, ids: Sequence[int], sequences: Sequence[int | None] | None = None
+    ) -> None:
+        """Record that the broker acknowledged these rows, and where it stored each
+        (`sequences`, in the order of `ids`, when known); they are not published again."""
+        if not ids:
+            return
+        known = [None] * len(ids) if sequences is None else sequences
+        published = sqlite_time(datetime.now(UTC))
+        runs = [(published, run.offset, run.first, run.last) for run in runs_of(ids, known)]
+        try:
+            with sqlite_sql.driver_transaction(self._writer) as connection:
+                sqlite_sql.cursor(connection).executemany(sqlite_sql.MARK_OUTBOX_RUN, runs)
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
