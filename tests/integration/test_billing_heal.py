@@ -150,7 +150,12 @@ def healing(
         return InMemoryDeadLetters(broker)
 
     catch_up = FeedCatchUp(
-        applier, client, lambda: saved_position(repository), dead_letters, handled
+        applier,
+        client,
+        lambda: saved_position(repository),
+        dead_letters,
+        handled,
+        repository.last_versions,
     )
     yield handler, catch_up, broker, handled
 
@@ -228,6 +233,48 @@ def test_catch_up_applies_what_the_broker_never_brought_and_remembers_how_far_it
     assert handled.get("b-v1").applied_via == "catch-up"  # type: ignore[union-attr]
 
 
+class BillsReadInTransactions:
+    """The repository's units of work, noting which carts' bills each one read."""
+
+    def __init__(self, repository: SqlBillingRepository) -> None:
+        self.carts: list[set[str]] = []
+        self._opened = repository.transaction
+        repository.transaction = self._transaction  # type: ignore[method-assign]
+
+    def _transaction(self) -> Any:
+        uow = self._opened()
+        read = uow.get_bills
+        self.carts.append(set())
+
+        def noted(cart_ids: Any) -> Any:
+            self.carts[-1].update(cart_ids)
+            return read(cart_ids)
+
+        uow.get_bills = noted  # type: ignore[method-assign]
+        return uow
+
+
+def test_catch_up_passes_over_what_the_broker_brought_without_a_transaction_of_its_own(
+    repository: SqlBillingRepository,
+) -> None:
+    store = FakeCartStore()
+    delivered = [store.add(cart) for cart in ("a", "b", "c")] + [store.add("a", "item-002")]
+    lost = store.add("d")
+    BillingLedger(repository).apply_batch([incoming(entry) for entry in delivered])
+    read = BillsReadInTransactions(repository)
+    with healing(repository, store) as (_, catch_up, _, handled):
+        assert asyncio.run(catch_up.catch_up()) == 1
+    assert read.carts == [{"d"}]  # the lost event's transaction, with the position
+    assert saved_position(repository) == 5
+    assert handled.get(lost["event_id"]).applied_via == "catch-up"  # type: ignore[union-attr]
+    read.carts.clear()
+    BillingLedger(repository).apply_batch([incoming(store.add("e"))])
+    with healing(repository, store) as (_, catch_up, _, _):
+        assert asyncio.run(catch_up.catch_up()) == 0
+    assert read.carts == [{"e"}, set()]  # the broker's batch, then the position alone
+    assert saved_position(repository) == 6
+
+
 def test_catch_up_leaves_young_events_to_the_broker(repository: SqlBillingRepository) -> None:
     store = FakeCartStore()
     store.add("a")
@@ -287,6 +334,7 @@ def test_one_cart_failing_for_good_is_dead_lettered_and_the_others_caught_up(
         lambda: saved_position(repository),
         dead_letters,
         handled,
+        repository.last_versions,
     )
     assert asyncio.run(catch_up.catch_up()) == 2
     [letter] = broker.dead_letters(10)

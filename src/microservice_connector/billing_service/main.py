@@ -115,6 +115,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         lambda: saved_position(repository),
         link.dead_letters,
         handled,
+        repository.last_versions,
         interval_s=settings.billing_catch_up_interval_s,
         settle_s=settings.billing_repair_grace_s,
     )

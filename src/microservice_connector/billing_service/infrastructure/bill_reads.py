@@ -3,7 +3,7 @@ read never queues behind a unit of work (SQLite's WAL readers, PostgreSQL's pool
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +69,12 @@ class SqlBillReads:
         updated: datetime = row.updated_at
         updated = updated.replace(tzinfo=UTC) if updated.tzinfo is None else updated
         return BillStamp(cart_id, row.last_version, updated)
+
+    def last_versions(self, cart_ids: Collection[str]) -> dict[str, int]:
+        """The last applied version of each of the carts that has a bill."""
+        query = select(bills.c.cart_id, bills.c.last_version).where(bills.c.cart_id.in_(cart_ids))
+        with self._reading() as connection:
+            return {cart_id: version for cart_id, version in connection.execute(query)}
 
     def summary(self) -> dict[str, int]:
         """Every bill's total by cart id, for comparing rebuilds."""

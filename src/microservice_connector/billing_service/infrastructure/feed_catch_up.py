@@ -5,8 +5,9 @@ broker lost was its cart's last and no later event ever shows the gap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from microservice_connector.billing_service.application import ConcurrentBillUpdate, Outcome
@@ -38,8 +39,10 @@ class CatchUpPaused(Exception):
 class FeedCatchUp:
     """Applies every feed event older than `settle_s` (younger ones are the broker's to bring:
     the fast path), saving the feed position in the same transaction as the bills, every
-    `interval_s` from the start. A page of events billing already has costs one read and one
-    small write. An event that fails for good is dead-lettered with its error and passed."""
+    `interval_s` from the start. Events whose carts' bills are already past them
+    (`applied_versions`, read beside the writer) are passed over without a transaction, so a
+    round over events billing already has costs its reads and one small write at its end.
+    An event that fails for good is dead-lettered with its error and passed."""
 
     def __init__(
         self,
@@ -48,6 +51,7 @@ class FeedCatchUp:
         position: Callable[[], int],
         dead_letters: Callable[[], Awaitable[DeadLetters]],
         handled: HandlingLog,
+        applied_versions: Callable[[Collection[str]], dict[str, int]],
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         settle_s: float = 2.0,
@@ -58,6 +62,7 @@ class FeedCatchUp:
         self._position = position
         self._dead_letters = dead_letters
         self._handled = handled
+        self._applied_versions = applied_versions
         self._interval_s = interval_s
         self._settle = timedelta(seconds=settle_s)
         self._clock = clock
@@ -88,25 +93,48 @@ class FeedCatchUp:
             after = await asyncio.to_thread(self._position)
         except DatabaseUnavailable as exc:
             raise CatchUpPaused(str(exc)) from exc
-        applied = 0
-        while True:
-            try:
-                page = await self._store.feed(after, PAGE)
-            except (CartStoreUnreachable, BadStoreAnswer) as exc:
-                raise CatchUpPaused(str(exc)) from exc
-            horizon = self._clock() - self._settle
-            settled = page.entries[: _first_unsettled(page.entries, horizon)]
-            if settled:
-                applied += await self._apply(settled)
-                after = settled[-1].position
-            if len(settled) < PAGE:
-                return applied
+        applied, saved = 0, after
+        try:
+            while True:
+                try:
+                    page = await self._store.feed(after, PAGE)
+                except (CartStoreUnreachable, BadStoreAnswer) as exc:
+                    raise CatchUpPaused(str(exc)) from exc
+                horizon = self._clock() - self._settle
+                settled = page.entries[: _first_unsettled(page.entries, horizon)]
+                if settled:
+                    missing = await self._not_yet_applied(settled)
+                    if missing:
+                        applied += await self._apply(missing, settled[-1].position)
+                        saved = missing[-1].position  # at least: one at a time saves less
+                    after = settled[-1].position
+                if len(settled) < PAGE:
+                    return applied
+        finally:
+            if after > saved:  # pages passed over: their end is saved once, here
+                with contextlib.suppress(*_TRANSIENT):
+                    await self._applier.apply([], "catch-up", feed_position=after)
 
-    async def _apply(self, entries: list[FeedEntry]) -> int:
-        """Apply `entries` in one transaction; if that fails for good, one at a time."""
+    async def _not_yet_applied(self, entries: list[FeedEntry]) -> list[FeedEntry]:
+        """The entries whose cart's bill is not yet at their version (and those billing
+        cannot read, to be dead-lettered), as committed now."""
+        carts = {entry.event.cart_id for entry in entries if entry.event is not None}
+        try:
+            versions = await asyncio.to_thread(self._applied_versions, carts)
+        except DatabaseUnavailable as exc:
+            raise CatchUpPaused(str(exc)) from exc
+        return [
+            entry
+            for entry in entries
+            if entry.event is None or entry.event.version > versions.get(entry.event.cart_id, 0)
+        ]
+
+    async def _apply(self, entries: list[FeedEntry], through: int) -> int:
+        """Apply `entries` in one transaction with the feed position `through` (what the page
+        passed over is applied already); if that fails for good, one at a time."""
         if all(entry.event is not None for entry in entries):
             try:
-                return await self._apply_one_transaction(entries)
+                return await self._apply_one_transaction(entries, through)
             except _TRANSIENT as exc:
                 raise CatchUpPaused(str(exc)) from exc
             except Exception:
@@ -119,9 +147,9 @@ class FeedCatchUp:
                 raise CatchUpPaused(str(exc)) from exc
         return applied
 
-    async def _apply_one_transaction(self, entries: list[FeedEntry]) -> int:
+    async def _apply_one_transaction(self, entries: list[FeedEntry], through: int) -> int:
         events = [entry.event for entry in entries if entry.event is not None]
-        outcomes = await self._applier.apply(events, "catch-up", feed_position=entries[-1].position)
+        outcomes = await self._applier.apply(events, "catch-up", feed_position=through)
         return sum(outcome is Outcome.APPLIED for outcome in outcomes)
 
     async def _apply_alone(self, entry: FeedEntry) -> int:
@@ -129,7 +157,7 @@ class FeedCatchUp:
         problem = entry.problem
         if entry.event is not None:
             try:
-                return await self._apply_one_transaction([entry])
+                return await self._apply_one_transaction([entry], entry.position)
             except _TRANSIENT:
                 raise
             except Exception as exc:  # DataRejected and the like: it fails the same way again

@@ -3,7 +3,7 @@ reads beside it for what the API shows, and billing's events (prices, invoices) 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete
@@ -92,6 +92,11 @@ class SqlBillingRepository:
     def stamp(self, cart_id: str) -> BillStamp | None:
         """The cart's last applied version and when, or None before its first event."""
         return self._reads.stamp(cart_id)
+
+    def last_versions(self, cart_ids: Collection[str]) -> dict[str, int]:
+        """The last applied version of each of the carts that has a bill; never waits for a
+        writer."""
+        return self._reads.last_versions(cart_ids)
 
     def summary(self) -> dict[str, int]:
         """Every bill's total by cart id, for comparing rebuilds."""
