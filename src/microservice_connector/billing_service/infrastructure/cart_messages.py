@@ -75,6 +75,11 @@ def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEve
     return to_cart_event(feed_message(item), registry, int(item["position"]))
 
 
+FEED_FIELDS = frozenset(
+    {"event_id", "event_type", "aggregate_id", "version", "schema_version", "data"}
+)  # what `feed_message` reads of an entry
+
+
 def feed_message(item: Mapping[str, Any]) -> Message:
     """One `GET /events` (or `GET /carts/{id}/events`) entry as the `cart.events` message
     the relay published for it; `KeyError` if a field is missing."""

@@ -13,6 +13,7 @@ import httpx
 
 from microservice_connector.billing_service.application import CartEventIn
 from microservice_connector.billing_service.infrastructure.cart_messages import (
+    FEED_FIELDS,
     PoisonMessage,
     feed_message,
     to_cart_event,
@@ -34,16 +35,48 @@ class BadStoreAnswer(Exception):
     versions out of order, an entry that is not a cart event): billing uses none of it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FeedEntry:
-    """One event of the global feed: its position and time, the message the relay published
-    for it, and the decoded event, or why it cannot be decoded (`problem`)."""
+    """One event of the global feed: its position, time, cart and version as the feed lists
+    them; the message the relay published for it, and the decoded event or why it cannot be
+    decoded (`problem`), are worked out when first asked for (catch-up passes most entries
+    over on their cart and version alone)."""
 
     position: int
     timestamp: datetime
-    message: Message
-    event: CartEventIn | None
-    problem: str | None = None
+    cart_id: str
+    version: int
+    _item: Mapping[str, Any]
+    _registry: EventRegistry
+    _decoded: tuple[Message, CartEventIn | None, str | None] | None = None
+
+    @property
+    def message(self) -> Message:
+        """The `cart.events` message the relay published for this event."""
+        return self._decode()[0]
+
+    @property
+    def event(self) -> CartEventIn | None:
+        """The decoded event, or None if billing cannot decode it."""
+        return self._decode()[1]
+
+    @property
+    def problem(self) -> str | None:
+        """Why the event cannot be decoded, or None."""
+        return self._decode()[2]
+
+    def _decode(self) -> tuple[Message, CartEventIn | None, str | None]:
+        if self._decoded is None:
+            message = feed_message(self._item)
+            try:
+                self._decoded = (
+                    message,
+                    to_cart_event(message, self._registry, self.position),
+                    None,
+                )
+            except PoisonMessage as exc:
+                self._decoded = (message, None, str(exc))
+        return self._decoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +142,15 @@ class CartStore:
             try:
                 position = int(item["position"])
                 timestamp = _utc(datetime.fromisoformat(str(item["timestamp"])))
-                message = feed_message(item)
+                cart_id, version = str(item["aggregate_id"]), int(item["version"])
+                if not item.keys() >= FEED_FIELDS:
+                    raise KeyError(", ".join(sorted(FEED_FIELDS - item.keys())))
             except (KeyError, TypeError, ValueError) as exc:
                 raise BadStoreAnswer(f"a feed entry after position {last} is malformed") from exc
             if position <= last:
                 raise BadStoreAnswer(f"the feed went back from position {last} to {position}")
             last = position
-            try:
-                event: CartEventIn | None = to_cart_event(message, self._registry, position)
-                problem = None
-            except PoisonMessage as exc:
-                event, problem = None, str(exc)
-            entries.append(FeedEntry(position, timestamp, message, event, problem))
+            entries.append(FeedEntry(position, timestamp, cart_id, version, item, self._registry))
         return FeedPage(entries, last)
 
     def _decode(self, item: Mapping[str, Any]) -> CartEventIn:

@@ -116,18 +116,14 @@ class FeedCatchUp:
                     await self._applier.apply([], "catch-up", feed_position=after)
 
     async def _not_yet_applied(self, entries: list[FeedEntry]) -> list[FeedEntry]:
-        """The entries whose cart's bill is not yet at their version (and those billing
-        cannot read, to be dead-lettered), as committed now."""
-        carts = {entry.event.cart_id for entry in entries if entry.event is not None}
+        """The entries whose cart's bill is not yet at their version, as committed now
+        (whether billing can read them is found out for these only)."""
+        carts = {entry.cart_id for entry in entries}
         try:
             versions = await asyncio.to_thread(self._applied_versions, carts)
         except DatabaseUnavailable as exc:
             raise CatchUpPaused(str(exc)) from exc
-        return [
-            entry
-            for entry in entries
-            if entry.event is None or entry.event.version > versions.get(entry.event.cart_id, 0)
-        ]
+        return [entry for entry in entries if entry.version > versions.get(entry.cart_id, 0)]
 
     async def _apply(self, entries: list[FeedEntry], through: int) -> int:
         """Apply `entries` in one transaction with the feed position `through` (what the page
