@@ -22,6 +22,7 @@ from microservice_connector.cart_service.infrastructure.live_feed import LiveFee
 from microservice_connector.cart_service.infrastructure.metrics import CartMetrics
 from microservice_connector.cart_service.infrastructure.ui_routes import (
     UI_PUBLIC,
+    CountRequests,
     UiConfig,
     live_feed_router,
     mount_ui,
@@ -143,6 +144,8 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(metrics_router(registry))
+    # Outermost, so a request counts from its first step: live-feed writes wait it out.
+    app.add_middleware(CountRequests, requests=feed.requests)
     return app
 
 

@@ -34,12 +34,45 @@ ROUND_INTERVAL_S = 0.25  # at most four fan-outs a second, however busy the stor
 IDLE_CHECK_S = 2.0  # how soon other processes' events show up; a quiet stream's heartbeat
 BUFFER_BYTES = 1 << 20  # what one stream may have waiting before it must catch up itself
 FANOUT_SLICE = 16  # streams handed a round before the pump yields to other work
+MAX_HOLD_S = 1.0  # how long requests in flight may hold back one round's fan-out
 DEFAULT_MAX_STREAMS = 256
 RETRY_MS = 1000
 
 
 class TooManyStreams(Exception):
     """The feed already serves its maximum of concurrent streams."""
+
+
+class RequestsInFlight:
+    """How many requests the service is answering now, counted on the event loop; the feed
+    hands a slice of streams their round only while it is none (or once its hold ran out)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def started(self) -> None:
+        """A request is being answered."""
+        self.count += 1
+
+    def finished(self) -> None:
+        """A request was answered (or failed); at none, whoever waits for none goes on."""
+        self.count -= 1
+        if self.count == 0:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def until_none(self, deadline: float) -> None:
+        """Return once no request is in flight, or at `deadline` (event-loop time) at the latest."""
+        if not self.count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await waiter
 
 
 @dataclass(eq=False)
@@ -100,6 +133,7 @@ class LiveFeed:
         round_interval_s: float = ROUND_INTERVAL_S,
         max_streams: int = DEFAULT_MAX_STREAMS,
         buffer_bytes: int = BUFFER_BYTES,
+        max_hold_s: float = MAX_HOLD_S,
     ) -> None:
         self._read_after = read_after
         self._last_position = last_position
@@ -107,6 +141,8 @@ class LiveFeed:
         self._round_interval_s = round_interval_s
         self.max_streams = max_streams
         self._buffer_bytes = buffer_bytes
+        self._max_hold_s = max_hold_s
+        self.requests = RequestsInFlight()  # what the server counts in; fan-out waits them out
         self._streams: set[Subscription] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -167,7 +203,9 @@ class LiveFeed:
         """SSE frames for every event after the subscription's start, then each new one as it
         is stored, until `close()` or the client goes; `id:` is the event's position."""
         position = subscription.after
-        live = False  # sending what the pump hands it, rather than reading the store
+        # Sending what the pump hands it, rather than reading the store: at once when it starts
+        # where the pump is, so a crowd of streams opening at the newest event costs no reads.
+        live = self._pump_covers(position)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             while not self._closed:
@@ -203,6 +241,12 @@ class LiveFeed:
                         yield b": idle\n\n"  # also how a vanished client is noticed
         finally:
             subscription.close()
+
+    def _pump_covers(self, position: int) -> bool:
+        """Whether a stream already subscribed gets every event after `position` from the pump
+        alone: the pump is reading and has handed out nothing past it, so all it reads from
+        here on is fanned out to this stream too."""
+        return self._pump_origin is not None and position >= self._pump_position
 
     def _caught_up(self, position: int, subscription: Subscription) -> bool:
         """Whether a stream whose own read just ended at `position` may trust the pump from
@@ -259,9 +303,13 @@ class LiveFeed:
 
     async def _in_slices(self, act: Callable[[Subscription], None]) -> None:
         """`act` on every open stream, yielding to the event loop between slices: the streams
-        it woke write, and commands get their turn."""
+        it woke write, and commands get their turn. A slice waits while requests are in
+        flight, so stream writes fill the gaps between answers instead of delaying them; the
+        round's later slices stop waiting `max_hold_s` after it began."""
         streams = list(self._streams)
+        deadline = asyncio.get_running_loop().time() + self._max_hold_s
         for start in range(0, len(streams), FANOUT_SLICE):
+            await self.requests.until_none(deadline)
             for subscription in streams[start : start + FANOUT_SLICE]:
                 act(subscription)
             await asyncio.sleep(0)
