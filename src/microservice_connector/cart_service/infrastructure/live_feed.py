@@ -149,6 +149,7 @@ class LiveFeed:
         self._pump_wake: asyncio.Event | None = None
         self._pump_origin: int | None = None  # where the pump began; None: it is not reading
         self._pump_position = 0
+        self._starting: asyncio.Event | None = None  # set when a read that may start it ends
         self._wake_queued = False
         self._closed = False
 
@@ -210,9 +211,15 @@ class LiveFeed:
             yield f"retry: {RETRY_MS}\n\n".encode()
             while not self._closed:
                 if not live:
+                    if self._pump_origin is None and self._starting is not None:
+                        # Another stream's read may start the pump: wait for it, then see
+                        # whether the pump covers this one too (a crowd opening at once).
+                        await self._starting.wait()
+                        live = self._pump_covers(position)
+                        continue
                     subscription.dropped = False
                     try:
-                        page = await self._read_after(position, PAGE)
+                        page = await self._read_own(position)
                     except DatabaseUnavailable:  # the stream stays open and tries again
                         yield b": database unavailable\n\n"
                         await _woken(subscription.wake, self._idle_check_s)
@@ -241,6 +248,19 @@ class LiveFeed:
                         yield b": idle\n\n"  # also how a vanished client is noticed
         finally:
             subscription.close()
+
+    async def _read_own(self, position: int) -> list[RecordedEvent]:
+        """A stream's own read; while no pump runs, the one that may start it, which other
+        streams with nothing read yet wait for instead of reading too."""
+        if self._pump_origin is not None:
+            return await self._read_after(position, PAGE)
+        self._starting = starting = asyncio.Event()
+        try:
+            return await self._read_after(position, PAGE)
+        finally:  # the stream decides on `_caught_up` before it next yields: no gap here
+            if self._starting is starting:
+                self._starting = None
+            starting.set()
 
     def _pump_covers(self, position: int) -> bool:
         """Whether a stream already subscribed gets every event after `position` from the pump
