@@ -259,6 +259,9 @@ async def test_requests_that_never_end_hold_a_round_back_no_longer_than_max_hold
     held_since = asyncio.get_running_loop().time()
     assert _positions([await asyncio.wait_for(anext(stream), 5)]) == [2]
     assert asyncio.get_running_loop().time() - held_since >= 0.05
+    store.stored = 3  # and each later round too, while the load goes on
+    feed.notify()
+    assert _positions([await asyncio.wait_for(anext(stream), 5)]) == [3]
     await stream.aclose()
 
 

@@ -3,16 +3,24 @@
 One pump per feed reads what is new from the event store once per round (woken by the store's
 commits, at most `ROUND_INTERVAL_S` apart), encodes each event once, and hands the same bytes
 to every open stream, a slice of streams at a time so commands keep their turn on the event
-loop. A stream that is behind (new, resuming with `Last-Event-ID`, or too slow to take what it
-was handed) reads its own way forward from the store, a page at a time, and then sends what the
-pump handed it, skipping what it already sent. So a slow client never makes the pump wait and
-costs at most `BUFFER_BYTES` of memory, nothing is skipped or sent twice, and while no stream
-is up to date the pump reads nothing.
+loop. A slice waits while the server is answering a request (`RequestsInFlight`, counted by the
+route module's `CountRequests`), so stream writes fill the gaps between answers instead of
+delaying them; a round's slices stop waiting `MAX_HOLD_S` after it began, so under unbroken
+load the feed lags by at most that. A stream that is behind (resuming with `Last-Event-ID`, or
+too slow to take what it was handed) reads its own way forward from the store, a page at a time,
+and then sends what the pump handed it, skipping what it already sent. A new stream that starts
+where the pump is reads nothing; while no pump runs, one stream's read may start it and the
+streams opening meanwhile wait for that read, so a crowd opening at once costs one read. So a
+slow client never makes the pump wait and costs at most `BUFFER_BYTES` of memory, nothing is
+skipped or sent twice, and while no stream is up to date the pump reads nothing.
 
 Why nothing is skipped: a stream subscribes before its first read, so every event committed
 after a read of its own reaches it through the pump; it trusts the pump only once a read of its
 own returned a short page that reached at least where the pump began, and no batch of its was
-dropped for space since that read began.
+dropped for space since that read began. A stream that starts at or past the pump's position
+trusts it at once: the pump has handed out nothing past that start, and everything it hands out
+from then on (its position is set just before each fan-out's list of streams is taken) reaches
+this stream, which was subscribed already.
 """
 
 from __future__ import annotations
@@ -66,13 +74,18 @@ class RequestsInFlight:
 
     async def until_none(self, deadline: float) -> None:
         """Return once no request is in flight, or at `deadline` (event-loop time) at the latest."""
-        if not self.count:
+        loop = asyncio.get_running_loop()
+        if not self.count or loop.time() >= deadline:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = loop.create_future()
         self._waiters.append(waiter)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await waiter
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+        finally:  # under unbroken load the count never reaches none to clear it
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
 
 @dataclass(eq=False)
