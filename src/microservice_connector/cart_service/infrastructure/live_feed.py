@@ -339,10 +339,10 @@ class LiveFeed:
         await self._in_slices(lambda subscription: subscription.hand(batch))
 
     async def _in_slices(self, act: Callable[[Subscription], None]) -> None:
-        """`act` on every open stream, yielding to the event loop between slices: the streams
-        it woke write, and commands get their turn. A slice waits while requests are in
-        flight, so stream writes fill the gaps between answers instead of delaying them; the
-        round's later slices stop waiting `max_hold_s` after it began."""
+        """`act` on every open stream, a slice at a time, the event loop idling `SLICE_PAUSE_S`
+        between slices: the streams it woke write, and commands get their turn. A slice waits
+        while requests are in flight, so stream writes fill the gaps between answers instead
+        of delaying them; the round's later slices stop waiting `max_hold_s` after it began."""
         streams = list(self._streams)
         deadline = asyncio.get_running_loop().time() + self._max_hold_s
         for start in range(0, len(streams), FANOUT_SLICE):
