@@ -1,5 +1,6 @@
 """The cart endpoints behind the event browser, over HTTP without a browser: one event, its
-outbox row, the outbox status, the live feed (SSE) and the page itself."""
+outbox row, the outbox status, the live feed (SSE), what counts as a request in flight for it,
+and the page itself."""
 
 from __future__ import annotations
 
@@ -98,6 +99,27 @@ def test_the_live_feed_sends_stored_events_then_new_ones_and_resumes_after_last_
         assert _next_event(stream.iter_lines())[0] == 3
     with client.stream("GET", "/events/stream", params={"recent": 1}) as stream:
         assert _next_event(stream.iter_lines())[0] == 3
+
+
+def test_every_request_but_a_live_stream_counts_as_in_flight_while_it_is_answered(
+    tmp_path: Path,
+) -> None:
+    app = build_cart_app(Settings(data_dir=tmp_path), relay=False)
+    requests = app.state.live_feed.requests  # what the feed's fan-out gives way to
+
+    @app.get("/test/in-flight")
+    async def in_flight() -> dict[str, int]:
+        return {"count": requests.count}
+
+    with TestClient(app) as client:
+        add(client, "c-1")
+        with client.stream("GET", "/events/stream", params={"after": 0}) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 1000"
+            assert client.get("/test/in-flight").json() == {"count": 1}  # itself alone
+            add(client, "c-2")  # a command still reaches an open stream
+            assert [_next_event(lines)[0] for _ in range(2)] == [1, 2]
+    assert requests.count == 0
 
 
 def test_the_live_feed_refuses_a_malformed_resume_point(client: TestClient) -> None:

@@ -1,6 +1,8 @@
 """The live feed: one read per round fanned out to every stream, a stalled client holding a
 bounded buffer and catching up from the store, a cap on streams; `close()` ends them all.
-No test sleeps to wait: each lets the event loop run until a condition holds."""
+A crowd of streams opening at once costs one read; a round gives way to requests in flight,
+for a bounded time. No test sleeps to wait: each lets the event loop run until a condition
+holds."""
 
 from __future__ import annotations
 
@@ -14,22 +16,30 @@ from microservice_connector.billing_service.infrastructure.handling_log import H
 from microservice_connector.cart_service.infrastructure.live_feed import (
     PAGE,
     LiveFeed,
+    RequestsInFlight,
     TooManyStreams,
 )
+from microservice_connector.cart_service.infrastructure.ui_routes import CountRequests
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.web.guards import Message, Receive, Scope, Send
 
 
 class FakeStore:
-    """Positions 1..n; counts the reads a feed makes; `down` makes reads fail."""
+    """Positions 1..n; counts the reads a feed makes and those that answered; `down` makes
+    reads fail. A read lets other tasks run before it answers, as a read on a worker thread
+    does."""
 
     def __init__(self) -> None:
         self.stored = 0
         self.reads = 0
+        self.answered = 0
         self.down = False
 
     async def read_after(self, after: int, limit: int) -> list[RecordedEvent]:
         self.reads += 1
+        await asyncio.sleep(0)
+        self.answered += 1
         if self.down:
             raise DatabaseUnavailable("database test unavailable: gone")
         return [_event(p) for p in range(after + 1, min(self.stored, after + limit) + 1)]
@@ -185,6 +195,98 @@ async def test_a_new_stream_starts_after_the_recent_events_or_where_it_left_off(
     assert await feed.start_after(None, 10) == 40
     assert await feed.start_after(None, 500) == 0
     assert await feed.start_after(7, 10) == 7
+
+
+async def test_streams_opening_together_make_one_read_and_each_gets_every_new_event() -> None:
+    store = FakeStore()
+    store.stored = 5
+    feed = LiveFeed(store.read_after, store.last_position, idle_check_s=30, round_interval_s=0)
+    start = await feed.start_after(None, 0)
+    streams = [feed.stream(feed.subscribe(start)) for _ in range(100)]
+    # All of them are past their first frame, and so waiting to read, before any read ends.
+    assert [await anext(stream) for stream in streams] == [b"retry: 1000\n\n"] * 100
+    nexts = [asyncio.ensure_future(anext(stream)) for stream in streams]
+    await until(lambda: store.answered >= 1)  # the first stream's read started the pump
+    store.stored = 7
+    feed.notify()
+    frames = await asyncio.wait_for(asyncio.gather(*nexts), 5)
+    assert all(_positions([f]) == [6, 7] for f in frames)
+    assert store.reads == 2  # one stream's own read, then the pump's, for all 100
+    for stream in streams:
+        await stream.aclose()
+
+
+async def test_a_round_waits_while_a_request_is_in_flight_then_reaches_every_stream() -> None:
+    store = FakeStore()
+    store.stored = 1
+    feed = LiveFeed(
+        store.read_after, store.last_position, idle_check_s=30, round_interval_s=0, max_hold_s=30
+    )
+    subscriptions = [feed.subscribe(0) for _ in range(3)]
+    streams = [feed.stream(subscription) for subscription in subscriptions]
+    for stream in streams:
+        assert await anext(stream) == b"retry: 1000\n\n"
+        assert _positions([await anext(stream)]) == [1]
+    nexts = [asyncio.ensure_future(anext(stream)) for stream in streams]
+    feed.requests.started()  # a command is being answered
+    reads = store.reads
+    store.stored = 2
+    feed.notify()
+    await until(lambda: store.reads == reads + 1)  # the pump read the round...
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert not any(s.waiting for s in subscriptions)  # ...and holds it back
+    assert not any(n.done() for n in nexts)
+    feed.requests.finished()
+    frames = await asyncio.wait_for(asyncio.gather(*nexts), 5)
+    assert [_positions([f]) for f in frames] == [[2], [2], [2]]
+    for stream in streams:
+        await stream.aclose()
+
+
+async def test_requests_that_never_end_hold_a_round_back_no_longer_than_max_hold() -> None:
+    store = FakeStore()
+    store.stored = 1
+    feed = LiveFeed(
+        store.read_after, store.last_position, idle_check_s=30, round_interval_s=0, max_hold_s=0.05
+    )
+    stream = feed.stream(feed.subscribe(0))
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert _positions([await anext(stream)]) == [1]
+    feed.requests.started()  # and never finished
+    store.stored = 2
+    feed.notify()
+    held_since = asyncio.get_running_loop().time()
+    assert _positions([await asyncio.wait_for(anext(stream), 5)]) == [2]
+    assert asyncio.get_running_loop().time() - held_since >= 0.05
+    store.stored = 3  # and each later round too, while the load goes on
+    feed.notify()
+    assert _positions([await asyncio.wait_for(anext(stream), 5)]) == [3]
+    await stream.aclose()
+
+
+async def test_requests_are_counted_until_answered_even_when_they_fail_but_streams_never() -> None:
+    requests = RequestsInFlight()
+    counted: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        counted.append(requests.count)
+        if scope["path"] == "/boom":
+            raise RuntimeError("the endpoint failed")
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        pass
+
+    counting = CountRequests(app, requests)
+    await counting({"type": "http", "path": "/carts/c-1/items"}, receive, send)
+    await counting({"type": "http", "path": "/events/stream"}, receive, send)
+    with pytest.raises(RuntimeError):
+        await counting({"type": "http", "path": "/boom"}, receive, send)
+    assert counted == [1, 0, 1]
+    assert requests.count == 0
 
 
 def test_the_handling_log_forgets_the_oldest_beyond_its_capacity() -> None:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from microservice_connector.cart_service.application import CartService
 from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.cart_service.infrastructure.asyncapi_api import asyncapi_router
-from microservice_connector.cart_service.infrastructure.command_door import install_command_door
+from microservice_connector.cart_service.infrastructure.command_door import CommandDoor
 from microservice_connector.cart_service.infrastructure.event_log import LoggingObserver
 from microservice_connector.cart_service.infrastructure.http_api import create_app
 from microservice_connector.cart_service.infrastructure.idempotency_http import (
@@ -24,6 +24,7 @@ from microservice_connector.cart_service.infrastructure.metrics import CartMetri
 from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.cart_service.infrastructure.ui_routes import (
     UI_PUBLIC,
+    CountRequests,
     UiConfig,
     live_feed_router,
     mount_ui,
@@ -144,8 +145,14 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     access = access_tokens(settings, public_prefixes=UI_PUBLIC)
     protect(app, access=access, max_body_bytes=settings.max_body_bytes)
     app.include_router(metrics_router(registry))
-    if not access.any_set() and not tracing_enabled():  # else every request is checked
-        install_command_door(app, measured=measured, max_body_bytes=settings.max_body_bytes)
+    # Plain commands skip the middleware they do not need, unless a token or tracing could
+    # apply; the stack is built now, so no middleware can be added after this.
+    if access.any_set() or tracing_enabled():
+        stack = app.build_middleware_stack()
+    else:
+        stack = CommandDoor(app, measured=measured, max_body_bytes=settings.max_body_bytes)
+    # Outermost, so a request counts from its first step: live-feed writes wait it out.
+    app.middleware_stack = CountRequests(stack, feed.requests)
     return app
 
 

@@ -4,9 +4,10 @@ A command runs through about a dozen ASGI layers on its way to its route (the se
 headers, FastAPI's error, telemetry and body-limit layers, the body-size guard, metrics, the
 `Idempotency-Key` middleware, exception handling, the exit stack, the router and the command
 lanes); each costs a call and a wrapped `send`, together about a fifth of a command's CPU.
-`CommandDoor` is the app's outermost layer: a request that matches a `CommandRoute`, carries
-no `Idempotency-Key`, no chunked body and a `Content-Length` within the limit, and that its
-route reads plainly (`CommandRoute.read_plainly`), is answered by the route's own endpoint
+`CommandDoor` sits in front of the app's whole stack: a request that matches a
+`CommandRoute`, carries no `Idempotency-Key`, no chunked body and a `Content-Length` within
+the limit, and that its route reads plainly (`CommandRoute.read_plainly`), is answered by
+the route's own endpoint
 behind only the layers its answer depends on: the 500 answer, request metrics and the app's
 own exception handlers. Every other request, and every request when a token or tracing
 could apply, takes the whole stack as before.
@@ -35,8 +36,9 @@ _CONTENT_LENGTH = b"content-length"
 
 
 class CommandDoor:
-    """`app`'s outermost layer (see the module): plain commands on a short path, the rest
-    on `app`'s whole middleware stack; the answers are the same either way."""
+    """In front of `app`'s middleware stack (see the module): plain commands on a short
+    path, the rest on the whole stack; the answers are the same either way. Build it once
+    every route and middleware is in place, as `app.middleware_stack` or inside it."""
 
     def __init__(
         self, app: FastAPI, *, measured: Callable[[ASGIApp], ASGIApp], max_body_bytes: int
@@ -68,14 +70,6 @@ class CommandDoor:
             elif key in (_IDEMPOTENCY_KEY, _TRANSFER_ENCODING):
                 return False
         return True
-
-
-def install_command_door(
-    app: FastAPI, *, measured: Callable[[ASGIApp], ASGIApp], max_body_bytes: int
-) -> None:
-    """Build `app`'s middleware stack now, behind a `CommandDoor`; no middleware can be
-    added to `app` afterwards."""
-    app.middleware_stack = CommandDoor(app, measured=measured, max_body_bytes=max_body_bytes)
 
 
 async def _call_endpoint(scope: Scope, receive: Receive, send: Send) -> None:

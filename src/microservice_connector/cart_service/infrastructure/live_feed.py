@@ -3,16 +3,24 @@
 One pump per feed reads what is new from the event store once per round (woken by the store's
 commits, at most `ROUND_INTERVAL_S` apart), encodes each event once, and hands the same bytes
 to every open stream, a slice of streams at a time so commands keep their turn on the event
-loop. A stream that is behind (new, resuming with `Last-Event-ID`, or too slow to take what it
-was handed) reads its own way forward from the store, a page at a time, and then sends what the
-pump handed it, skipping what it already sent. So a slow client never makes the pump wait and
-costs at most `BUFFER_BYTES` of memory, nothing is skipped or sent twice, and while no stream
-is up to date the pump reads nothing.
+loop. A slice waits while the server is answering a request (`RequestsInFlight`, counted by the
+route module's `CountRequests`), so stream writes fill the gaps between answers instead of
+delaying them; a round's slices stop waiting `MAX_HOLD_S` after it began, so under unbroken
+load the feed lags by at most that. A stream that is behind (resuming with `Last-Event-ID`, or
+too slow to take what it was handed) reads its own way forward from the store, a page at a time,
+and then sends what the pump handed it, skipping what it already sent. A new stream that starts
+where the pump is reads nothing; while no pump runs, one stream's read may start it and the
+streams opening meanwhile wait for that read, so a crowd opening at once costs one read. So a
+slow client never makes the pump wait and costs at most `BUFFER_BYTES` of memory, nothing is
+skipped or sent twice, and while no stream is up to date the pump reads nothing.
 
 Why nothing is skipped: a stream subscribes before its first read, so every event committed
 after a read of its own reaches it through the pump; it trusts the pump only once a read of its
 own returned a short page that reached at least where the pump began, and no batch of its was
-dropped for space since that read began.
+dropped for space since that read began. A stream that starts at or past the pump's position
+trusts it at once: the pump has handed out nothing past that start, and everything it hands out
+from then on (its position is set just before each fan-out's list of streams is taken) reaches
+this stream, which was subscribed already.
 """
 
 from __future__ import annotations
@@ -34,12 +42,54 @@ ROUND_INTERVAL_S = 0.25  # at most four fan-outs a second, however busy the stor
 IDLE_CHECK_S = 2.0  # how soon other processes' events show up; a quiet stream's heartbeat
 BUFFER_BYTES = 1 << 20  # what one stream may have waiting before it must catch up itself
 FANOUT_SLICE = 16  # streams handed a round before the pump yields to other work
+MAX_HOLD_S = 1.0  # how long requests in flight may hold back one round's fan-out
+# Between slices the event loop idles this long: a thread waiting for the GIL (the store's
+# writer) gets it at once rather than after the 5 ms switch interval, and a round's writes
+# reach the network spread out instead of as one burst (1,000 streams: about 0.1 s a round).
+SLICE_PAUSE_S = 0.001
 DEFAULT_MAX_STREAMS = 256
 RETRY_MS = 1000
 
 
 class TooManyStreams(Exception):
     """The feed already serves its maximum of concurrent streams."""
+
+
+class RequestsInFlight:
+    """How many requests the service is answering now, counted on the event loop; the feed
+    hands a slice of streams their round only while it is none (or once its hold ran out)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def started(self) -> None:
+        """A request is being answered."""
+        self.count += 1
+
+    def finished(self) -> None:
+        """A request was answered (or failed); at none, whoever waits for none goes on."""
+        self.count -= 1
+        if self.count == 0:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def until_none(self, deadline: float) -> None:
+        """Return once no request is in flight, or at `deadline` (event-loop time) at the latest."""
+        loop = asyncio.get_running_loop()
+        if not self.count or loop.time() >= deadline:
+            return
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+        finally:  # under unbroken load the count never reaches none to clear it
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
 
 @dataclass(eq=False)
@@ -100,6 +150,7 @@ class LiveFeed:
         round_interval_s: float = ROUND_INTERVAL_S,
         max_streams: int = DEFAULT_MAX_STREAMS,
         buffer_bytes: int = BUFFER_BYTES,
+        max_hold_s: float = MAX_HOLD_S,
     ) -> None:
         self._read_after = read_after
         self._last_position = last_position
@@ -107,12 +158,15 @@ class LiveFeed:
         self._round_interval_s = round_interval_s
         self.max_streams = max_streams
         self._buffer_bytes = buffer_bytes
+        self._max_hold_s = max_hold_s
+        self.requests = RequestsInFlight()  # what the server counts in; fan-out waits them out
         self._streams: set[Subscription] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump: asyncio.Task[None] | None = None
         self._pump_wake: asyncio.Event | None = None
         self._pump_origin: int | None = None  # where the pump began; None: it is not reading
         self._pump_position = 0
+        self._starting: asyncio.Event | None = None  # set when a read that may start it ends
         self._wake_queued = False
         self._closed = False
 
@@ -167,14 +221,22 @@ class LiveFeed:
         """SSE frames for every event after the subscription's start, then each new one as it
         is stored, until `close()` or the client goes; `id:` is the event's position."""
         position = subscription.after
-        live = False  # sending what the pump hands it, rather than reading the store
+        # Sending what the pump hands it, rather than reading the store: at once when it starts
+        # where the pump is, so a crowd of streams opening at the newest event costs no reads.
+        live = self._pump_covers(position)
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
             while not self._closed:
                 if not live:
+                    if self._pump_origin is None and self._starting is not None:
+                        # Another stream's read may start the pump: wait for it, then see
+                        # whether the pump covers this one too (a crowd opening at once).
+                        await self._starting.wait()
+                        live = self._pump_covers(position)
+                        continue
                     subscription.dropped = False
                     try:
-                        page = await self._read_after(position, PAGE)
+                        page = await self._read_own(position)
                     except DatabaseUnavailable:  # the stream stays open and tries again
                         yield b": database unavailable\n\n"
                         await _woken(subscription.wake, self._idle_check_s)
@@ -203,6 +265,25 @@ class LiveFeed:
                         yield b": idle\n\n"  # also how a vanished client is noticed
         finally:
             subscription.close()
+
+    async def _read_own(self, position: int) -> list[RecordedEvent]:
+        """A stream's own read; while no pump runs, the one that may start it, which other
+        streams with nothing read yet wait for instead of reading too."""
+        if self._pump_origin is not None:
+            return await self._read_after(position, PAGE)
+        self._starting = starting = asyncio.Event()
+        try:
+            return await self._read_after(position, PAGE)
+        finally:  # the stream decides on `_caught_up` before it next yields: no gap here
+            if self._starting is starting:
+                self._starting = None
+            starting.set()
+
+    def _pump_covers(self, position: int) -> bool:
+        """Whether a stream already subscribed gets every event after `position` from the pump
+        alone: the pump is reading and has handed out nothing past it, so all it reads from
+        here on is fanned out to this stream too."""
+        return self._pump_origin is not None and position >= self._pump_position
 
     def _caught_up(self, position: int, subscription: Subscription) -> bool:
         """Whether a stream whose own read just ended at `position` may trust the pump from
@@ -258,13 +339,19 @@ class LiveFeed:
         await self._in_slices(lambda subscription: subscription.hand(batch))
 
     async def _in_slices(self, act: Callable[[Subscription], None]) -> None:
-        """`act` on every open stream, yielding to the event loop between slices: the streams
-        it woke write, and commands get their turn."""
+        """`act` on every open stream, a slice at a time, the event loop idling `SLICE_PAUSE_S`
+        between slices: the streams it woke write, and commands get their turn. A slice waits
+        while requests are in flight, so stream writes fill the gaps between answers instead
+        of delaying them; the round's later slices stop waiting `max_hold_s` after it began."""
         streams = list(self._streams)
+        deadline = asyncio.get_running_loop().time() + self._max_hold_s
         for start in range(0, len(streams), FANOUT_SLICE):
+            if start:
+                await asyncio.sleep(SLICE_PAUSE_S)
+            await self.requests.until_none(deadline)
             for subscription in streams[start : start + FANOUT_SLICE]:
                 act(subscription)
-            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the last slice writes before the pump reads again
 
 
 def _batch_of(events: list[RecordedEvent]) -> _Batch:

@@ -14,13 +14,15 @@ from starlette.staticfiles import StaticFiles
 
 from microservice_connector.cart_service.infrastructure.live_feed import (
     LiveFeed,
+    RequestsInFlight,
     Subscription,
     TooManyStreams,
 )
-from microservice_connector.web.guards import Receive, Scope, Send
+from microservice_connector.web.guards import ASGIApp, Receive, Scope, Send
 from microservice_connector.web.numbers import MAX_SQL_INT
 
 UI_FILES = Path(str(files("microservice_connector.web") / "ui"))
+STREAM_PATH = "/events/stream"
 MAX_RECENT = 1000
 # The page itself (and `/`, which sends there) needs no token: it asks for one when a read
 # answers 401. Its config holds no secret, only where billing is.
@@ -38,7 +40,7 @@ def live_feed_router(feed: LiveFeed) -> APIRouter:
     router = APIRouter(tags=["event browser"])
 
     # Left out of OpenAPI: a response that never ends would hang generated clients and fuzzers.
-    @router.get("/events/stream", response_class=StreamingResponse, include_in_schema=False)
+    @router.get(STREAM_PATH, response_class=StreamingResponse, include_in_schema=False)
     async def stream(
         after: Annotated[
             int | None, Query(ge=0, le=MAX_SQL_INT, description="start after this position")
@@ -82,6 +84,25 @@ class _LiveStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._subscription.close()
+
+
+class CountRequests:
+    """Counts every HTTP request but the live streams in `requests` until it is answered, so
+    the live feed's fan-out gives way to it (pure ASGI: it reads and changes nothing)."""
+
+    def __init__(self, app: ASGIApp, requests: RequestsInFlight) -> None:
+        self._app = app
+        self._requests = requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == STREAM_PATH:
+            await self._app(scope, receive, send)
+            return
+        self._requests.started()
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._requests.finished()
 
 
 def mount_ui(app: FastAPI, config: UiConfig) -> None:
