@@ -207,11 +207,17 @@ class OutboxRelay:
             for row, result in zip(rows, results, strict=True)
             if not result.acknowledged
         ]
-        if acked and pipelined:
-            self._start_marking(acked, _stored_anew(rows, results), started_at)
-        elif acked:
-            ids, sequences = [i for i, _ in acked], [seq for _, seq in acked]
-            await self._mark_and_audit(ids, sequences, _stored_anew(rows, results), started_at)
+        if acked:
+            marked = _Acknowledged(
+                [row_id for row_id, _ in acked],
+                [sequence for _, sequence in acked],
+                _stored_anew(rows, results),
+                started_at,
+            )
+            if pipelined:
+                self._start_marking(marked)
+            else:
+                await self._mark_and_audit(marked)
         if failed:
             error = _first_error(failed)
             log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
@@ -222,58 +228,54 @@ class OutboxRelay:
             self._observer.round_finished(len(acked), len(failed), publish_seconds)
         return RelayRound(len(acked), len(failed))
 
-    def _start_marking(
-        self, acked: list[tuple[int, int | None]], stored: list[tuple[str, int]], at: datetime
-    ) -> None:
-        ids = [row_id for row_id, _ in acked]
-        self._unmarked.update(ids)
-        sequences = [sequence for _, sequence in acked]
-        self._marking.add(marking := asyncio.create_task(self._mark(ids, sequences, stored, at)))
+    def _start_marking(self, acked: _Acknowledged) -> None:
+        self._unmarked.update(acked.ids)
+        self._marking.add(marking := asyncio.create_task(self._mark(acked)))
         marking.add_done_callback(self._marking.discard)
 
-    async def _mark(
-        self,
-        ids: list[int],
-        sequences: list[int | None],
-        stored: list[tuple[str, int]],
-        at: datetime,
-    ) -> None:
+    async def _mark(self, acked: _Acknowledged) -> None:
         """`_mark_and_audit` in the background. A mark that fails leaves its rows pending:
         they are published again (and the broker or the consumer drops the duplicate)."""
+        count = len(acked.ids)
         try:
-            await self._mark_and_audit(ids, sequences, stored, at)
+            await self._mark_and_audit(acked)
         except DatabaseUnavailable as exc:
-            log.warning("outbox relay: marking %d rows failed, to publish again: %s", len(ids), exc)
+            log.warning("outbox relay: marking %d rows failed, to publish again: %s", count, exc)
             self._wake.set()
         except Exception:
-            log.exception("outbox relay: marking %d rows failed, to publish again", len(ids))
+            log.exception("outbox relay: marking %d rows failed, to publish again", count)
             self._wake.set()
         finally:
-            self._unmarked.difference_update(ids)
+            self._unmarked.difference_update(acked.ids)
             self._landings += 1
-            self._landed.update(dict.fromkeys(ids, self._landings))
+            self._landed.update(dict.fromkeys(acked.ids, self._landings))
 
     def _may_publish(self, row_id: int, seen: int) -> bool:
         """Whether a claim that saw the first `seen` landings may publish the row: not while
         its mark is on the way, nor if its mark landed after that claim began."""
         return row_id not in self._unmarked and self._landed.get(row_id, 0) <= seen
 
-    async def _mark_and_audit(
-        self,
-        ids: list[int],
-        sequences: list[int | None],
-        stored: list[tuple[str, int]],
-        at: datetime,
-    ) -> None:
+    async def _mark_and_audit(self, acked: _Acknowledged) -> None:
         """Mark acked rows, then let the audit look at what the broker stored anew."""
-        await self._mark_published(ids, sequences)
-        if self._audit is not None and await self._audit.acknowledged(stored, at):
+        await self._mark_published(acked.ids, acked.sequences)
+        if self._audit is not None and await self._audit.acknowledged(acked.stored, acked.at):
             self._wake.set()  # re-armed rows are pending: publish them now
 
     async def _marks_landed(self) -> None:
         """Wait until every mark started so far has landed or failed."""
         while self._marking:
             await asyncio.wait(self._marking)
+
+
+@dataclass(frozen=True, slots=True)
+class _Acknowledged:
+    """What the broker acknowledged of a round: the rows' ids and broker sequences, and the
+    (topic, sequence) of what it stored anew, for the audit, in a round begun `at`."""
+
+    ids: list[int]
+    sequences: list[int | None]
+    stored: list[tuple[str, int]]
+    at: datetime
 
 
 def _message(row: OutboxRow) -> Message:
