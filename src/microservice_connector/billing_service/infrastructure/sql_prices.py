@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Connection, and_, delete, func, insert, inspect, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, inspect, select
 
 from microservice_connector.billing_service.domain import Price
 from microservice_connector.billing_service.infrastructure.tables import (
@@ -34,6 +34,14 @@ def price_aggregate_id(item_id: str) -> str:
 
 
 _Versions = list[tuple[datetime, Price]]
+_COUNT_VERSIONS = select(func.count()).select_from(price_versions)
+_VERSIONS_OF_ITEM = (
+    select(
+        price_versions.c.effective_at, price_versions.c.unit_price_cents, price_versions.c.version
+    )
+    .where(price_versions.c.item_id == bindparam("item_id"))
+    .order_by(price_versions.c.version)
+)
 
 
 class PriceVersions:
@@ -99,23 +107,14 @@ class PriceHistory:
         if self._shared is None:
             return self._read_versions(item_id)
         if self._generation is None:
-            count = select(func.count()).select_from(price_versions)
-            rows = self._connection.execute(count).scalar_one()
+            rows = self._connection.execute(_COUNT_VERSIONS).scalar_one()
             self._generation = self._shared.current_for(rows)
         return self._shared.versions_of(
             item_id, self._generation, lambda: self._read_versions(item_id)
         )
 
     def _read_versions(self, item_id: str) -> _Versions:
-        rows = self._connection.execute(
-            select(
-                price_versions.c.effective_at,
-                price_versions.c.unit_price_cents,
-                price_versions.c.version,
-            )
-            .where(price_versions.c.item_id == item_id)
-            .order_by(price_versions.c.version)
-        )
+        rows = self._connection.execute(_VERSIONS_OF_ITEM, {"item_id": item_id})
         return [(_utc(when), Price(cents, v)) for when, cents, v in rows]
 
 
