@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -58,7 +59,17 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
+    settle_garbage_collector()
     _Server(config, on_exit).run()
+
+
+def settle_garbage_collector() -> None:
+    """Move everything alive now (modules, the app, its wiring: about 100,000 objects in the
+    cart service) out of the collector's reach for good. They live as long as the process,
+    and a full collection that scanned them all took 10-20 ms of the event loop (a command's
+    p99); afterwards it scans only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 class _Server(uvicorn.Server):
