@@ -47,6 +47,10 @@ class KeyStatements(Protocol):
         """Insert one row per record; a key already stored raises `IntegrityError`."""
         ...
 
+    def delete_expired(self, connection: Connection, keys: Sequence[str], now: datetime) -> None:
+        """Delete the records of those of `keys` that expired by `now`."""
+        ...
+
 
 class KeyLedger:
     """The keys of one append transaction: which requests were applied before (one query
@@ -92,12 +96,7 @@ class KeyLedger:
         if not self._accepted:
             return
         if replaced := [record.key for record in self._accepted if record.key in self._expired]:
-            self._connection.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.key.in_(replaced),
-                    idempotency_keys.c.expires_at <= self._now,
-                )
-            )
+            self._statements.delete_expired(self._connection, replaced, self._now)
         self._statements.insert(self._connection, self._accepted, self._now)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from microservice_connector.eventstore.event_rows import as_utc
 from microservice_connector.eventstore.idempotency import RecordedKey
@@ -48,4 +48,12 @@ class PostgresKeyStatements:
                 }
                 for record in records
             ],
+        )
+
+    def delete_expired(self, connection: Connection, keys: Sequence[str], now: datetime) -> None:
+        """Delete the records of those of `keys` that expired by `now`."""
+        connection.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.key.in_(keys), idempotency_keys.c.expires_at <= now
+            )
         )

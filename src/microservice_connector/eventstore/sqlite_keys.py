@@ -16,6 +16,7 @@ _SELECT = (
     "SELECT key, fingerprint, aggregate_id, version, expires_at FROM idempotency_keys "
     "WHERE key IN ({marks})"
 )
+_DELETE_EXPIRED = "DELETE FROM idempotency_keys WHERE key IN ({marks}) AND expires_at <= ?"
 _INSERT = (
     "INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, version, created_at, "
     "expires_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -47,3 +48,8 @@ class SqliteKeyStatements:
             for r in records
         ]
         sqlite_sql.cursor(connection).executemany(_INSERT, rows)
+
+    def delete_expired(self, connection: Connection, keys: Sequence[str], now: datetime) -> None:
+        """Delete the records of those of `keys` that expired by `now`."""
+        sql = _DELETE_EXPIRED.format(marks=",".join("?" * len(keys)))
+        sqlite_sql.cursor(connection).execute(sql, [*keys, sqlite_time(now)])
