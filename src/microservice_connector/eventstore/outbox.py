@@ -147,18 +147,18 @@ class SqlOutbox:
     ) -> None:
         """Record that the broker acknowledged these rows, and where it stored each
         (`sequences`, in the order of `ids`, when known); they are not published again."""
-        if not ids:
-            return
-        now = datetime.now(UTC)
-        if sequences is None or all(sequence is None for sequence in sequences):
-            self._update(ids, published_at=now, attempts=outbox.c.attempts + 1)
-            return
-        runs = [
+        if ids:
+            known = [None] * len(ids) if sequences is None else sequences
+            self._mark_runs(runs_of(ids, known), datetime.now(UTC))
+
+    def _mark_runs(self, runs: list[IdRun], now: datetime) -> None:
+        """Mark each run of rows published at `now`, with its broker sequences (or none)."""
+        marks = [
             {"first": run.first, "last": run.last, "offset": run.offset, "published": now}
-            for run in runs_of(ids, sequences)
+            for run in runs
         ]
         with self._guard(self._writer), self._writer.begin() as connection:
-            connection.execute(_MARK_RUN, runs)
+            connection.execute(_MARK_RUN, marks)
 
     def highest_sequence(self, topic: str, first: int, limit: int) -> int | None:
         """The highest broker sequence between `first` and `limit` that a published row of

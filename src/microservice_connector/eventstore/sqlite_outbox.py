@@ -4,7 +4,6 @@ mark, go through SQLite's own driver (one relay owns a SQLite outbox: nothing is
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,11 +12,11 @@ from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.event_rows import sqlite_time
-from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox, decode_headers, runs_of
+from microservice_connector.eventstore.outbox import IdRun, OutboxRow, SqlOutbox, decode_headers
 
 
 class SqliteOutbox(SqlOutbox):
-    """`SqlOutbox` on a SQLite file; reads and marks exactly as it does."""
+    """`SqlOutbox` on a SQLite file: the same reads and marks, through the driver."""
 
     def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first."""
@@ -43,18 +42,12 @@ class SqliteOutbox(SqlOutbox):
             for row_id, event_id, topic, key, headers, payload, created_at, attempts in rows
         ]
 
-    def mark_published(
-        self, ids: Sequence[int], sequences: Sequence[int | None] | None = None
-    ) -> None:
-        """Record that the broker acknowledged these rows, and where it stored each
-        (`sequences`, in the order of `ids`, when known); they are not published again."""
-        if not ids:
-            return
-        known = [None] * len(ids) if sequences is None else sequences
-        published = sqlite_time(datetime.now(UTC))
-        runs = [(published, run.offset, run.first, run.last) for run in runs_of(ids, known)]
+    def _mark_runs(self, runs: list[IdRun], now: datetime) -> None:
+        """Mark each run of rows published at `now`, with its broker sequences (or none)."""
+        published = sqlite_time(now)
+        marks = [(published, run.offset, run.first, run.last) for run in runs]
         try:
             with sqlite_sql.driver_transaction(self._writer) as connection:
-                sqlite_sql.cursor(connection).executemany(sqlite_sql.MARK_OUTBOX_RUN, runs)
+                sqlite_sql.cursor(connection).executemany(sqlite_sql.MARK_OUTBOX_RUN, marks)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
