@@ -130,6 +130,8 @@ class StaleClaims:
     """The real outbox, whose next claim reads its rows and then waits, so that a mark lands
     between the claim's read and its answer (as on a busy reader thread)."""
 
+    claims_in_microseconds = False  # its claims block: the relay must make them on a thread
+
     def __init__(self, outbox: SqlOutbox) -> None:
         self._outbox = outbox
         self.hold_next = False

@@ -84,6 +84,10 @@ class SqlOutbox:
         self._writer = writer
         self._reader = reader
 
+    claims_in_microseconds = False
+    """Whether `rows_to_publish` is a local read short enough for the relay to run on its
+    event loop (SQLite), rather than a round trip to run on a worker thread (PostgreSQL)."""
+
     @property
     def leases(self) -> bool:
         """Whether `claim` takes leases (PostgreSQL) or only reads pending rows (SQLite)."""

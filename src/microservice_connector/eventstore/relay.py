@@ -122,6 +122,14 @@ class OutboxRelay:
                     await auditing
 
     async def _relay_until(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._wake.set())  # a stop ends any wait for work
+        try:
+            await self._relay_while(stop)
+        finally:
+            stopping.cancel()
+
+    async def _relay_while(self, stop: asyncio.Event) -> None:
         backoff = 0.0
         while not stop.is_set():
             self._wake.clear()
@@ -139,7 +147,7 @@ class OutboxRelay:
                 # Nothing more was pending at the claim; where every commit since set
                 # `_wake` (cleared before the claim), claiming again at once finds nothing.
                 backoff = 0.0
-                await _wait_any(stop, self._wake, self._poll_interval)
+                await _woken(self._wake, self._poll_interval)
             else:
                 backoff = 0.0
         await self._flush()
@@ -185,9 +193,11 @@ class OutboxRelay:
         while len(self._marking) >= MARKS_IN_FLIGHT:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._landings  # the claim below sees every mark landed so far
-        claimed = await asyncio.to_thread(
-            self._outbox.rows_to_publish, self.relay_id, self._batch_size, self._lease_seconds
-        )
+        claim = (self.relay_id, self._batch_size, self._lease_seconds)
+        if self._outbox.claims_in_microseconds:
+            claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
+        else:
+            claimed = await asyncio.to_thread(self._outbox.rows_to_publish, *claim)
         rows = [row for row in claimed if self._may_publish(row.id, seen)]
         self._landed = {row_id: n for row_id, n in self._landed.items() if n > seen}
         if not rows:
@@ -302,10 +312,8 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+async def _woken(wake: asyncio.Event, seconds: float) -> None:
+    """Until `wake` is set (by a commit, the audit or the stop) or `seconds` passed."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()

@@ -18,6 +18,8 @@ from microservice_connector.eventstore.outbox import IdRun, OutboxRow, SqlOutbox
 class SqliteOutbox(SqlOutbox):
     """`SqlOutbox` on a SQLite file: the same reads and marks, through the driver."""
 
+    claims_in_microseconds = True  # a read of a few indexed rows of a local file
+
     def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first."""
         try:
