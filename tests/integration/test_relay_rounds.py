@@ -178,3 +178,49 @@ async def test_a_claim_that_read_before_a_mark_landed_does_not_publish_its_rows_
         await running
         store.close()
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
+
+
+class WatchingAudit:
+    """An audit that notes, at each check, which rows were still unmarked."""
+
+    def __init__(self, outbox: SqlOutbox) -> None:
+        self._outbox = outbox
+        self.unmarked_at_checks: list[list[int]] = []
+
+    async def check(self) -> list[Any]:
+        self.unmarked_at_checks.append([row.id for row in self._outbox.pending()])
+        return []
+
+    async def acknowledged(self, stored: Any, round_started: Any) -> list[Any]:
+        return []
+
+
+async def test_the_audit_compares_the_broker_with_the_outbox_only_once_acked_rows_are_marked(
+    tmp_path: Path,
+) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    marks = HeldMarks(store.outbox)
+    audit = WatchingAudit(store.outbox)
+    relay = OutboxRelay(
+        store.outbox,
+        CountingPublisher(),  # type: ignore[arg-type]
+        poll_interval=60,
+        mark_published=marks,
+        audit=audit,  # type: ignore[arg-type]
+        audit_interval=0.01,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await until(lambda: len(audit.unmarked_at_checks) >= 1, "the check at start")
+        append(store, 0)
+        relay.wake()
+        await until(lambda: marks.waiting == 1, "the row acked, its mark held")
+        checks = len(audit.unmarked_at_checks)
+        marks.release.set()
+        await until(lambda: len(audit.unmarked_at_checks) > checks + 1, "checks after the mark")
+    finally:
+        stop.set()
+        await running
+        store.close()
+    assert all(unmarked == [] for unmarked in audit.unmarked_at_checks)

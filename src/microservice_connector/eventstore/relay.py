@@ -162,6 +162,10 @@ class OutboxRelay:
 
     async def _audit_once(self) -> None:
         assert self._audit is not None
+        if landing := set(self._marking):
+            # What the broker acknowledged must be marked before the audit compares the
+            # broker with the outbox, or rows it lost meanwhile would look never published.
+            await asyncio.wait(landing)
         try:
             if await self._audit.check():
                 self._wake.set()  # re-armed rows are pending: publish them now
