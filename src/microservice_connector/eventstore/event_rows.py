@@ -80,6 +80,11 @@ def event_row(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
+def outbox_headers(event: RecordedEvent) -> str:
+    """The `outbox.headers` column of `event`: its message headers as JSON."""
+    return _encode(message_headers(event)).decode()
+
+
 def outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
     """The `outbox` row publishing `event` to `topic`, for SQLAlchemy."""
     return {

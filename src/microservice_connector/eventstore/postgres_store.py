@@ -3,17 +3,36 @@ global feed waits for late commits (`feed_horizon`) instead of writers waiting f
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
+import msgspec
+import psycopg
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select
 
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import feed_horizon
-from microservice_connector.eventstore.event_rows import event_row, from_row, outbox_row
+from microservice_connector.eventstore import postgres_statements as postgres_sql
+from microservice_connector.eventstore.event_rows import (
+    event_row,
+    from_row,
+    metadata_json,
+    outbox_headers,
+    outbox_row,
+)
+from microservice_connector.eventstore.idempotency_keys import KeyLedger
+from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.postgres_keys import PostgresKeyStatements
 from microservice_connector.eventstore.schema import events, outbox
-from microservice_connector.eventstore.sql import EVENT_COLUMNS, SqlEventStore
+from microservice_connector.eventstore.sql import (
+    EVENT_COLUMNS,
+    Appended,
+    SqlEventStore,
+    judge,
+)
 
 # Built once: loading is the hot path of every cache miss, and building costs more than running.
 _LOAD = (
@@ -41,6 +60,68 @@ class PostgresEventStore(SqlEventStore):
     ) -> tuple[Engine, Engine]:
         engine = engines.make_engine(url, writer=True)
         return engine, engine
+
+    def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """`append_batch`'s fast path in two round trips: BEGIN with the reads (versions,
+        keys), then the writes with COMMIT; positions are taken by the events' insert."""
+        with postgres_sql.pipelined_transaction(self._writer) as connection:
+            versions = postgres_sql.driver(connection).cursor()
+            versions.execute(postgres_sql.VERSIONS, [list({r.aggregate_id for r in requests})])
+            keys = KeyLedger(connection, requests, self._key_statements)
+            current: dict[str, int] = dict(versions.fetchall())
+            results, accepted = judge(requests, current, keys)
+            # Recorded at position 0 here, and at the positions the insert took once it ran.
+            appended = self._recorded(accepted, results, itertools.repeat(0))
+            inserted = self._queue_inserts(connection, appended)
+            keys.write()
+        if inserted is not None:
+            taken: dict[str, int] = dict(inserted.fetchall())
+            for slot, _ in accepted:
+                stored = results[slot]
+                assert isinstance(stored, list)
+                results[slot] = [
+                    msgspec.structs.replace(event, position=taken[event.event_id])
+                    for event in stored
+                ]
+        return results
+
+    def _queue_inserts(
+        self, connection: Connection, appended: Sequence[Appended]
+    ) -> psycopg.Cursor[Any] | None:
+        """Queue the inserts of the events (taking their positions) and of their outbox rows;
+        the cursor whose rows will be each event's id and position."""
+        stored = [event for _, events_ in appended for event in events_]
+        if not stored:
+            return None
+        psycopg_connection = postgres_sql.driver(connection)
+        inserted = psycopg_connection.cursor()
+        inserted.execute(
+            postgres_sql.INSERT_EVENTS,
+            {
+                "event_ids": [e.event_id for e in stored],
+                "aggregate_ids": [e.aggregate_id for e in stored],
+                "aggregate_types": [e.aggregate_type for e in stored],
+                "versions": [e.version for e in stored],
+                "event_types": [e.event_type for e in stored],
+                "event_data": [e.event_data for e in stored],
+                "metadata": [metadata_json(e) for e in stored],
+                "timestamps": [e.timestamp for e in stored],
+                "count": len(stored),
+            },
+        )
+        if self._outbox_topic is not None:
+            psycopg_connection.cursor().execute(
+                postgres_sql.INSERT_OUTBOX,
+                {
+                    "event_ids": [e.event_id for e in stored],
+                    "keys": [e.aggregate_id for e in stored],
+                    "headers": [outbox_headers(e) for e in stored],
+                    "payloads": [e.event_data for e in stored],
+                    "topic": self._outbox_topic,
+                    "created_at": datetime.now(UTC),
+                },
+            )
+        return inserted
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
         query = (
