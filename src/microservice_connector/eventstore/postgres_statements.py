@@ -19,10 +19,12 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
-VERSIONS = (
-    "SELECT aggregate_id, max(version) FROM events WHERE aggregate_id = ANY(%b::text[])"
-    " GROUP BY aggregate_id"
-)
+# One index probe per aggregate (the newest row of its `(aggregate_id, version)` key): a
+# `GROUP BY aggregate_id` over the aggregates' rows read every version of each, so an append
+# cost more the longer its aggregate's history. NULL for an aggregate without events.
+VERSIONS = """SELECT asked.aggregate_id,
+    (SELECT max(version) FROM events WHERE events.aggregate_id = asked.aggregate_id)
+FROM unnest(%b::text[]) AS asked(aggregate_id)"""
 # Positions come from `msc_take_positions` (feed_horizon), called once for the statement (a
 # materialized CTE: a function scan inside a join may be run again), matched to the rows in
 # order; the rows' event ids come back with their positions.

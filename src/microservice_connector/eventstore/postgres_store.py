@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import psycopg
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
@@ -68,7 +68,7 @@ class PostgresEventStore(SqlEventStore):
             versions = postgres_sql.driver(connection).cursor()
             versions.execute(postgres_sql.VERSIONS, [list({r.aggregate_id for r in requests})])
             keys = KeyLedger(connection, requests, self._key_statements)
-            current: dict[str, int] = dict(versions.fetchall())
+            current = found_versions(versions)
             results, accepted = judge(requests, current, keys)
             # Recorded at position 0 here, and at the positions the insert took once it ran.
             appended = self._recorded(accepted, results, itertools.repeat(0))
@@ -124,12 +124,9 @@ class PostgresEventStore(SqlEventStore):
         return inserted
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
-        query = (
-            select(events.c.aggregate_id, func.max(events.c.version))
-            .where(events.c.aggregate_id.in_(aggregate_ids))
-            .group_by(events.c.aggregate_id)
-        )
-        return {aggregate_id: version for aggregate_id, version in connection.execute(query)}
+        with postgres_sql.sqlalchemy_errors():
+            cursor = postgres_sql.driver(connection).cursor()
+            return found_versions(cursor.execute(postgres_sql.VERSIONS, [list(aggregate_ids)]))
 
     def _positions(self, connection: Connection, count: int) -> list[int]:
         if count == 0:
@@ -159,3 +156,9 @@ class PostgresEventStore(SqlEventStore):
             end = connection.execute(feed_horizon.FEED_END).scalar_one()
             page = self._feed(after_position, limit).where(events.c.id < end)
             return [from_row(row) for row in connection.execute(page).all()]
+
+
+def found_versions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
+    """The versions `postgres_statements.VERSIONS` found, by aggregate; none for those
+    without events."""
+    return {aggregate_id: version for aggregate_id, version in cursor if version is not None}
