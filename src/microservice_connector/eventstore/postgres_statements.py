@@ -5,7 +5,8 @@ A group commit through SQLAlchemy took six round trips (BEGIN, versions, positio
 outbox rows, COMMIT) and SQLAlchemy's statement building cost as much CPU again; the
 appenders of several instances on one machine queued behind both. Here a batch costs two
 round trips: its reads (versions, idempotency keys) go together with BEGIN, and its writes
-(positions, events, outbox rows, keys) together with COMMIT. Each statement's text is fixed
+(one statement taking positions and inserting events and outbox rows; keys) together
+with COMMIT. Each statement's text is fixed
 (arrays, not one parameter per row), so psycopg prepares it once per connection.
 """
 
@@ -28,28 +29,36 @@ FROM unnest(%b::text[]) AS asked(aggregate_id)"""
 # Positions come from `msc_take_positions` (feed_horizon), called once for the statement (a
 # materialized CTE: a function scan inside a join may be run again), matched to the rows in
 # order; the rows' event ids come back with their positions.
-INSERT_EVENTS = """WITH taken AS MATERIALIZED (
+_TAKE_AND_INSERT_EVENTS = """taken AS MATERIALIZED (
     SELECT position, n FROM msc_take_positions(%(count)s) WITH ORDINALITY AS t(position, n)
+), inserted AS (
+    INSERT INTO events (id, event_id, aggregate_id, aggregate_type, version, event_type,
+        event_data, metadata, timestamp)
+    SELECT taken.position, row.event_id, row.aggregate_id, row.aggregate_type, row.version,
+        row.event_type, row.event_data, row.metadata, row.timestamp
+    FROM unnest(%(event_ids)b::text[], %(aggregate_ids)b::text[],
+            %(aggregate_types)b::text[], %(versions)b::integer[], %(event_types)b::text[],
+            %(event_data)b::bytea[], %(metadata)b::text[], %(timestamps)b::timestamptz[])
+        WITH ORDINALITY AS row(event_id, aggregate_id, aggregate_type, version, event_type,
+            event_data, metadata, timestamp, n)
+    JOIN taken USING (n)
+    ORDER BY n
+    RETURNING event_id, id, aggregate_id, event_data
+)"""
+INSERT_EVENTS = f"""WITH {_TAKE_AND_INSERT_EVENTS}
+SELECT event_id, id FROM inserted"""
+# The same, and each event's outbox row: ordered by position, so that outbox ids (the
+# relay's publishing order) follow the events'. The events are inserted before their outbox
+# rows, as every path of the store writes them.
+INSERT_EVENTS_AND_OUTBOX = f"""WITH {_TAKE_AND_INSERT_EVENTS}, outboxed AS (
+    INSERT INTO outbox (event_id, topic, key, headers, payload, created_at, attempts)
+    SELECT inserted.event_id, %(topic)s, inserted.aggregate_id, row.headers,
+        inserted.event_data, %(created_at)s, 0
+    FROM inserted JOIN unnest(%(event_ids)b::text[], %(headers)b::text[])
+        AS row(event_id, headers) USING (event_id)
+    ORDER BY inserted.id
 )
-INSERT INTO events (id, event_id, aggregate_id, aggregate_type, version, event_type,
-    event_data, metadata, timestamp)
-SELECT taken.position, row.event_id, row.aggregate_id, row.aggregate_type, row.version,
-    row.event_type, row.event_data, row.metadata, row.timestamp
-FROM unnest(%(event_ids)b::text[], %(aggregate_ids)b::text[], %(aggregate_types)b::text[],
-        %(versions)b::integer[], %(event_types)b::text[], %(event_data)b::bytea[],
-        %(metadata)b::text[], %(timestamps)b::timestamptz[])
-    WITH ORDINALITY AS row(event_id, aggregate_id, aggregate_type, version, event_type,
-        event_data, metadata, timestamp, n)
-JOIN taken USING (n)
-ORDER BY n
-RETURNING event_id, id"""
-# Ordered, so that outbox ids (the relay's publishing order) follow the events' positions.
-INSERT_OUTBOX = """INSERT INTO outbox (event_id, topic, key, headers, payload, created_at, attempts)
-SELECT row.event_id, %(topic)s, row.key, row.headers, row.payload, %(created_at)s, 0
-FROM unnest(%(event_ids)b::text[], %(keys)b::text[], %(headers)b::text[],
-        %(payloads)b::bytea[])
-    WITH ORDINALITY AS row(event_id, key, headers, payload, n)
-ORDER BY n"""
+SELECT event_id, id FROM inserted"""
 SELECT_KEYS = (
     "SELECT key, fingerprint, aggregate_id, version, expires_at FROM idempotency_keys"
     " WHERE key = ANY(%b::text[])"

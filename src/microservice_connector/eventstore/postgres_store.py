@@ -88,39 +88,30 @@ class PostgresEventStore(SqlEventStore):
     def _queue_inserts(
         self, connection: Connection, appended: Sequence[Appended]
     ) -> psycopg.Cursor[Any] | None:
-        """Queue the inserts of the events (taking their positions) and of their outbox rows;
-        the cursor whose rows will be each event's id and position."""
+        """Queue the statement that takes positions for the events and inserts them and their
+        outbox rows; the cursor whose rows will be each event's id and position."""
         stored = [event for _, events_ in appended for event in events_]
         if not stored:
             return None
-        psycopg_connection = postgres_sql.driver(connection)
-        inserted = psycopg_connection.cursor()
-        inserted.execute(
-            postgres_sql.INSERT_EVENTS,
-            {
-                "event_ids": [e.event_id for e in stored],
-                "aggregate_ids": [e.aggregate_id for e in stored],
-                "aggregate_types": [e.aggregate_type for e in stored],
-                "versions": [e.version for e in stored],
-                "event_types": [e.event_type for e in stored],
-                "event_data": [e.event_data for e in stored],
-                "metadata": [metadata_json(e) for e in stored],
-                "timestamps": [e.timestamp for e in stored],
-                "count": len(stored),
-            },
-        )
+        rows: dict[str, Any] = {
+            "count": len(stored),
+            "event_ids": [e.event_id for e in stored],
+            "aggregate_ids": [e.aggregate_id for e in stored],
+            "aggregate_types": [e.aggregate_type for e in stored],
+            "versions": [e.version for e in stored],
+            "event_types": [e.event_type for e in stored],
+            "event_data": [e.event_data for e in stored],
+            "metadata": [metadata_json(e) for e in stored],
+            "timestamps": [e.timestamp for e in stored],
+        }
+        statement = postgres_sql.INSERT_EVENTS
         if self._outbox_topic is not None:
-            psycopg_connection.cursor().execute(
-                postgres_sql.INSERT_OUTBOX,
-                {
-                    "event_ids": [e.event_id for e in stored],
-                    "keys": [e.aggregate_id for e in stored],
-                    "headers": [outbox_headers(e) for e in stored],
-                    "payloads": [e.event_data for e in stored],
-                    "topic": self._outbox_topic,
-                    "created_at": datetime.now(UTC),
-                },
-            )
+            statement = postgres_sql.INSERT_EVENTS_AND_OUTBOX
+            rows["headers"] = [outbox_headers(e) for e in stored]
+            rows["topic"] = self._outbox_topic
+            rows["created_at"] = datetime.now(UTC)
+        inserted = postgres_sql.driver(connection).cursor()
+        inserted.execute(statement, rows)
         return inserted
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
