@@ -20,6 +20,8 @@ import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
+from microservice_connector.eventstore.postgres_connections import HeldConnection
+
 # One index probe per aggregate (the newest row of its `(aggregate_id, version)` key): a
 # `GROUP BY aggregate_id` over the aggregates' rows read every version of each, so an append
 # cost more the longer its aggregate's history. NULL for an aggregate without events.
@@ -78,18 +80,22 @@ def driver(connection: Connection) -> psycopg.Connection[Any]:
 
 
 @contextmanager
-def pipelined_transaction(writer: Engine) -> Iterator[Connection]:
-    """A connection of `writer` whose driver runs in pipeline mode inside a transaction:
-    statements queue until a result is fetched or the block ends, which sends `COMMIT` with
-    what is still queued; any failure rolls back. A driver error comes out as SQLAlchemy's
+def pipelined_transaction(writer: Engine, held: HeldConnection) -> Iterator[Connection]:
+    """A connection of `writer` (`held`'s when free) whose driver runs in pipeline mode
+    inside a transaction: statements queue until a result is fetched or the block ends,
+    which sends `COMMIT` with what is still queued; any failure rolls back. A driver error comes out as SQLAlchemy's
     exception of its kind (`IntegrityError`, `OperationalError`...), the connection
     invalidated when it broke, as if SQLAlchemy had run the statement."""
-    with writer.connect() as connection:
+    with held.connection() as connection:
         psycopg_connection = driver(connection)
         try:
             with psycopg_connection.pipeline():
                 yield connection
-                psycopg_connection.commit()
+                # Queued, not `commit()`: that would wait for its answer, and leaving the
+                # pipeline would then wait for another.
+                psycopg_connection.execute("COMMIT")
+            if connection.in_transaction():  # SQLAlchemy began one for a statement of its own
+                connection.rollback()  # nothing left to roll back: no round trip
         except BaseException as exc:
             orig = exc.orig if isinstance(exc, DBAPIError) else exc
             broken = psycopg_connection.broken or (

@@ -25,6 +25,7 @@ from microservice_connector.eventstore.event_rows import (
 )
 from microservice_connector.eventstore.idempotency_keys import KeyLedger
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
+from microservice_connector.eventstore.postgres_connections import HeldConnection
 from microservice_connector.eventstore.postgres_keys import PostgresKeyStatements
 from microservice_connector.eventstore.schema import events, outbox
 from microservice_connector.eventstore.sql import (
@@ -59,12 +60,13 @@ class PostgresEventStore(SqlEventStore):
         self, url: str, sqlite_synchronous: engines.SqliteSynchronous
     ) -> tuple[Engine, Engine]:
         engine = engines.make_engine(url, writer=True)
+        self._held = HeldConnection(engine)
         return engine, engine
 
     def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """`append_batch`'s fast path in two round trips: BEGIN with the reads (versions,
         keys), then the writes with COMMIT; positions are taken by the events' insert."""
-        with postgres_sql.pipelined_transaction(self._writer) as connection:
+        with postgres_sql.pipelined_transaction(self._writer, self._held) as connection:
             versions = postgres_sql.driver(connection).cursor()
             versions.execute(postgres_sql.VERSIONS, [list({r.aggregate_id for r in requests})])
             keys = KeyLedger(connection, requests, self._key_statements)
@@ -138,6 +140,11 @@ class PostgresEventStore(SqlEventStore):
         """The aggregate's events with `after_version < version <= to_version`, oldest first."""
         params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
         return self._read(_LOAD if to_version is None else _LOAD_TO, params)
+
+    def close(self) -> None:
+        """Give back the writer's held connection and dispose of the engine's connections."""
+        self._held.close()
+        super().close()
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to `limit` events with position > `after_position`, in position order, stopping
