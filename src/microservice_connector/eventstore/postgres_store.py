@@ -159,4 +159,5 @@ class PostgresEventStore(SqlEventStore):
 def found_versions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
     """The versions `postgres_statements.VERSIONS` found, by aggregate; none for those
     without events."""
-    return {aggregate_id: version for aggregate_id, version in cursor if version is not None}
+    rows = cursor.fetchall()
+    return {aggregate_id: version for aggregate_id, version in rows if version is not None}
