@@ -83,9 +83,9 @@ def driver(connection: Connection) -> psycopg.Connection[Any]:
 def pipelined_transaction(writer: Engine, held: HeldConnection) -> Iterator[Connection]:
     """A connection of `writer` (`held`'s when free) whose driver runs in pipeline mode
     inside a transaction: statements queue until a result is fetched or the block ends,
-    which sends `COMMIT` with what is still queued; any failure rolls back. A driver error comes out as SQLAlchemy's
-    exception of its kind (`IntegrityError`, `OperationalError`...), the connection
-    invalidated when it broke, as if SQLAlchemy had run the statement."""
+    which sends `COMMIT` with what is still queued; any failure rolls back. A driver error
+    comes out as SQLAlchemy's exception of its kind (`IntegrityError`, `OperationalError`...),
+    the connection invalidated when it broke, as if SQLAlchemy had run the statement."""
     with held.connection() as connection:
         psycopg_connection = driver(connection)
         try:
