@@ -91,7 +91,7 @@ def outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
         "event_id": event.event_id,
         "topic": topic,
         "key": event.aggregate_id,
-        "headers": _encode(message_headers(event)).decode(),
+        "headers": outbox_headers(event),
         "payload": event.event_data,
         "created_at": datetime.now(UTC),
         "attempts": 0,
@@ -125,7 +125,7 @@ def sqlite_event_row(event: RecordedEvent) -> tuple[Any, ...]:
 
 def sqlite_outbox_row(event: RecordedEvent, topic: str, created_at: str) -> tuple[Any, ...]:
     """The `outbox` row of `event` in the column order of `sqlite_statements.INSERT_OUTBOX`."""
-    headers = _encode(message_headers(event)).decode()
+    headers = outbox_headers(event)
     return (event.event_id, topic, event.aggregate_id, headers, event.event_data, created_at)
 
 
