@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import json
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from microservice_connector.events import CartCheckedOut, ItemAdded, NewEvent, RecordedEvent
@@ -87,20 +86,6 @@ def positions(recorded: Sequence[RecordedEvent]) -> list[int]:
 
 def strictly_increasing(numbers: Sequence[int]) -> bool:
     return all(a < b for a, b in itertools.pairwise(numbers))
-
-
-@contextmanager
-def after_each_statement(hook: Callable[[str, Any], None]) -> Iterator[None]:
-    """Call `hook(statement, parameters)` after every SQL statement any engine runs."""
-
-    def listener(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        hook(statement, parameters)
-
-    event.listen(Engine, "after_cursor_execute", listener)
-    try:
-        yield
-    finally:
-        event.remove(Engine, "after_cursor_execute", listener)
 
 
 # --- the stores under test --------------------------------------------------------------
@@ -661,8 +646,9 @@ class TestPostgresEventStore:
         try:
             with ThreadPoolExecutor(1) as pool, slow_writer(store, "cart-slow") as slow:
                 fast = pool.submit(store.append, append("cart-fast", 0, items("cart-fast", 1)))
+                # The slow writer is one lock waiter (on the hold); the fast one would be another.
                 monitor.poll(
-                    lambda: fast.done() or monitor.lock_waiters() > 0,
+                    lambda: fast.done() or monitor.lock_waiters() > 1,
                     "the fast writer has committed or waits for the slow one",
                 )
                 first_page = store.read_all()
@@ -696,24 +682,41 @@ class TestPostgresEventStore:
 
 
 @contextmanager
-def slow_writer(store: EventStore, cart_id: str) -> Iterator[Future[list[RecordedEvent]]]:
+def slow_writer(store: SqlEventStore, cart_id: str) -> Iterator[Future[list[RecordedEvent]]]:
     """Append one event to `cart_id` on another thread, held after inserting its row (its
-    transaction open, its position taken) until the block ends; the append's future."""
-    row_inserted, release = threading.Event(), threading.Event()
+    transaction open, its position taken) until the block ends; the append's future.
 
-    def hold(statement: str, parameters: Any) -> None:
-        if statement.startswith("INSERT INTO events") and cart_id in str(parameters):
-            row_inserted.set()
-            release.wait(timeout=30)
+    The hold is PostgreSQL's own: another transaction has inserted an outbox row for the
+    event's id and not committed, so the writer, having written the event, waits on that
+    row's unique key (the store writes an append's events before its outbox rows)."""
+    event_id, url = str(uuid.uuid4()), store.writer.url.render_as_string(hide_password=False)
+    with store.writer.connect() as holder:
+        holder.execute(insert(outbox).values(outbox_row_for(event_id)))
+        with (
+            ThreadPoolExecutor(1) as pool,
+            Monitor(url) as monitor,
+        ):
+            request = append(cart_id, 0, [added(cart_id, event_id=event_id)])
+            slow = pool.submit(store.append, request)
+            try:
+                monitor.wait_for_lock_waiters(1, slow)
+                yield slow
+            finally:
+                holder.rollback()
+            slow.result(timeout=30)
 
-    with after_each_statement(hold), ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(store.append, append(cart_id, 0, items(cart_id, 1)))
-        try:
-            assert row_inserted.wait(timeout=30)
-            yield slow
-        finally:
-            release.set()
-        slow.result(timeout=30)
+
+def outbox_row_for(event_id: str) -> dict[str, Any]:
+    """An outbox row of `event_id` that no test reads."""
+    return {
+        "event_id": event_id,
+        "topic": "hold",
+        "key": "hold",
+        "headers": "{}",
+        "payload": b"{}",
+        "created_at": AT,
+        "attempts": 0,
+    }
 
 
 def gate_row(position: int) -> dict[str, Any]:
@@ -764,6 +767,12 @@ class Monitor:
     def close(self) -> None:
         self._connection.close()
         self.engine.dispose()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # --- opening a store --------------------------------------------------------------------

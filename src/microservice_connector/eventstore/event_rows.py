@@ -80,13 +80,18 @@ def event_row(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
+def outbox_headers(event: RecordedEvent) -> str:
+    """The `outbox.headers` column of `event`: its message headers as JSON."""
+    return _encode(message_headers(event)).decode()
+
+
 def outbox_row(event: RecordedEvent, topic: str) -> dict[str, Any]:
     """The `outbox` row publishing `event` to `topic`, for SQLAlchemy."""
     return {
         "event_id": event.event_id,
         "topic": topic,
         "key": event.aggregate_id,
-        "headers": _encode(message_headers(event)).decode(),
+        "headers": outbox_headers(event),
         "payload": event.event_data,
         "created_at": datetime.now(UTC),
         "attempts": 0,
@@ -120,7 +125,7 @@ def sqlite_event_row(event: RecordedEvent) -> tuple[Any, ...]:
 
 def sqlite_outbox_row(event: RecordedEvent, topic: str, created_at: str) -> tuple[Any, ...]:
     """The `outbox` row of `event` in the column order of `sqlite_statements.INSERT_OUTBOX`."""
-    headers = _encode(message_headers(event)).decode()
+    headers = outbox_headers(event)
     return (event.event_id, topic, event.aggregate_id, headers, event.event_data, created_at)
 
 

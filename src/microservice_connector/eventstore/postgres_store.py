@@ -3,17 +3,37 @@ global feed waits for late commits (`feed_horizon`) instead of writers waiting f
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select
+import msgspec
+import psycopg
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import feed_horizon
-from microservice_connector.eventstore.event_rows import event_row, from_row, outbox_row
+from microservice_connector.eventstore import postgres_statements as postgres_sql
+from microservice_connector.eventstore.event_rows import (
+    event_row,
+    from_row,
+    metadata_json,
+    outbox_headers,
+    outbox_row,
+)
+from microservice_connector.eventstore.idempotency_keys import KeyLedger
+from microservice_connector.eventstore.port import AppendRequest, AppendResult
+from microservice_connector.eventstore.postgres_connections import HeldConnection
 from microservice_connector.eventstore.postgres_keys import PostgresKeyStatements
 from microservice_connector.eventstore.schema import events, outbox
-from microservice_connector.eventstore.sql import EVENT_COLUMNS, SqlEventStore
+from microservice_connector.eventstore.sql import (
+    EVENT_COLUMNS,
+    Appended,
+    SqlEventStore,
+    judge,
+)
 
 # Built once: loading is the hot path of every cache miss, and building costs more than running.
 _LOAD = (
@@ -40,15 +60,66 @@ class PostgresEventStore(SqlEventStore):
         self, url: str, sqlite_synchronous: engines.SqliteSynchronous
     ) -> tuple[Engine, Engine]:
         engine = engines.make_engine(url, writer=True)
+        self._held = HeldConnection(engine)
         return engine, engine
 
+    def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """`append_batch`'s fast path in two round trips: BEGIN with the reads (versions,
+        keys), then the writes with COMMIT; positions are taken by the events' insert."""
+        with postgres_sql.pipelined_transaction(self._writer, self._held) as connection:
+            versions = postgres_sql.driver(connection).cursor()
+            versions.execute(postgres_sql.VERSIONS, [list({r.aggregate_id for r in requests})])
+            keys = KeyLedger(connection, requests, self._key_statements)
+            current = found_versions(versions)
+            results, accepted = judge(requests, current, keys)
+            # Recorded at position 0 here, and at the positions the insert took once it ran.
+            appended = self._recorded(accepted, results, itertools.repeat(0))
+            inserted = self._queue_inserts(connection, appended)
+            keys.write()
+        if inserted is not None:
+            taken: dict[str, int] = dict(inserted.fetchall())
+            for slot, _ in accepted:
+                stored = results[slot]
+                assert isinstance(stored, list)
+                results[slot] = [
+                    msgspec.structs.replace(event, position=taken[event.event_id])
+                    for event in stored
+                ]
+        return results
+
+    def _queue_inserts(
+        self, connection: Connection, appended: Sequence[Appended]
+    ) -> psycopg.Cursor[Any] | None:
+        """Queue the statement that takes positions for the events and inserts them and their
+        outbox rows; the cursor whose rows will be each event's id and position."""
+        stored = [event for _, events_ in appended for event in events_]
+        if not stored:
+            return None
+        rows: dict[str, Any] = {
+            "count": len(stored),
+            "event_ids": [e.event_id for e in stored],
+            "aggregate_ids": [e.aggregate_id for e in stored],
+            "aggregate_types": [e.aggregate_type for e in stored],
+            "versions": [e.version for e in stored],
+            "event_types": [e.event_type for e in stored],
+            "event_data": [e.event_data for e in stored],
+            "metadata": [metadata_json(e) for e in stored],
+            "timestamps": [e.timestamp for e in stored],
+        }
+        statement = postgres_sql.INSERT_EVENTS
+        if self._outbox_topic is not None:
+            statement = postgres_sql.INSERT_EVENTS_AND_OUTBOX
+            rows["headers"] = [outbox_headers(e) for e in stored]
+            rows["topic"] = self._outbox_topic
+            rows["created_at"] = datetime.now(UTC)
+        inserted = postgres_sql.driver(connection).cursor()
+        inserted.execute(statement, rows)
+        return inserted
+
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
-        query = (
-            select(events.c.aggregate_id, func.max(events.c.version))
-            .where(events.c.aggregate_id.in_(aggregate_ids))
-            .group_by(events.c.aggregate_id)
-        )
-        return {aggregate_id: version for aggregate_id, version in connection.execute(query)}
+        with postgres_sql.sqlalchemy_errors():
+            cursor = postgres_sql.driver(connection).cursor()
+            return found_versions(cursor.execute(postgres_sql.VERSIONS, [list(aggregate_ids)]))
 
     def _positions(self, connection: Connection, count: int) -> list[int]:
         if count == 0:
@@ -70,6 +141,11 @@ class PostgresEventStore(SqlEventStore):
         params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
         return self._read(_LOAD if to_version is None else _LOAD_TO, params)
 
+    def close(self) -> None:
+        """Give back the writer's held connection and dispose of the engine's connections."""
+        self._held.close()
+        super().close()
+
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Up to `limit` events with position > `after_position`, in position order, stopping
         before the first position whose transaction may still commit: an event committed
@@ -78,3 +154,10 @@ class PostgresEventStore(SqlEventStore):
             end = connection.execute(feed_horizon.FEED_END).scalar_one()
             page = self._feed(after_position, limit).where(events.c.id < end)
             return [from_row(row) for row in connection.execute(page).all()]
+
+
+def found_versions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
+    """The versions `postgres_statements.VERSIONS` found, by aggregate; none for those
+    without events."""
+    rows = cursor.fetchall()
+    return {aggregate_id: version for aggregate_id, version in rows if version is not None}

@@ -42,6 +42,36 @@ EVENT_COLUMNS = (
 Appended = tuple[AppendRequest, list[RecordedEvent]]
 
 
+def judge(
+    requests: Sequence[AppendRequest], current: dict[str, int], keys: KeyLedger
+) -> tuple[list[AppendResult], list[tuple[int, AppendRequest]]]:
+    """Each request's answer when its key was used or its expected version is not the
+    aggregate's (`current`, advanced by the batch's earlier accepted appends), and the
+    accepted requests with their slots in the answers, whose keys `keys` now holds."""
+    accepted: list[tuple[int, AppendRequest]] = []
+    results: list[AppendResult] = []
+    for request in requests:
+        if used := keys.used(request):
+            results.append(used)
+            continue
+        version = current.get(request.aggregate_id, 0)
+        if version != request.expected_version:
+            results.append(
+                ConcurrencyError(request.aggregate_id, request.expected_version, version)
+            )
+            continue
+        current[request.aggregate_id] = version + len(request.events)
+        keys.accept(request, version + len(request.events))
+        accepted.append((len(results), request))
+        results.append([])
+    return results, accepted
+
+
+def event_count(accepted: Sequence[tuple[int, AppendRequest]]) -> int:
+    """How many events the accepted appends store."""
+    return sum(len(request.events) for _, request in accepted)
+
+
 class SqlEventStore:
     """Events and their outbox rows in one transaction; `UNIQUE(aggregate_id, version)` guards.
 
@@ -178,8 +208,7 @@ class SqlEventStore:
         batch, which then wrote nothing."""
         try:
             try:
-                with self._batch_transaction() as connection:
-                    return self._append_together(connection, requests)
+                return self._append_in_own_transaction(requests)
             except (IntegrityError, sqlite3.IntegrityError):
                 # A writer outside this store won a race inside the batch: redo it one
                 # append at a time, so that only the losers fail.
@@ -195,29 +224,33 @@ class SqlEventStore:
                 raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
             raise DataRejected(engines.describe_refusal(self._writer, exc)) from exc
 
+    def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """`append_batch`'s fast path: the batch in one transaction of its own, committed
+        here; raises `IntegrityError` when a writer outside this store won a race in it."""
+        with self._batch_transaction() as connection:
+            return self._append_together(connection, requests)
+
     def _append_together(
         self, connection: Connection, requests: Sequence[AppendRequest]
     ) -> list[AppendResult]:
         """The fast path: one version query and one insert per table for the whole batch."""
         current = self._versions(connection, {request.aggregate_id for request in requests})
         keys = KeyLedger(connection, requests, self._key_statements)
-        accepted: list[tuple[int, AppendRequest]] = []
-        results: list[AppendResult] = []
-        for request in requests:
-            if used := keys.used(request):
-                results.append(used)
-                continue
-            version = current.get(request.aggregate_id, 0)
-            if version != request.expected_version:
-                results.append(
-                    ConcurrencyError(request.aggregate_id, request.expected_version, version)
-                )
-                continue
-            current[request.aggregate_id] = version + len(request.events)
-            keys.accept(request, version + len(request.events))
-            accepted.append((len(results), request))
-            results.append([])
-        positions = iter(self._positions(connection, sum(len(r.events) for _, r in accepted)))
+        results, accepted = judge(requests, current, keys)
+        positions = iter(self._positions(connection, event_count(accepted)))
+        appended = self._recorded(accepted, results, positions)
+        self._write(connection, appended)
+        keys.write()
+        return results
+
+    def _recorded(
+        self,
+        accepted: Sequence[tuple[int, AppendRequest]],
+        results: list[AppendResult],
+        positions: Iterator[int],
+    ) -> list[Appended]:
+        """The events of the `accepted` appends as stored, at the next `positions`; each
+        append's slot of `results` holds its events."""
         appended: list[Appended] = []
         codec = self._codec
         for slot, request in accepted:
@@ -226,9 +259,7 @@ class SqlEventStore:
                 for offset, event in enumerate(request.events, start=1)
             ]
             appended.append((request, stored))
-        self._write(connection, appended)
-        keys.write()
-        return results
+        return appended
 
     def _append_one(self, connection: Connection, request: AppendRequest) -> AppendResult:
         keys = KeyLedger(connection, [request], self._key_statements)
