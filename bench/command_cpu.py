@@ -7,7 +7,8 @@ does not dominate what is measured). One keeps the command door
 again by FastAPI, so every command passes the whole stack, as before the door. Each takes
 `--commands` `POST /carts/{id}/items` calls over 500 carts, made one at a time straight into
 the ASGI app (no socket, no HTTP parsing: what uvicorn adds is the same for both), in
-`--rounds` alternating rounds after a warm-up. Prints the process CPU time and wall time per
+`--rounds` alternating rounds after a warm-up, with what is alive at the start out of the
+garbage collector's reach, as in a served process. Prints the process CPU time and wall time per
 command of each round, the median of each side and their ratio (door over whole stack: below
 1 means the door saves CPU). Exits non-zero if any command is not answered 200.
 """
@@ -29,6 +30,7 @@ from fastapi import FastAPI
 from _support import load_average
 from microservice_connector.cart_service.main import build_cart_app
 from microservice_connector.settings import Settings
+from microservice_connector.web.server import settle_garbage_collector
 
 BODY = json.dumps({"item_id": "item-001", "quantity": 1}).encode()
 CARTS = 500
@@ -93,6 +95,7 @@ async def main(args: argparse.Namespace) -> None:
         Settings(data_dir=folder / "whole", sqlite_synchronous="NORMAL"), relay=False
     )
     whole.middleware_stack = None  # FastAPI builds its whole stack on the first call
+    settle_garbage_collector()  # as a served process does: no full collection in the rounds
     figures: dict[str, list[float]] = {"door": [], "whole stack": []}
     async with door.router.lifespan_context(door), whole.router.lifespan_context(whole):
         for app in (door, whole):
