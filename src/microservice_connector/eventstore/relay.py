@@ -13,6 +13,7 @@ from typing import Protocol
 
 from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.marks_in_flight import MarksInFlight
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
 from microservice_connector.messaging.message import Message, PublishResult
@@ -87,11 +88,7 @@ class OutboxRelay:
         self._audit_interval = audit_interval
         self._wake = asyncio.Event()
         self._marking: set[asyncio.Task[None]] = set()
-        self._unmarked: set[int] = set()  # acked rows whose mark has not landed yet
-        # Rows whose mark landed (or failed) while a claim may have been reading: by landing
-        # number, so that a claim that began before a mark landed does not take its rows.
-        self._landed: dict[int, int] = {}
-        self._landings = 0
+        self._in_flight = MarksInFlight()  # rows not to claim again while marks land
         self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
@@ -196,14 +193,14 @@ class OutboxRelay:
         marked, wait for the oldest first."""
         while len(self._marking) >= MARKS_IN_FLIGHT:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
-        seen = self._landings  # the claim below sees every mark landed so far
+        seen = self._in_flight.begin_claim()
         claim = (self.relay_id, self._batch_size, self._lease_seconds)
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
         else:
             claimed = await asyncio.to_thread(self._outbox.rows_to_publish, *claim)
-        rows = [row for row in claimed if self._may_publish(row.id, seen)]
-        self._landed = {row_id: n for row_id, n in self._landed.items() if n > seen}
+        claimable = set(self._in_flight.claimable((row.id for row in claimed), seen))
+        rows = [row for row in claimed if row.id in claimable]
         if not rows:
             return RelayRound(0, 0)
         started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -243,7 +240,7 @@ class OutboxRelay:
         return RelayRound(len(acked), len(failed))
 
     def _start_marking(self, acked: _Acknowledged) -> None:
-        self._unmarked.update(acked.ids)
+        self._in_flight.started(acked.ids)
         self._marking.add(marking := asyncio.create_task(self._mark(acked)))
         marking.add_done_callback(self._marking.discard)
 
@@ -260,14 +257,7 @@ class OutboxRelay:
             log.exception("outbox relay: marking %d rows failed, to publish again", count)
             self._wake.set()
         finally:
-            self._unmarked.difference_update(acked.ids)
-            self._landings += 1
-            self._landed.update(dict.fromkeys(acked.ids, self._landings))
-
-    def _may_publish(self, row_id: int, seen: int) -> bool:
-        """Whether a claim that saw the first `seen` landings may publish the row: not while
-        its mark is on the way, nor if its mark landed after that claim began."""
-        return row_id not in self._unmarked and self._landed.get(row_id, 0) <= seen
+            self._in_flight.landed(acked.ids)
 
     async def _mark_and_audit(self, acked: _Acknowledged) -> None:
         """Mark acked rows, then let the audit look at what the broker stored anew."""
