@@ -7,6 +7,8 @@ deadline."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from microservice_connector.cart_service.infrastructure.live_feed import LiveFeed
@@ -23,6 +25,14 @@ def _store(store: SqlEventStore, n: int) -> None:
     cart_id = f"c-{n}"
     event = NewEvent("ItemAdded", ItemAdded(cart_id, "item-001", 1, NOW), NOW)
     store.append(AppendRequest(cart_id, "ShoppingCart", 0, [event]))
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
 
 
 def _positions(chunk: bytes) -> list[int]:
@@ -74,6 +84,11 @@ async def test_streams_opening_while_events_are_stored_each_send_every_later_one
     start = await feed.start_after(None, 0)
     followers = [asyncio.ensure_future(follow(start)) for _ in range(STREAMS // 2)]
     crowd.update(followers)
+    # The crowd settles first: one of them reads, the pump starts, and the others, woken by
+    # that read's end, find it covering them (each needs one turn of the loop for that).
+    await _until(lambda: feed.pumping, "the crowd's one read to start the pump")
+    for _ in range(STREAMS):
+        await asyncio.sleep(0)
     writer = asyncio.ensure_future(store_events())
     for _ in range(STREAMS // 2):
         await asyncio.wait_for(stored.get(), 30)

@@ -175,6 +175,11 @@ class LiveFeed:
         """How many streams are open now."""
         return len(self._streams)
 
+    @property
+    def pumping(self) -> bool:
+        """Whether the pump is reading for streams that trust it (some stream caught up)."""
+        return self._pump_origin is not None
+
     def notify(self) -> None:
         """Events were stored: wake the pump (from any thread). Commits in a burst share one
         wake-up: at most one is queued on the event loop at a time."""
