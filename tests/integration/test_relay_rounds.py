@@ -65,7 +65,7 @@ async def test_a_woken_relay_claims_once_per_commit(tmp_path: Path) -> None:
         assert outbox.claims == 2
     finally:
         stop.set()
-        await running
+        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
         store.close()
 
 
@@ -121,7 +121,7 @@ async def test_the_next_batch_is_published_while_the_last_is_being_marked(
         assert store.outbox.pending() == []
     finally:
         stop.set()
-        await running
+        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
         store.close()
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
 
@@ -175,7 +175,7 @@ async def test_a_claim_that_read_before_a_mark_landed_does_not_publish_its_rows_
         await until(lambda: store.outbox.pending() == [], "every row marked")
     finally:
         stop.set()
-        await running
+        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
         store.close()
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
 
@@ -221,6 +221,38 @@ async def test_the_audit_compares_the_broker_with_the_outbox_only_once_acked_row
         await until(lambda: len(audit.unmarked_at_checks) > checks + 1, "checks after the mark")
     finally:
         stop.set()
-        await running
+        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
         store.close()
     assert all(unmarked == [] for unmarked in audit.unmarked_at_checks)
+
+
+async def test_a_backlog_drains_in_batches_while_earlier_batches_wait_for_their_marks(
+    tmp_path: Path,
+) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    for version in range(6):
+        append(store, version)
+    publisher = CountingPublisher()
+    marks = HeldMarks(store.outbox)
+    relay = OutboxRelay(
+        store.outbox,
+        publisher,  # type: ignore[arg-type]
+        batch_size=2,
+        poll_interval=60,
+        mark_published=marks,
+    )
+    stop = asyncio.Event()
+    relay.wake()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        # No commit wakes it again: it reads past the rows waiting for their marks.
+        await until(lambda: marks.waiting == 3, "three batches of two, their marks held")
+        assert len(publisher.sent) == len(set(publisher.sent)) == 6
+        marks.release.set()
+        await until(lambda: marks.waiting == 0, "every mark landed")
+        assert store.outbox.pending() == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
+        store.close()
+    assert len(publisher.sent) == 6

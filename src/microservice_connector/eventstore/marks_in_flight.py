@@ -17,6 +17,11 @@ class MarksInFlight:
         self._landed: dict[int, int] = {}  # row id -> the landing that marked it
         self._landings = 0
 
+    @property
+    def rows_on_the_way(self) -> int:
+        """How many rows wait for their marks: a claim reads that many more to find others."""
+        return len(self._on_the_way)
+
     def begin_claim(self) -> int:
         """How many marks have landed so far: what a claim starting now sees."""
         return self._landings

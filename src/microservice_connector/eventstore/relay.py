@@ -173,10 +173,10 @@ class OutboxRelay:
 
     async def _flush(self) -> None:
         with contextlib.suppress(TimeoutError, DatabaseUnavailable):
-            async with asyncio.timeout(FLUSH_S):
+            async with asyncio.timeout(FLUSH_S):  # what is not marked by then stays pending
                 while (await self.relay_once()).published:
                     pass
-        await self._marks_landed()  # what did not land in time stays pending
+                await self._marks_landed()
 
     async def _mark_on_a_thread(self, ids: list[int], sequences: list[int | None]) -> None:
         await asyncio.to_thread(self._outbox.mark_published, ids, sequences)
@@ -194,13 +194,15 @@ class OutboxRelay:
         while len(self._marking) >= MARKS_IN_FLIGHT:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._in_flight.begin_claim()
-        claim = (self.relay_id, self._batch_size, self._lease_seconds)
+        # The oldest pending rows may be the ones waiting for their marks: read past them.
+        limit = self._batch_size + self._in_flight.rows_on_the_way
+        claim = (self.relay_id, limit, self._lease_seconds)
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
         else:
             claimed = await asyncio.to_thread(self._outbox.rows_to_publish, *claim)
         claimable = set(self._in_flight.claimable((row.id for row in claimed), seen))
-        rows = [row for row in claimed if row.id in claimable]
+        rows = [row for row in claimed if row.id in claimable][: self._batch_size]
         if not rows:
             return RelayRound(0, 0)
         started, started_at = time.perf_counter(), datetime.now(UTC)
