@@ -144,7 +144,7 @@ class OutboxRelay:
                 # Nothing more was pending at the claim; where every commit since set
                 # `_wake` (cleared before the claim), claiming again at once finds nothing.
                 backoff = 0.0
-                await _woken(self._wake, self._poll_interval)
+                await _wait(self._wake, self._poll_interval)  # set by commits, audit, stop
             else:
                 backoff = 0.0
         await self._flush()
@@ -303,13 +303,8 @@ def _first_error(failed: list[tuple[OutboxRow, PublishResult]]) -> str:
     return failed[0][1].error or "not acknowledged"
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _woken(wake: asyncio.Event, seconds: float) -> None:
-    """Until `wake` is set (by a commit, the audit or the stop) or `seconds` passed."""
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` passed."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
-            await wake.wait()
+            await event.wait()
