@@ -115,11 +115,6 @@ class SqlEventStore:
         """The writer engine and the reader engine (they may be one)."""
         raise NotImplementedError
 
-    def _batch_transaction(self) -> Any:
-        """A context manager giving a writer connection in a transaction for `append_batch`'s
-        fast path, committed when the block ends cleanly and rolled back otherwise."""
-        return self._writer.begin()
-
     def _create_dialect_schema(self) -> None:
         """Create what this dialect needs beyond the tables; nothing unless overridden."""
 
@@ -227,7 +222,7 @@ class SqlEventStore:
     def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """`append_batch`'s fast path: the batch in one transaction of its own, committed
         here; raises `IntegrityError` when a writer outside this store won a race in it."""
-        with self._batch_transaction() as connection:
+        with self._writer.begin() as connection:
             return self._append_together(connection, requests)
 
     def _append_together(

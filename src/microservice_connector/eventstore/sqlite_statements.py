@@ -10,9 +10,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from microservice_connector.eventstore import engine as engines
+from microservice_connector.eventstore.errors import DatabaseUnavailable
 
 VERSIONS = (
     "SELECT aggregate_id, max(version) FROM events WHERE aggregate_id IN ({marks})"
@@ -36,6 +40,20 @@ LOAD_TO = (
     f"SELECT {_COLUMNS} FROM events"
     " WHERE aggregate_id = ? AND version > ? AND version <= ? ORDER BY version"
 )
+
+
+def read_rows(reader: Engine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """The rows of one read on a pooled connection of `reader`, through the driver;
+    `DatabaseUnavailable` naming the database if it fails."""
+    try:
+        connection = reader.raw_connection()
+        try:
+            rows: list[Any] = connection.cursor().execute(sql, params).fetchall()
+            return rows
+        finally:
+            connection.close()
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise DatabaseUnavailable(engines.describe_failure(reader, exc)) from exc
 
 
 def cursor(connection: Connection) -> sqlite3.Cursor:

@@ -3,24 +3,22 @@ mode, and the hot statements through SQLite's own driver."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import sqlite_statements as sqlite_sql
-from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.event_rows import (
     from_row,
     sqlite_event_row,
     sqlite_outbox_row,
     sqlite_time,
 )
+from microservice_connector.eventstore.port import AppendRequest, AppendResult
 from microservice_connector.eventstore.sql import SqlEventStore
 from microservice_connector.eventstore.sqlite_keys import SqliteKeyStatements
 from microservice_connector.eventstore.sqlite_outbox import SqliteOutbox
@@ -38,8 +36,10 @@ class SqliteEventStore(SqlEventStore):
         writer = engines.make_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         return writer, engines.make_engine(url, sqlite_synchronous=sqlite_synchronous)
 
-    def _batch_transaction(self) -> Any:
-        return sqlite_sql.driver_transaction(self._writer)  # every fast-path statement is raw
+    def _append_in_own_transaction(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        # Every statement of the fast path goes through the driver, so the transaction does.
+        with sqlite_sql.driver_transaction(self._writer) as connection:
+            return self._append_together(connection, requests)
 
     @property
     def outbox(self) -> SqliteOutbox:
@@ -79,12 +79,4 @@ class SqliteEventStore(SqlEventStore):
 
     def _read_raw(self, sql: str, params: tuple[Any, ...]) -> list[RecordedEvent]:
         """A load on the reader's pooled connection through the sqlite3 driver directly."""
-        try:
-            connection = self._reader.raw_connection()
-            try:
-                rows = connection.cursor().execute(sql, params).fetchall()
-            finally:
-                connection.close()
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
-        return [from_row(row) for row in rows]
+        return [from_row(row) for row in sqlite_sql.read_rows(self._reader, sql, params)]
