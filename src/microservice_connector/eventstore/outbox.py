@@ -75,9 +75,10 @@ class OutboxRecord:
 class SqlOutbox:
     """Reads pending rows oldest first and marks them; a row is marked only once acked.
 
-    On PostgreSQL several relays share the table: each claims rows under a lease
-    (`claim`), so they publish different rows, and a dead relay's rows are claimed by
-    another once its lease runs out. SQLite has one writer, hence one relay: `claim` reads.
+    Several relays may share the table (PostgreSQL): each claims rows under a lease
+    (`rows_to_publish`), so they publish different rows, and a dead relay's rows are claimed
+    by another once its lease runs out. On SQLite, one writer and so one relay per file,
+    `SqliteOutbox` only reads.
     """
 
     def __init__(self, writer: Engine, reader: Engine) -> None:
@@ -88,10 +89,9 @@ class SqlOutbox:
     """Whether `rows_to_publish` is a local read short enough for the relay to run on its
     event loop (SQLite), rather than a round trip to run on a worker thread (PostgreSQL)."""
 
-    @property
-    def leases(self) -> bool:
-        """Whether `claim` takes leases (PostgreSQL) or only reads pending rows (SQLite)."""
-        return self._writer.dialect.name == "postgresql"
+    leases = True
+    """Whether `rows_to_publish` leases the rows (relays share the outbox) or only reads
+    them (one relay owns it)."""
 
     def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first."""
@@ -103,15 +103,12 @@ class SqlOutbox:
 
     def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
         """The next rows `relay_id` should publish: up to `limit` unpublished rows, oldest
-        first. Where relays share the outbox (PostgreSQL), only rows no other relay holds a
-        lease on, leased to `relay_id` for `lease_seconds` (by the database's clock); where one
-        relay owns it (SQLite, one writer per file), simply the oldest pending rows.
+        first, that no other relay holds a lease on, leased to `relay_id` for `lease_seconds`
+        (by the database's clock).
 
         A relay's own leased rows come back to it (a retry, or a restart under the same id).
         Rows other relays are claiming at this moment are skipped, not waited for.
         """
-        if not self.leases:
-            return self.pending(limit)
         free = or_(
             outbox.c.claimed_until.is_(None),
             outbox.c.claimed_until < func.now(),
@@ -140,11 +137,10 @@ class SqlOutbox:
 
     def release(self, relay_id: str) -> None:
         """End `relay_id`'s leases on rows it did not publish, so others take them at once."""
-        if self.leases:
-            self._update_where(
-                (outbox.c.claimed_by == relay_id) & outbox.c.published_at.is_(None),
-                claimed_until=None,
-            )
+        self._update_where(
+            (outbox.c.claimed_by == relay_id) & outbox.c.published_at.is_(None),
+            claimed_until=None,
+        )
 
     def mark_published(
         self, ids: Sequence[int], sequences: Sequence[int | None] | None = None

@@ -1,5 +1,5 @@
 """The outbox on SQLite: the relay's two hot statements, its read of the pending rows and its
-mark, go through SQLite's own driver (one relay owns a SQLite outbox: nothing is leased)."""
+mark, go through SQLite's own driver; one relay owns a SQLite outbox, so nothing is leased."""
 
 from __future__ import annotations
 
@@ -19,17 +19,11 @@ class SqliteOutbox(SqlOutbox):
     """`SqlOutbox` on a SQLite file: the same reads and marks, through the driver."""
 
     claims_in_microseconds = True  # a read of a few indexed rows of a local file
+    leases = False
 
     def pending(self, limit: int = 500) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first."""
-        try:
-            connection = self._reader.raw_connection()
-            try:
-                rows = connection.cursor().execute(sqlite_sql.PENDING_OUTBOX, (limit,)).fetchall()
-            finally:
-                connection.close()
-        except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise DatabaseUnavailable(engines.describe_failure(self._reader, exc)) from exc
+        rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
         return [
             OutboxRow(
                 id=row_id,
@@ -43,6 +37,14 @@ class SqliteOutbox(SqlOutbox):
             )
             for row_id, event_id, topic, key, headers, payload, created_at, attempts in rows
         ]
+
+    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+        """The oldest `limit` pending rows: the file's one relay owns them all, so nothing
+        is leased."""
+        return self.pending(limit)
+
+    def release(self, relay_id: str) -> None:
+        """Nothing to end: no lease was taken."""
 
     def _mark_runs(self, runs: list[IdRun], now: datetime) -> None:
         """Mark each run of rows published at `now`, with its broker sequences (or none)."""
