@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,20 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.005)
 
 
+@asynccontextmanager
+async def running(relay: OutboxRelay, store: SqlEventStore) -> AsyncIterator[None]:
+    """`relay` running while the block runs; then stopped, within 10 s whatever a held mark
+    does to its flush, and `store` closed."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        store.close()
+
+
 def append(store: SqlEventStore, version: int) -> None:
     event = NewEvent("ItemAdded", ItemAdded("cart-1", "a", 1, AT), AT)
     store.append(AppendRequest("cart-1", "ShoppingCart", version, [event]))
@@ -53,20 +68,14 @@ async def test_a_woken_relay_claims_once_per_commit(tmp_path: Path) -> None:
     store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
     outbox = CountingOutbox(store.outbox)
     relay = OutboxRelay(outbox, InMemoryPublisher(InMemoryBroker()), poll_interval=60)  # type: ignore[arg-type]
-    stop = asyncio.Event()
     append(store, 0)
     relay.wake()  # as the commit listener does
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay, store):
         await until(lambda: relay.published_total == 1, "the first event published")
         append(store, 1)
         relay.wake()
         await until(lambda: relay.published_total == 2, "the second event published")
         assert outbox.claims == 2
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
-        store.close()
 
 
 class CountingPublisher:
@@ -106,11 +115,9 @@ async def test_the_next_batch_is_published_while_the_last_is_being_marked(
     publisher = CountingPublisher()
     marks = HeldMarks(store.outbox)
     relay = OutboxRelay(store.outbox, publisher, poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
-    stop = asyncio.Event()
     append(store, 0)
     relay.wake()
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay, store):
         await until(lambda: marks.waiting == 1, "the first batch waiting for its mark")
         append(store, 1)
         relay.wake()
@@ -119,10 +126,6 @@ async def test_the_next_batch_is_published_while_the_last_is_being_marked(
         marks.release.set()
         await until(lambda: marks.waiting == 0, "both marks landed")
         assert store.outbox.pending() == []
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
-        store.close()
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
 
 
@@ -158,11 +161,9 @@ async def test_a_claim_that_read_before_a_mark_landed_does_not_publish_its_rows_
     publisher = CountingPublisher()
     marks = HeldMarks(store.outbox)
     relay = OutboxRelay(outbox, publisher, poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
-    stop = asyncio.Event()
     append(store, 0)
     relay.wake()
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay, store):
         await until(lambda: marks.waiting == 1, "the first batch waiting for its mark")
         outbox.hold_next = True
         append(store, 1)
@@ -173,10 +174,6 @@ async def test_a_claim_that_read_before_a_mark_landed_does_not_publish_its_rows_
         outbox.go_on.set()
         await until(lambda: len(publisher.sent) >= 2, "the second row published")
         await until(lambda: store.outbox.pending() == [], "every row marked")
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
-        store.close()
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
 
 
@@ -209,9 +206,7 @@ async def test_the_audit_compares_the_broker_with_the_outbox_only_once_acked_row
         audit=audit,  # type: ignore[arg-type]
         audit_interval=0.01,
     )
-    stop = asyncio.Event()
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay, store):
         await until(lambda: len(audit.unmarked_at_checks) >= 1, "the check at start")
         append(store, 0)
         relay.wake()
@@ -219,10 +214,6 @@ async def test_the_audit_compares_the_broker_with_the_outbox_only_once_acked_row
         checks = len(audit.unmarked_at_checks)
         marks.release.set()
         await until(lambda: len(audit.unmarked_at_checks) > checks + 1, "checks after the mark")
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
-        store.close()
     assert all(unmarked == [] for unmarked in audit.unmarked_at_checks)
 
 
@@ -241,18 +232,12 @@ async def test_a_backlog_drains_in_batches_while_earlier_batches_wait_for_their_
         poll_interval=60,
         mark_published=marks,
     )
-    stop = asyncio.Event()
     relay.wake()
-    running = asyncio.create_task(relay.run(stop))
-    try:
+    async with running(relay, store):
         # No commit wakes it again: it reads past the rows waiting for their marks.
         await until(lambda: marks.waiting == 3, "three batches of two, their marks held")
         assert len(publisher.sent) == len(set(publisher.sent)) == 6
         marks.release.set()
         await until(lambda: marks.waiting == 0, "every mark landed")
         assert store.outbox.pending() == []
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 10)  # a held mark would hold the relay's flush
-        store.close()
     assert len(publisher.sent) == 6
