@@ -82,8 +82,9 @@ class ScaledSystem:
         the ids of those its dead relay left behind ([] if no such moment came in `timeout` s).
 
         The relay holds rows only between its claim and its mark, a few milliseconds: when
-        such rows are seen, the process is frozen (SIGSTOP) and looked at again, then killed
-        if it still holds some, else let go on (SIGCONT) to try again."""
+        such rows are seen, the process is frozen (SIGSTOP) and looked at again once a mark
+        it had already sent has committed, then killed if it still holds some, else let go
+        on (SIGCONT) to try again."""
         assert cart.process is not None
         process, relay_id = cart.process, instance_id(cart)
         engine = create_engine(self.cart_db, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -97,12 +98,24 @@ class ScaledSystem:
                 def holding() -> list[int]:
                     return [row_id for (row_id,) in connection.execute(held, {"relay": relay_id})]
 
+                def settled() -> list[int]:
+                    """What it holds once the frozen process's last commit, if one was on
+                    its way to the server, has shown (two reads 20 ms apart agree)."""
+                    seen, settle_by = holding(), time.monotonic() + 1.0
+                    while time.monotonic() < settle_by:
+                        time.sleep(0.02)  # the spacing of the polls, within the deadline
+                        now = holding()
+                        if now == seen:
+                            return now
+                        seen = now
+                    return seen
+
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
                     if not holding():
                         continue
                     process.send_signal(signal.SIGSTOP)
-                    if holding():
+                    if settled():
                         break
                     process.send_signal(signal.SIGCONT)
                 cart.kill()
