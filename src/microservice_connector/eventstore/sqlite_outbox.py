@@ -51,7 +51,9 @@ class SqliteOutbox(SqlOutbox):
         published = sqlite_time(now)
         marks = [(published, run.offset, run.first, run.last) for run in runs]
         try:
-            with sqlite_sql.driver_transaction(self._writer) as connection:
+            # A mark lost to a power cut only publishes its rows again, which billing
+            # ignores; the next append's fsync makes it durable.
+            with sqlite_sql.driver_transaction(self._writer, synced=False) as connection:
                 sqlite_sql.cursor(connection).executemany(sqlite_sql.MARK_OUTBOX_RUN, marks)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc

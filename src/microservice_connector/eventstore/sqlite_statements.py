@@ -73,19 +73,46 @@ MARK_OUTBOX_RUN = (
 
 
 @contextmanager
-def driver_transaction(writer: Engine) -> Iterator[Connection]:
+def driver_transaction(writer: Engine, *, synced: bool = True) -> Iterator[Connection]:
     """A connection of `writer` under `BEGIN IMMEDIATE`, committed when the block ends
     cleanly and rolled back otherwise, both sent to the driver itself: for blocks whose every
     statement goes through the driver (`cursor`), as SQLAlchemy's own transaction bookkeeping
-    costs as much again as a small batch's statements."""
+    costs as much again as a small batch's statements.
+
+    `synced=False` commits without waiting for the disk (`synchronous=NORMAL` for this one
+    transaction): the commit survives a process crash at once, and an OS crash or power loss
+    from the next synced commit on, whose fsync of the write-ahead log covers it. For writes
+    that may be lost and done again, such as the relay's marks."""
     with writer.connect() as connection:
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        driver.execute("BEGIN IMMEDIATE")
+        with _synchronous_normal(driver, connection, unless=synced):
+            driver.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:  # a commit that failed may leave it open
+                    driver.execute("ROLLBACK")
+                raise
+
+
+@contextmanager
+def _synchronous_normal(
+    driver: sqlite3.Connection, connection: Connection, *, unless: bool
+) -> Iterator[None]:
+    """`PRAGMA synchronous=NORMAL` inside the block, the connection's own level after it; a
+    connection whose level could not be put back is thrown away, never pooled."""
+    level: int = 1 if unless else driver.execute("PRAGMA synchronous").fetchone()[0]
+    if level <= 1:  # already NORMAL or OFF, or asked to keep the connection's level
+        yield
+        return
+    driver.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
         try:
-            yield connection
-            driver.execute("COMMIT")
-        except BaseException:
-            if driver.in_transaction:  # a commit that failed may leave it open
-                driver.execute("ROLLBACK")
+            driver.execute(f"PRAGMA synchronous={level}")
+        except sqlite3.Error:
+            connection.invalidate()
             raise
