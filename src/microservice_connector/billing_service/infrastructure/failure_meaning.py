@@ -3,6 +3,8 @@ for the unit of work and the reads alike."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,7 +19,9 @@ from microservice_connector.eventstore.failures import (
 )
 
 
-def billing_failure(engine: Engine, exc: SQLAlchemyError | OverflowError) -> Exception:
+def billing_failure(
+    engine: Engine, exc: SQLAlchemyError | sqlite3.Error | OverflowError
+) -> Exception:
     """The billing error for `exc`: `ConcurrentBillUpdate` for a race lost to another
     instance (a row written meanwhile, a deadlock), `DatabaseUnavailable` for what may heal
     by itself, `DataRejected` for data the database refuses (retrying cannot help)."""

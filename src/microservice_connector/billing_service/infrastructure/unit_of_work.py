@@ -5,18 +5,23 @@ written together or not at all."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Collection
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector import tracing
 from microservice_connector.billing_service.application.ports import ConcurrentBillUpdate
 from microservice_connector.billing_service.domain import Bill, Invoice, Price
 from microservice_connector.billing_service.infrastructure.bill_rows import bill_of, encode_lines
+from microservice_connector.billing_service.infrastructure.bill_statements import (
+    BillRow,
+    bill_statements,
+)
 from microservice_connector.billing_service.infrastructure.failure_meaning import billing_failure
 from microservice_connector.billing_service.infrastructure.feed_position import save_position
 from microservice_connector.billing_service.infrastructure.sql_prices import (
@@ -24,27 +29,13 @@ from microservice_connector.billing_service.infrastructure.sql_prices import (
     PriceVersions,
     change_price,
 )
-from microservice_connector.billing_service.infrastructure.tables import bills, invoices
+from microservice_connector.billing_service.infrastructure.tables import invoices
 from microservice_connector.events.billing import InvoiceIssued, InvoiceLine
 from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, ConcurrencyError, SqlEventStore
 
-# Built once: compiling statements per event was most of billing's time.
-_SELECT_BILLS = select(bills).where(bills.c.cart_id.in_(bindparam("cart_ids", expanding=True)))
-_BILL_VALUES: dict[str, Any] = {
-    "last_version": bindparam("b_last_version"),
-    "checked_out": bindparam("b_checked_out"),
-    "lines": bindparam("b_lines"),
-    "updated_at": bindparam("b_updated_at"),
-}
-# Only if nobody changed the bill since this unit of work read it (instances race on carts).
-_UPDATE_BILL = (
-    update(bills)
-    .where(bills.c.cart_id == bindparam("b_cart_id"), bills.c.last_version == bindparam("b_read"))
-    .values(_BILL_VALUES)
-)
-_INSERT_BILL = insert(bills).values(cart_id=bindparam("b_cart_id"), **_BILL_VALUES)
-_DATABASE_ERRORS = (SQLAlchemyError, OverflowError)
+# SQLite's driver raises its own errors for the statements sent to it (`bill_statements`).
+_DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OverflowError)
 
 
 class SqlBillingUnitOfWork:
@@ -58,6 +49,7 @@ class SqlBillingUnitOfWork:
         self, writer: Engine, store: SqlEventStore, prices: PriceVersions | None = None
     ) -> None:
         self._writer = writer
+        self._statements = bill_statements(writer)
         self._store = store
         self._shared_prices = prices
         self._connection: Connection | None = None
@@ -135,8 +127,10 @@ class SqlBillingUnitOfWork:
     def get_bills(self, cart_ids: Collection[str]) -> dict[str, Bill]:
         """The committed bills of those carts that have one, in one query."""
         found = {
-            row.cart_id: bill_of(row.cart_id, row.last_version, row.checked_out, row.lines)
-            for row in self.connection.execute(_SELECT_BILLS, {"cart_ids": list(cart_ids)})
+            cart_id: bill_of(cart_id, last_version, checked_out, lines)
+            for cart_id, last_version, checked_out, lines in self._statements.select(
+                self.connection, list(cart_ids)
+            )
         }
         self._read.update({cart_id: bill.last_version for cart_id, bill in found.items()})
         return found
@@ -147,25 +141,15 @@ class SqlBillingUnitOfWork:
         """
         connection, now = self.connection, datetime.now(UTC)
         rows = [
-            {
-                "b_cart_id": bill.cart_id,
-                "b_last_version": bill.last_version,
-                "b_checked_out": bill.checked_out,
-                "b_lines": encode_lines(bill.lines),
-                "b_updated_at": now,
-            }
+            BillRow(bill.cart_id, bill.last_version, bill.checked_out, encode_lines(bill.lines))
             for bill in changed
         ]
-        old = [
-            {**row, "b_read": self._read[row["b_cart_id"]]}
-            for row in rows
-            if row["b_cart_id"] in self._read
-        ]
-        new = [row for row in rows if row["b_cart_id"] not in self._read]
-        if old and connection.execute(_UPDATE_BILL, old).rowcount != len(old):
+        old = [(row, self._read[row.cart_id]) for row in rows if row.cart_id in self._read]
+        new = [row for row in rows if row.cart_id not in self._read]
+        if old and self._statements.update(connection, old, now) != len(old):
             raise ConcurrentBillUpdate(f"{len(old)} bills changed by another instance meanwhile")
         if new:
-            connection.execute(_INSERT_BILL, new)  # a bill made meanwhile: IntegrityError
+            self._statements.insert(connection, new, now)  # a bill made meanwhile: a race
         self._read.update({bill.cart_id: bill.last_version for bill in changed})
 
     def save_feed_position(self, position: int) -> None:
