@@ -22,6 +22,7 @@ from microservice_connector.cli import app as msc
 from microservice_connector.events.asyncapi import (
     DEAD_LETTER_HEADERS,
     EVENT_HEADERS,
+    FEED_HEADERS,
     NATS_HEADERS,
     TRACE_HEADERS,
     asyncapi_document,
@@ -142,9 +143,9 @@ def test_the_headers_are_the_ones_on_the_wire(document: dict[str, Any]) -> None:
         event_data=b"{}",
         timestamp=datetime(2026, 12, 1, tzinfo=UTC),
     )
-    assert set(EVENT_HEADERS) == set(message_headers(event))
+    assert {*EVENT_HEADERS, *FEED_HEADERS} == set(message_headers(event))
     traced = msgspec.structs.replace(event, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
-    assert set(message_headers(traced)) - set(EVENT_HEADERS) == {"traceparent"}
+    assert set(message_headers(traced)) - {*EVENT_HEADERS, *FEED_HEADERS} == {"traceparent"}
     assert set(TRACE_HEADERS) == set(TRACE_HEADER_NAMES)
     assert set(NATS_HEADERS) == {MSG_ID_HEADER}
     assert {

@@ -26,6 +26,7 @@ from microservice_connector.billing_service.infrastructure.cart_store import (
 )
 from microservice_connector.billing_service.infrastructure.feed_catch_up import FeedCatchUp
 from microservice_connector.billing_service.infrastructure.feed_position import saved_position
+from microservice_connector.billing_service.infrastructure.feed_watermark import FeedWatermark
 from microservice_connector.billing_service.infrastructure.gap_repair import GapRepair
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.billing_service.infrastructure.sql_repository import (
@@ -113,7 +114,10 @@ def incoming(entry: dict[str, Any]) -> CartEventIn:
     return CartEventIn(entry["event_id"], entry["aggregate_id"], entry["version"], event)
 
 
-def delivery_of(entry: dict[str, Any], attempt: int = 1) -> Delivery:
+def delivery_of(entry: dict[str, Any], attempt: int = 1, *, positioned: bool = False) -> Delivery:
+    """The broker's delivery of `entry`; `positioned`: with the feed position header the
+    relay adds."""
+
     async def settle(*_: object) -> None:
         return None
 
@@ -123,6 +127,8 @@ def delivery_of(entry: dict[str, Any], attempt: int = 1) -> Delivery:
         "aggregate-id": entry["aggregate_id"],
         "aggregate-version": str(entry["version"]),
     }
+    if positioned:
+        headers["position"] = str(entry["position"])
     payload = httpx.Response(200, json=entry["data"]).content
     message = Message(id=entry["event_id"], topic="cart.events", payload=payload, headers=headers)
     return Delivery(message, attempt, entry["position"], settle, settle)
@@ -135,16 +141,23 @@ def last_version(repository: SqlBillingRepository, cart_id: str) -> int:
 
 @contextmanager
 def healing(
-    repository: SqlBillingRepository, store: FakeCartStore, *, grace_s: float = 0.0
+    repository: SqlBillingRepository,
+    store: FakeCartStore,
+    *,
+    grace_s: float = 0.0,
+    watermark: FeedWatermark | None = None,
 ) -> Iterator[tuple[CartEventHandler, FeedCatchUp, InMemoryBroker, HandlingLog]]:
-    """A handler with gap repair and a catch-up, over `store`; dead letters in memory."""
+    """A handler with gap repair and a catch-up, over `store`, sharing `watermark` when
+    given; dead letters in memory."""
     ledger, handled, broker = BillingLedger(repository), HandlingLog(), InMemoryBroker()
     applier = StoreEventApplier(ledger, handled)
     client = store.client()
     repair = GapRepair(
         applier, client, lambda cart: last_version(repository, cart), grace_s=grace_s
     )
-    handler = CartEventHandler(ledger, default_registry(), handled, repair=repair)
+    handler = CartEventHandler(
+        ledger, default_registry(), handled, repair=repair, watermark=watermark
+    )
 
     async def dead_letters() -> InMemoryDeadLetters:
         return InMemoryDeadLetters(broker)
@@ -156,6 +169,7 @@ def healing(
         dead_letters,
         handled,
         repository.last_versions,
+        watermark=watermark,
     )
     yield handler, catch_up, broker, handled
 
@@ -273,6 +287,57 @@ def test_catch_up_passes_over_what_the_broker_brought_without_a_transaction_of_i
         assert asyncio.run(catch_up.catch_up()) == 0
     assert read.carts == [{"e"}, set()]  # the broker's batch, then the position alone
     assert saved_position(repository) == 6
+
+
+def test_catch_up_starts_after_what_the_broker_brought_without_a_hole(
+    repository: SqlBillingRepository,
+) -> None:
+    store = FakeCartStore()
+    delivered = [store.add(cart) for cart in ("a", "b", "c")] + [store.add("a", "item-002")]
+    lost = store.add("d")  # the broker's last: no later event shows it missing
+    watermark = FeedWatermark()
+    with healing(repository, store, watermark=watermark) as (handler, catch_up, _, handled):
+        settled = asyncio.run(handler([delivery_of(e, positioned=True) for e in delivered]))
+        assert [type(settlement).__name__ for settlement in settled] == ["Ack"] * 4
+        assert watermark.through == 4
+        assert asyncio.run(catch_up.catch_up()) == 1
+
+    assert store.requests == ["/events?after=4"]  # not one of the four read again
+    assert saved_position(repository) == 5
+    assert handled.get(lost["event_id"]).applied_via == "catch-up"  # type: ignore[union-attr]
+
+
+def test_a_message_the_broker_lost_holds_the_watermark_so_catch_up_reads_from_there(
+    repository: SqlBillingRepository,
+) -> None:
+    store = FakeCartStore()
+    entries = [store.add(cart) for cart in ("a", "b", "c")] + [store.add("a", "item-002")]
+    watermark = FeedWatermark()
+    with healing(repository, store, watermark=watermark) as (handler, catch_up, _, _):
+        brought = [delivery_of(entries[i], positioned=True) for i in (0, 1, 3)]
+        asyncio.run(handler(brought))
+        assert watermark.through == 2  # 3 never came
+        assert asyncio.run(catch_up.catch_up()) == 1
+
+    assert store.requests[0] == "/events?after=2"
+    assert repository.bill("c").last_version == 1  # type: ignore[union-attr]
+    assert saved_position(repository) == 4
+    assert watermark.through == 4
+
+
+def test_messages_without_a_position_leave_catch_up_where_it_was(
+    repository: SqlBillingRepository,
+) -> None:
+    store = FakeCartStore()
+    entries = [store.add(cart) for cart in ("a", "b")]
+    watermark = FeedWatermark()
+    with healing(repository, store, watermark=watermark) as (handler, catch_up, _, _):
+        asyncio.run(handler([delivery_of(entry) for entry in entries]))  # published before
+        assert watermark.through == 0
+        assert asyncio.run(catch_up.catch_up()) == 0  # both passed over: bills are there
+
+    assert store.requests[0] == "/events?after=0"
+    assert saved_position(repository) == 2
 
 
 def test_catch_up_leaves_young_events_to_the_broker(repository: SqlBillingRepository) -> None:

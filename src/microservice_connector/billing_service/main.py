@@ -19,6 +19,7 @@ from microservice_connector.billing_service.infrastructure.deadletter_api import
 )
 from microservice_connector.billing_service.infrastructure.feed_catch_up import FeedCatchUp
 from microservice_connector.billing_service.infrastructure.feed_position import saved_position
+from microservice_connector.billing_service.infrastructure.feed_watermark import FeedWatermark
 from microservice_connector.billing_service.infrastructure.gap_repair import GapRepair
 from microservice_connector.billing_service.infrastructure.handling_api import (
     LagReading,
@@ -106,8 +107,14 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         lambda cart_id: _last_version(repository, cart_id),
         grace_s=settings.billing_repair_grace_s,
     )
+    watermark = FeedWatermark()
     handler = CartEventHandler(
-        ledger, cart_events, handled, gap_wait_s=settings.billing_gap_wait_s, repair=repair
+        ledger,
+        cart_events,
+        handled,
+        gap_wait_s=settings.billing_gap_wait_s,
+        repair=repair,
+        watermark=watermark,
     )
     catch_up = FeedCatchUp(
         applier,
@@ -118,6 +125,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         repository.last_versions,
         interval_s=settings.billing_catch_up_interval_s,
         settle_s=settings.billing_repair_grace_s,
+        watermark=watermark,
     )
     loss_metrics = BrokerLossMetrics(registry)
     lag = LagReading()

@@ -32,6 +32,11 @@ EVENT_HEADERS: Mapping[str, str] = {
     "causation-id": "The message that caused the event; may be empty.",
     "occurred-at": "When the event happened: RFC 3339, UTC.",
 }
+# On every message published since it was added; older messages lack it.
+FEED_HEADERS: Mapping[str, str] = {
+    "position": "The event's place in its store's global feed (`GET /events`): billing's"
+    " feed catch-up starts where these arrived without a hole.",
+}
 # Only on events stored while tracing was on (`microservice_connector.tracing`).
 TRACE_HEADERS: Mapping[str, str] = {
     "traceparent": "W3C trace context of the span that published it (OpenTelemetry).",
@@ -91,10 +96,16 @@ def asyncapi_document() -> dict[str, Any]:
     (one per event type, schema version and channel kind) and their payload schemas."""
     schemas: dict[str, Any] = {
         "EventHeaders": _headers_schema(
-            {**EVENT_HEADERS, **TRACE_HEADERS, **NATS_HEADERS}, EVENT_HEADERS
+            {**EVENT_HEADERS, **FEED_HEADERS, **TRACE_HEADERS, **NATS_HEADERS}, EVENT_HEADERS
         ),
         "DeadLetterHeaders": _headers_schema(
-            {**EVENT_HEADERS, **TRACE_HEADERS, **NATS_HEADERS, **DEAD_LETTER_HEADERS},
+            {
+                **EVENT_HEADERS,
+                **FEED_HEADERS,
+                **TRACE_HEADERS,
+                **NATS_HEADERS,
+                **DEAD_LETTER_HEADERS,
+            },
             {**EVENT_HEADERS, **DEAD_LETTER_HEADERS},
         ),
     }

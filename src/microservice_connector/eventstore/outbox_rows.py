@@ -6,10 +6,12 @@ from datetime import datetime
 
 from microservice_connector.events.envelope import RecordedEvent
 
+POSITION_HEADER = "position"  # the event's place in the store's global feed
+
 
 def message_headers(event: RecordedEvent) -> dict[str, str]:
-    """The broker headers for `event`: its envelope, as strings, and its W3C trace context
-    (`traceparent`, `tracestate`) when it has one."""
+    """The broker headers for `event`: its envelope (with its feed `position`), as strings,
+    and its W3C trace context (`traceparent`, `tracestate`) when it has one."""
     headers = {
         "event-id": event.event_id,
         "event-type": event.event_type,
@@ -21,6 +23,7 @@ def message_headers(event: RecordedEvent) -> dict[str, str]:
         "correlation-id": event.correlation_id or "",
         "causation-id": event.causation_id or "",
         "occurred-at": format_timestamp(event.timestamp),
+        POSITION_HEADER: str(event.position),
     }
     if event.traceparent is not None:
         headers["traceparent"] = event.traceparent

@@ -19,6 +19,7 @@ from microservice_connector.billing_service.infrastructure.cart_messages import 
 from microservice_connector.billing_service.infrastructure.cart_store import (
     CartStoreUnreachable,
 )
+from microservice_connector.billing_service.infrastructure.feed_watermark import FeedWatermark
 from microservice_connector.billing_service.infrastructure.gap_repair import (
     GapRepair,
     StoreDisagrees,
@@ -27,6 +28,7 @@ from microservice_connector.billing_service.infrastructure.handling_log import H
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.failures import DataRejected
+from microservice_connector.eventstore.outbox_rows import POSITION_HEADER
 from microservice_connector.messaging.consumer import Ack, Reject, Retry, Settlement
 from microservice_connector.messaging.message import Delivery
 
@@ -45,7 +47,9 @@ _SETTLEMENTS = {Outcome.APPLIED: Ack("applied"), Outcome.DUPLICATE: Ack("duplica
 class CartEventHandler:
     """Applies a batch in one transaction; poison is rejected, early events come back later
     (and with `repair`, their gap is filled from the cart store once they waited its grace),
-    and while the database is away everything is retried without counting as a failure."""
+    and while the database is away everything is retried without counting as a failure.
+    With `watermark`, the feed positions of the events whose bills are committed at or past
+    them are noted there, for catch-up."""
 
     def __init__(
         self,
@@ -55,8 +59,10 @@ class CartEventHandler:
         *,
         gap_wait_s: float = DEFAULT_GAP_WAIT_S,
         repair: GapRepair | None = None,
+        watermark: FeedWatermark | None = None,
     ) -> None:
         self._ledger = ledger
+        self._watermark = watermark
         self._registry = registry
         self.handled = handled or HandlingLog()
         self._gap_attempts = gap_attempts(gap_wait_s)
@@ -103,6 +109,13 @@ class CartEventHandler:
             (event.event_id, event.cart_id, event.version, outcome.value)
             for event, outcome in zip(events, outcomes, strict=True)
         )
+        if self._watermark is not None:
+            self._watermark.handled(
+                position
+                for (index, _), outcome in zip(decoded, outcomes, strict=True)
+                if outcome in _SETTLEMENTS
+                and (position := feed_position(deliveries[index])) is not None
+            )
         settlements = []
         for (index, event), outcome in zip(decoded, outcomes, strict=True):
             settlement = self._settlement(outcome, deliveries[index].attempt, event)
@@ -154,6 +167,13 @@ class CartEventHandler:
             f"cart {event.cart_id} version {event.version} is early",
             failure=False,
         )
+
+
+def feed_position(delivery: Delivery) -> int | None:
+    """The cart feed position the relay put in the message's headers; None for a message
+    without one (published before it was added, or by another producer)."""
+    value = delivery.message.headers.get(POSITION_HEADER, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def gap_delay(attempt: int) -> float:

@@ -17,6 +17,7 @@ from microservice_connector.billing_service.infrastructure.cart_store import (
     CartStoreUnreachable,
     FeedEntry,
 )
+from microservice_connector.billing_service.infrastructure.feed_watermark import FeedWatermark
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.billing_service.infrastructure.store_events import StoreEventApplier
 from microservice_connector.eventstore.errors import DatabaseUnavailable
@@ -42,6 +43,8 @@ class FeedCatchUp:
     `interval_s` from the start. Events whose carts' bills are already past them
     (`applied_versions`, read beside the writer) are passed over without a transaction, so a
     round over events billing already has costs its reads and one small write at its end.
+    With `watermark`, a round starts where the broker's deliveries leave no hole, if that
+    is past the saved position, so it reads only what the broker may have lost.
     An event that fails for good is dead-lettered with its error and passed."""
 
     def __init__(
@@ -56,6 +59,7 @@ class FeedCatchUp:
         interval_s: float = DEFAULT_INTERVAL_S,
         settle_s: float = 2.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watermark: FeedWatermark | None = None,
     ) -> None:
         self._applier = applier
         self._store = store
@@ -66,6 +70,7 @@ class FeedCatchUp:
         self._interval_s = interval_s
         self._settle = timedelta(seconds=settle_s)
         self._clock = clock
+        self._watermark = watermark or FeedWatermark()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Catch up every `interval_s` until `stop`, the first round one interval after the
@@ -90,10 +95,11 @@ class FeedCatchUp:
         """One round: follow the feed to its settled end; the number of events applied.
         `CatchUpPaused` when something it needs is away."""
         try:
-            after = await asyncio.to_thread(self._position)
+            saved = await asyncio.to_thread(self._position)
         except DatabaseUnavailable as exc:
             raise CatchUpPaused(str(exc)) from exc
-        applied, saved = 0, after
+        # Up to the watermark the broker brought every event and billing applied it.
+        applied, after = 0, max(saved, self._watermark.through)
         try:
             while True:
                 try:
@@ -114,6 +120,7 @@ class FeedCatchUp:
             if after > saved:  # pages passed over: their end is saved once, here
                 with contextlib.suppress(*_TRANSIENT):
                     await self._applier.apply([], "catch-up", feed_position=after)
+            self._watermark.caught_up_to(after)
 
     async def _not_yet_applied(self, entries: list[FeedEntry]) -> list[FeedEntry]:
         """The entries whose cart's bill is not yet at their version, as committed now
