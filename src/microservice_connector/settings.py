@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     billing_database_url: str | None = None
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # On SQLite, the cart service commits on its event loop instead of a writer thread.
+    sqlite_commit_on_loop: bool = True
     cart_url: str = "http://127.0.0.1:8080"
     billing_url: str = "http://127.0.0.1:8081"
     # Where billing reads the cart service's stored events to heal (gap repair, catch-up);

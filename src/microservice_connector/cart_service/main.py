@@ -62,7 +62,12 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         codec=codec_named(settings.serializer),
     )
     sql_store.ping()
-    store = GroupCommitStore(sql_store, outbox=sql_store.outbox)
+    on_sqlite = sql_store.writer.dialect.name == "sqlite"
+    store = GroupCommitStore(
+        sql_store,
+        outbox=sql_store.outbox,
+        commit_on_loop=on_sqlite and settings.sqlite_commit_on_loop,
+    )
     registry = service_registry("cart", settings.instance())
     metrics = CartMetrics(registry, sql_store.outbox)
     service = CartService(
