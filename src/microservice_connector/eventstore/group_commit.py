@@ -158,8 +158,10 @@ class GroupCommitStore:
             in_hand, self._on_loop = self._on_loop, []
         try:
             self._write(in_hand)
-        except Exception as exc:  # a bug: nobody may wait for a commit that never comes
+        except BaseException as exc:  # as for the writer thread: refuse from now on
             self._stop(exc, in_hand)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
 
     def _ensure_writer(self) -> None:
         if self._thread is None:
