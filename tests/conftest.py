@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from microservice_connector.billing_service.infrastructure.sql_repository import (
+    SqlBillingRepository,
+)
+from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.eventstore import SqlEventStore
+from microservice_connector.settings import Settings
 from support import postgres
 from support.nats import NatsServer
 from support.tansu import TansuServer, tansu_or_skip
@@ -44,6 +49,17 @@ def sql_event_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     else:
         url = request.getfixturevalue("postgres_url")
     opened = SqlEventStore(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def billing_repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SqlBillingRepository]:
+    """Billing's database, as the service opens it, on SQLite, then PostgreSQL."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    opened = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
     yield opened
     opened.close()
 

@@ -5,7 +5,6 @@ a race lost (`ConcurrentBillUpdate`), not refused data."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,35 +30,27 @@ NOW = datetime(2026, 12, 5, 12, 30, 15, 123456, tzinfo=UTC)
 LINES = '{"item-001":{"quantity":2,"unit_price_cents":999,"unpriced":false,"price_version":1}}'
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBillingRepository]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
-    yield repository
-    repository.close()
-
-
-def stored_rows(repository: SqlBillingRepository) -> list[tuple[object, ...]]:
+def stored_rows(billing_repository: SqlBillingRepository) -> list[tuple[object, ...]]:
     """Every bills row as SQLAlchemy reads it, by cart."""
-    with repository.store.reader.connect() as connection:
+    with billing_repository.store.reader.connect() as connection:
         found = connection.execute(select(bills).order_by(bills.c.cart_id)).all()
     return [tuple(row) for row in found]
 
 
 def test_sqlite_gets_the_driver_statements_and_postgres_sqlalchemy_s(
-    repository: SqlBillingRepository,
+    billing_repository: SqlBillingRepository,
 ) -> None:
-    chosen = bill_statements(repository.store.writer)
-    sqlite = repository.store.writer.dialect.name == "sqlite"
+    chosen = bill_statements(billing_repository.store.writer)
+    sqlite = billing_repository.store.writer.dialect.name == "sqlite"
 
     assert isinstance(chosen, SqliteBillStatements) is sqlite
     assert isinstance(chosen, BillStatements)
 
 
 def test_the_driver_writes_the_rows_sqlalchemy_writes(tmp_path: Path) -> None:
-    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    billing_repository = open_billing_repository(Settings(data_dir=tmp_path))
     try:
-        with repository.store.writer.begin() as connection:
+        with billing_repository.store.writer.begin() as connection:
             for name, statements in (("a", BillStatements()), ("b", SqliteBillStatements())):
                 statements.insert(connection, [BillRow(f"{name}-new", 1, False, LINES)], NOW)
                 statements.insert(connection, [BillRow(f"{name}-old", 1, False, "{}")], NOW)
@@ -67,41 +58,46 @@ def test_the_driver_writes_the_rows_sqlalchemy_writes(tmp_path: Path) -> None:
                     connection, [(BillRow(f"{name}-old", 3, True, LINES), 1)], NOW
                 )
                 assert moved == 1
-        by_sqlalchemy, by_driver = stored_rows(repository)[:2], stored_rows(repository)[2:]
+        by_sqlalchemy, by_driver = (
+            stored_rows(billing_repository)[:2],
+            stored_rows(billing_repository)[2:],
+        )
 
         assert [row[1:] for row in by_driver] == [row[1:] for row in by_sqlalchemy]
         assert by_driver[1][1:] == (3, True, LINES, NOW.replace(tzinfo=None))
-        with repository.store.writer.begin() as connection:
+        with billing_repository.store.writer.begin() as connection:
             assert SqliteBillStatements().select(connection, ["b-old", "b-new", "none"]) == [
                 ("b-new", 1, False, LINES),
                 ("b-old", 3, True, LINES),
             ]
     finally:
-        repository.close()
+        billing_repository.close()
 
 
 def test_an_update_of_a_bill_changed_since_it_was_read_touches_nothing(
-    repository: SqlBillingRepository,
+    billing_repository: SqlBillingRepository,
 ) -> None:
-    statements = bill_statements(repository.store.writer)
-    with repository.store.writer.begin() as connection:
+    statements = bill_statements(billing_repository.store.writer)
+    with billing_repository.store.writer.begin() as connection:
         statements.insert(connection, [BillRow("cart-1", 2, False, LINES)], NOW)
         stale = statements.update(connection, [(BillRow("cart-1", 3, True, "{}"), 1)], NOW)
         current = statements.update(connection, [(BillRow("cart-1", 3, True, "{}"), 2)], NOW)
 
     assert (stale, current) == (0, 1)
-    assert statements_read(repository, "cart-1") == [("cart-1", 3, True, "{}")]
+    assert statements_read(billing_repository, "cart-1") == [("cart-1", 3, True, "{}")]
 
 
-def statements_read(repository: SqlBillingRepository, cart_id: str) -> list[tuple[object, ...]]:
-    with repository.store.writer.begin() as connection:
-        return list(bill_statements(repository.store.writer).select(connection, [cart_id]))
+def statements_read(
+    billing_repository: SqlBillingRepository, cart_id: str
+) -> list[tuple[object, ...]]:
+    with billing_repository.store.writer.begin() as connection:
+        return list(bill_statements(billing_repository.store.writer).select(connection, [cart_id]))
 
 
-def test_a_bill_inserted_meanwhile_is_a_race_lost(repository: SqlBillingRepository) -> None:
+def test_a_bill_inserted_meanwhile_is_a_race_lost(billing_repository: SqlBillingRepository) -> None:
     bill = Bill("cart-2", 1, False, {})
-    with repository.transaction() as uow:
+    with billing_repository.transaction() as uow:
         uow.save_bills([bill])
 
-    with pytest.raises(ConcurrentBillUpdate), repository.transaction() as late:
+    with pytest.raises(ConcurrentBillUpdate), billing_repository.transaction() as late:
         late.save_bills([bill])  # it never read the row: it inserts, and loses
