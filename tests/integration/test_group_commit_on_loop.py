@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,30 +49,20 @@ class Recording:
         return getattr(self.store, name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlEventStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = SqlEventStore(url, outbox_topic="cart.events")
-    yield store
-    store.close()
-
-
 @pytest.fixture
-def recording(store: SqlEventStore) -> Recording:
-    return Recording(store)
+def recording(sql_event_store: SqlEventStore) -> Recording:
+    return Recording(sql_event_store)
 
 
-def on_loop(recording: Recording, store: SqlEventStore) -> GroupCommitStore:
-    return GroupCommitStore(recording, outbox=store.outbox, commit_on_loop=True)  # type: ignore[arg-type]
+def on_loop(recording: Recording) -> GroupCommitStore:
+    """Group commits on the loop over `recording`, marking its store's outbox."""
+    return GroupCommitStore(recording, outbox=recording.store.outbox, commit_on_loop=True)  # type: ignore[arg-type]
 
 
 async def test_one_pass_of_the_loop_commits_together_on_the_loop_s_thread(
-    recording: Recording, store: SqlEventStore
+    recording: Recording, sql_event_store: SqlEventStore
 ) -> None:
-    grouped = on_loop(recording, store)
+    grouped = on_loop(recording)
     carts = [f"cart-{n}" for n in range(50)]
 
     results = await asyncio.wait_for(
@@ -81,13 +71,13 @@ async def test_one_pass_of_the_loop_commits_together_on_the_loop_s_thread(
 
     assert [(r[0].aggregate_id, r[0].version) for r in results] == [(c, 1) for c in carts]
     assert recording.batches == [(50, threading.get_ident())]
-    assert len(store.read_all(limit=100)) == 50
+    assert len(sql_event_store.read_all(limit=100)) == 50
 
 
 async def test_the_later_of_two_writers_of_one_version_is_told_it_lost(
-    recording: Recording, store: SqlEventStore
+    recording: Recording, sql_event_store: SqlEventStore
 ) -> None:
-    grouped = on_loop(recording, store)
+    grouped = on_loop(recording)
 
     first, second = await asyncio.gather(
         grouped.append(add("cart-1")),
@@ -96,25 +86,25 @@ async def test_the_later_of_two_writers_of_one_version_is_told_it_lost(
     )
 
     assert isinstance(second, ConcurrencyError)
-    assert store.load("cart-1") == first
+    assert sql_event_store.load("cart-1") == first
 
 
 async def test_the_relay_s_marks_land_on_the_loop(
-    recording: Recording, store: SqlEventStore
+    recording: Recording, sql_event_store: SqlEventStore
 ) -> None:
-    grouped = on_loop(recording, store)
+    grouped = on_loop(recording)
     await grouped.append(add("cart-1"))
-    [row] = store.outbox.pending()
+    [row] = sql_event_store.outbox.pending()
 
     await asyncio.wait_for(grouped.mark_published([row.id], [7]), ANSWER_WITHIN_S)
 
-    assert store.outbox.pending() == []
+    assert sql_event_store.outbox.pending() == []
 
 
 async def test_a_bug_answers_every_caller_and_refuses_what_comes_after(
-    recording: Recording, store: SqlEventStore, monkeypatch: pytest.MonkeyPatch
+    recording: Recording, sql_event_store: SqlEventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    grouped = on_loop(recording, store)
+    grouped = on_loop(recording)
 
     def broken(_: object) -> None:
         raise RuntimeError("a bug in the writer")
