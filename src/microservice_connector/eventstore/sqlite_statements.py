@@ -7,6 +7,7 @@ written as SQLAlchemy writes a DateTime in SQLite, so either path reads what the
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,7 +87,7 @@ def driver_transaction(writer: Engine, *, synced: bool = True) -> Iterator[Conne
     with writer.connect() as connection:
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        with _synchronous_normal(driver, connection, unless=synced):
+        with contextlib.nullcontext() if synced else _synchronous_normal(driver, connection):
             driver.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
@@ -98,13 +99,11 @@ def driver_transaction(writer: Engine, *, synced: bool = True) -> Iterator[Conne
 
 
 @contextmanager
-def _synchronous_normal(
-    driver: sqlite3.Connection, connection: Connection, *, unless: bool
-) -> Iterator[None]:
+def _synchronous_normal(driver: sqlite3.Connection, connection: Connection) -> Iterator[None]:
     """`PRAGMA synchronous=NORMAL` inside the block, the connection's own level after it; a
     connection whose level could not be put back is thrown away, never pooled."""
-    level: int = 1 if unless else driver.execute("PRAGMA synchronous").fetchone()[0]
-    if level <= 1:  # already NORMAL or OFF, or asked to keep the connection's level
+    level: int = driver.execute("PRAGMA synchronous").fetchone()[0]
+    if level <= 1:  # already NORMAL or OFF
         yield
         return
     driver.execute("PRAGMA synchronous=NORMAL")

@@ -28,8 +28,9 @@ class BillRow:
     lines: str
 
 
-_SELECT_BILLS = select(bills.c.cart_id, bills.c.last_version, bills.c.checked_out, bills.c.lines)
-_SELECT_BILLS = _SELECT_BILLS.where(bills.c.cart_id.in_(bindparam("cart_ids", expanding=True)))
+_SELECT_BILLS = select(
+    bills.c.cart_id, bills.c.last_version, bills.c.checked_out, bills.c.lines
+).where(bills.c.cart_id.in_(bindparam("cart_ids", expanding=True)))
 _BILL_VALUES: dict[str, Any] = {
     "last_version": bindparam("b_last_version"),
     "checked_out": bindparam("b_checked_out"),
