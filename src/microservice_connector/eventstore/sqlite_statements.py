@@ -7,10 +7,9 @@ written as SQLAlchemy writes a DateTime in SQLite, so either path reads what the
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine
@@ -87,7 +86,7 @@ def driver_transaction(writer: Engine, *, synced: bool = True) -> Iterator[Conne
     with writer.connect() as connection:
         driver = connection.connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
-        with contextlib.nullcontext() if synced else _synchronous_normal(driver, connection):
+        with nullcontext() if synced else _synchronous_normal(driver, connection):
             driver.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
