@@ -4,7 +4,9 @@ Both sides run the same workload, each on a fresh SQLite file in WAL mode at the
 `synchronous` level (FULL by default, `--synchronous NORMAL` for both):
 
 * ours: `CartService.add_item` (load, decide, append event + outbox row in one transaction)
-  on a `GroupCommitStore(SqlEventStore(...))`, from N concurrent asyncio tasks;
+  on a `GroupCommitStore(SqlEventStore(...))`, from N concurrent asyncio tasks; it commits on
+  the event loop, as the cart service does on SQLite (`MSC_SQLITE_COMMIT_ON_LOOP`, default
+  true), or with `--writer-thread` on its writer thread;
 * reference: an `eventsourcing` `Application` on `eventsourcing.sqlite` doing
   `repository.get` -> `Cart.add_item` -> `app.save` per command, from N threads. Its aggregate
   cache is on (ours caches too), snapshotting is off. The library never sets `synchronous`
@@ -80,12 +82,19 @@ def _check(path: Path, rows: dict[str, int], total: int, expected_total: int) ->
 
 
 async def run_ours(
-    path: Path, sync: Sync, owned: Layout, counts: list[int], *, keys: bool = False
+    path: Path,
+    sync: Sync,
+    owned: Layout,
+    counts: list[int],
+    *,
+    keys: bool = False,
+    on_loop: bool = True,
 ) -> Result:
-    """Our `CartService` on a group-committing SQLite store, one asyncio task per caller;
-    with `keys`, every command runs under a fresh idempotency key."""
+    """Our `CartService` on a group-committing SQLite store, one asyncio task per caller,
+    committing on the loop (`on_loop`) or on the writer thread; with `keys`, every command
+    runs under a fresh idempotency key."""
     sql = SqlEventStore(f"sqlite:///{path}", sqlite_synchronous=sync)
-    store = GroupCommitStore(sql)
+    store = GroupCommitStore(sql, commit_on_loop=on_loop)
     service = CartService(store, cache_size=CACHE_SIZE)
     idempotent = IdempotentCommands(sql.idempotency_keys, service.get_cart)
 
@@ -192,10 +201,16 @@ def main() -> int:
     parser.add_argument("--callers", type=int, default=64, help="concurrent callers")
     parser.add_argument("--carts", type=int, default=1_000, help="carts, split over callers")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    parser.add_argument(
+        "--writer-thread",
+        action="store_true",
+        help="commit on the store's writer thread, not on the event loop (the service's default)",
+    )
     args = parser.parse_args()
     if not 1 <= args.callers <= args.carts:
         parser.error("need 1 <= --callers <= --carts")
     sync = cast(Sync, args.synchronous)
+    on_loop = not args.writer_thread
     carts = [uuid.uuid4() for _ in range(args.carts)]
     owned = [carts[c :: args.callers] for c in range(args.callers)]
     base, extra = divmod(args.commands, args.callers)
@@ -203,12 +218,15 @@ def main() -> int:
     print(
         f"SQLite WAL synchronous={sync}; {args.commands} commands, {args.callers} callers, "
         f"{args.carts} carts (~{1 + args.commands / args.carts:.0f} events each); "
-        f"eventsourcing: AGGREGATE_CACHE_MAXSIZE={CACHE_SIZE} (cache on), snapshotting off"
+        f"eventsourcing: AGGREGATE_CACHE_MAXSIZE={CACHE_SIZE} (cache on), snapshotting off; "
+        f"ours commits on its {'event loop' if on_loop else 'writer thread'}"
     )
     with tempfile.TemporaryDirectory(prefix="bench-commands-") as folder:
         results = [
-            asyncio.run(run_ours(Path(folder) / "ours.db", sync, owned, counts)),
-            asyncio.run(run_ours(Path(folder) / "keys.db", sync, owned, counts, keys=True)),
+            asyncio.run(run_ours(Path(folder) / "ours.db", sync, owned, counts, on_loop=on_loop)),
+            asyncio.run(
+                run_ours(Path(folder) / "keys.db", sync, owned, counts, keys=True, on_loop=on_loop)
+            ),
             run_eventsourcing(Path(folder) / "eventsourcing.db", sync, owned, counts),
         ]
     print(f"{'side':<24} {'commands':>9} {'seconds':>8} {'commands/s':>11}  sqlite")
