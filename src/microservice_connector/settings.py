@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # service under different names (docker compose: localhost against cart-service).
     cart_store_url: str | None = None
     nats_url: str = "nats://127.0.0.1:4222"
+    # Whether the nats-server `msc up` embeds fsyncs every message before acknowledging it.
+    # Off by default: the broker is the fast path, and what it loses the relays publish again.
+    nats_sync_always: bool = False
     # Copies of each stream (and its consumers) a JetStream cluster keeps: 3 on a 3-node one.
     nats_replicas: int = Field(default=1, ge=1, le=5)
     # NATS authentication and TLS, passed to the client unchanged (secrets never logged).

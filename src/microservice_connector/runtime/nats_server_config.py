@@ -12,10 +12,11 @@ CONFIG_NAME = "nats-server.conf"
 
 
 def sync_always_by_default() -> bool:
-    """Whether JetStream should fsync every write: yes when the SQLite stores do
-    (`MSC_SQLITE_SYNCHRONOUS=FULL`, the default), so an acknowledged event survives an OS
-    crash or power loss on the broker as it does in the database."""
-    return Settings().sqlite_synchronous == "FULL"
+    """Whether JetStream should fsync every write: `MSC_NATS_SYNC_ALWAYS`, off by default.
+    Off, an OS crash or power loss may cost the broker its last acknowledged messages (it
+    fsyncs every 2 minutes); the relays' audit finds them missing and publishes them again
+    from the outbox, so that costs seconds, never an event."""
+    return Settings().nats_sync_always
 
 
 def nats_server_config(store_dir: Path, *, sync_always: bool, monitor_port: int) -> str:
