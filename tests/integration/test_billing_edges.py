@@ -6,7 +6,6 @@ the same batches are billed meanwhile."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,14 +36,10 @@ PAST_INT32 = 2_500_000_000  # 200,000 of item-003 at 125.00: above 2^31 - 1 cent
 BEYOND_INT64 = 2**62  # quantity: times any price, no 64-bit column can hold the total
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlBillingRepository]:
-    url = None
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
-    yield repository
-    repository.close()
+@pytest.fixture
+def repository(billing_repository: SqlBillingRepository) -> SqlBillingRepository:
+    """Billing's database, on SQLite and then PostgreSQL (conftest's `billing_repository`)."""
+    return billing_repository
 
 
 class Pipeline:

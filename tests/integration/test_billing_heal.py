@@ -33,7 +33,6 @@ from microservice_connector.billing_service.infrastructure.sql_repository import
     SqlBillingRepository,
 )
 from microservice_connector.billing_service.infrastructure.store_events import StoreEventApplier
-from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.events.cart import ItemAdded
 from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore.failures import DataRejected
@@ -99,12 +98,10 @@ class FakeCartStore:
         return CartStore(http, default_registry())
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def repository(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[SqlBillingRepository]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    repository = open_billing_repository(Settings(data_dir=tmp_path, billing_database_url=url))
-    yield repository
-    repository.close()
+@pytest.fixture
+def repository(billing_repository: SqlBillingRepository) -> SqlBillingRepository:
+    """Billing's database, on SQLite and then PostgreSQL (conftest's `billing_repository`)."""
+    return billing_repository
 
 
 def incoming(entry: dict[str, Any]) -> CartEventIn:
