@@ -16,7 +16,7 @@ fresh SQLite event store (WAL, `synchronous=FULL` by default) filled through
 
 * the same two sides again against a second nats-server that `fsync`s every write
   (`sync_interval: always`, from the configuration file `msc up` writes when
-  `MSC_SQLITE_SYNCHRONOUS=FULL`): what durability parity with SQLite costs the relay.
+  `MSC_NATS_SYNC_ALWAYS=true`): what a broker that fsyncs every message costs the relay.
 
 Each side uses one connection, in this process. The machine is shared and noisy, so the
 script runs `--rounds` rounds (default 3), each with freshly filled stores and the streams

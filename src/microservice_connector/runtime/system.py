@@ -95,8 +95,8 @@ class System:
     nats_url: str | None = None
     broker: str = "nats"  # or "kafka"
     kafka_bootstrap: str | None = None  # None with kafka: an embedded, memory-only Tansu
-    # The embedded nats-server fsyncs every write, as SQLite at FULL does; its /varz and
-    # /jsz are served at `nats_monitor_url`.
+    # Whether the embedded nats-server fsyncs every write (`MSC_NATS_SYNC_ALWAYS`, off by
+    # default); its /varz and /jsz are served at `nats_monitor_url`.
     nats_sync_always: bool = field(default_factory=sync_always_by_default)
     nats_monitor_url: str | None = None
     parts: list[Part] = field(default_factory=list)
