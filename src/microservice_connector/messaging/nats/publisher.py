@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError
 
 from microservice_connector.messaging.message import Message, PublishResult
+from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, read_ack
 from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
 from microservice_connector.messaging.nats.duplicates import DuplicateCheck
-from microservice_connector.messaging.pipelined import publish_pipelined
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
@@ -35,6 +36,7 @@ class NatsPublisher:
         self._ack_timeout = ack_timeout
         self._closed = False
         self._duplicates = DuplicateCheck(js)
+        self._acks = AckInbox(self._client)
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishResult]:
         """One result per message, in order: the stream sequence and `duplicate`, or the error.
@@ -43,45 +45,70 @@ class NatsPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        results = await publish_pipelined(
-            messages,
-            self._send,
-            _result,
-            ack_timeout=self._ack_timeout,
-            stalled=f"too many publishes in flight for {self._ack_timeout:g} s",
-        )
+        batch = await self._acks.expect(len(messages))
+        try:
+            unsent = await self._send_all(messages, batch)
+            await batch.answered(within=self._ack_timeout)
+        finally:
+            self._acks.forget(batch)
+        results = [
+            PublishResult(message.id, error=unsent[index])
+            if index in unsent
+            else self._result(message, batch.answers[index])
+            for index, message in enumerate(messages)
+        ]
         return await self._duplicates.confirmed(messages, results)
 
     async def close(self) -> None:
-        """Refuse further publishes; the connection belongs to whoever opened it."""
+        """Refuse further publishes and drop the reply subject; the connection belongs to
+        whoever opened it."""
         self._closed = True
+        await self._acks.close()
 
-    async def _send(self, message: Message) -> asyncio.Future[PubAck] | str:
+    async def _send_all(self, messages: Sequence[Message], batch: AckBatch) -> dict[int, str]:
+        """Send each message with its reply subject, within one `ack_timeout` for them all;
+        returns why each one not sent was not."""
+        unsent: dict[int, str] = {}
+        index = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._ack_timeout):
+                for index, message in enumerate(messages):
+                    reason = await self._send(message, batch.reply_to(index))
+                    if reason is not None:
+                        unsent[index] = reason
+                index = len(messages)
+        stalled = f"too many publishes in flight for {self._ack_timeout:g} s"
+        unsent.update({late: stalled for late in range(index, len(messages))})
+        for failed in unsent:
+            batch.give_up(failed)
+        return unsent
+
+    async def _send(self, message: Message, reply_to: str) -> str | None:
         if not self._client.is_connected:
             # nats-py would buffer it until a reconnect, and leaks an in-flight slot when
             # that buffer is full.
             return DISCONNECTED
         headers = {**message.headers, MSG_ID_HEADER: message.id}
         try:
-            return await self._js.publish_async(message.topic, message.payload, headers=headers)
+            await self._client.publish(
+                message.topic, message.payload, reply=reply_to, headers=headers
+            )
         except Exception as exc:  # one bad message (header, size, closed connection) fails alone
             return _describe(exc)
+        return None
 
-
-def _result(
-    message: Message, outcome: asyncio.Future[PubAck] | str, ack_timeout: float
-) -> PublishResult:
-    if isinstance(outcome, str):
-        return PublishResult(message.id, error=outcome)
-    if not outcome.done() or outcome.cancelled():
-        return PublishResult(message.id, error=f"no acknowledgement within {ack_timeout:g} s")
-    exc = outcome.exception()
-    if exc is not None:
-        if isinstance(exc, NoStreamResponseError):
+    def _result(self, message: Message, answer: Msg | None) -> PublishResult:
+        if answer is None:
+            return PublishResult(
+                message.id, error=f"no acknowledgement within {self._ack_timeout:g} s"
+            )
+        try:
+            ack = read_ack(answer)
+        except LookupError:
             return PublishResult(message.id, error=f"no stream holds subject {message.topic!r}")
-        return PublishResult(message.id, error=_describe(exc))
-    ack = outcome.result()
-    return PublishResult(message.id, sequence=ack.seq, duplicate=bool(ack.duplicate))
+        except (APIError, ValueError, KeyError, TypeError) as exc:
+            return PublishResult(message.id, error=_describe(exc))
+        return PublishResult(message.id, sequence=ack.seq, duplicate=bool(ack.duplicate))
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,89 @@
+"""JetStream publishes through `NatsPublisher`: each answer read off the publisher's own reply
+subject, in order, with the broker's refusals named; the same with nats-py's callback task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from microservice_connector.messaging.message import Message
+from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
+from microservice_connector.messaging.nats import acks as ack_inbox
+from support.nats import NatsServer
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Client]:
+    connection = await nats.connect(nats_server.url)
+    await ensure_stream(connection.jetstream(), "CART", ["cart.events"])
+    yield connection
+    await connection.close()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not reconnected in time"
+        await asyncio.sleep(0.05)
+
+
+def _messages(count: int, topic: str = "cart.events") -> list[Message]:
+    return [Message(f"event-{n}", topic, f"{n}".encode(), {}) for n in range(count)]
+
+
+@pytest.mark.parametrize("in_reader", [True, False], ids=["settled-in-reader", "callback-task"])
+async def test_a_batch_is_acknowledged_in_order_and_a_repeat_as_duplicates(
+    client: Client, in_reader: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not in_reader:
+        monkeypatch.setattr(ack_inbox, "settles_in_reader", lambda _subscription: False)
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+    messages = _messages(300)
+
+    first = await publisher.publish(messages)
+    again = await publisher.publish(messages[:10])
+
+    assert [result.message_id for result in first] == [m.id for m in messages]
+    assert [result.sequence for result in first] == list(range(1, 301))
+    assert all(result.acknowledged and not result.duplicate for result in first)
+    assert [(r.sequence, r.duplicate) for r in again] == [(n, True) for n in range(1, 11)]
+    stored = await client.jetstream().stream_info("CART")
+    assert stored.state.messages == 300
+    await publisher.close()
+
+
+async def test_a_subject_no_stream_holds_and_a_refusal_are_errors_that_name_them(
+    client: Client,
+) -> None:
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+    nowhere = Message("event-x", "nobody.listens", b"{}", {})
+    refused = Message("event-y", "cart.events", b"{}", {"Nats-Expected-Stream": "OTHER"})
+    fine = _messages(1)[0]
+
+    results = await publisher.publish([nowhere, refused, fine])
+
+    assert results[0].error == "no stream holds subject 'nobody.listens'"
+    assert (results[1].error or "").startswith("JetStream refused it:")
+    assert (results[2].acknowledged, results[2].sequence) == (True, 1)
+
+
+async def test_a_closed_publisher_refuses_and_a_batch_after_a_timeout_is_answered_anew(
+    client: Client, nats_server: NatsServer
+) -> None:
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=0.5)
+    nats_server.stop()
+    lost = await publisher.publish(_messages(3))
+    nats_server.start()
+    await _until(lambda: client.is_connected)
+
+    later = await publisher.publish(_messages(5))
+    await publisher.close()
+    closed = await publisher.publish(_messages(1))
+
+    assert not any(result.acknowledged for result in lost)
+    assert all(result.acknowledged for result in later)
+    assert closed[0].error == "the publisher is closed"
