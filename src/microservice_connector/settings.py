@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     billing_database_url: str | None = None
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    # On SQLite, the cart service commits on its event loop instead of a writer thread.
+    # On SQLite, the cart service commits on its event loop instead of a writer thread, and
+    # billing applies each batch of cart events there instead of on a worker thread.
     sqlite_commit_on_loop: bool = True
     cart_url: str = "http://127.0.0.1:8080"
     billing_url: str = "http://127.0.0.1:8081"

@@ -47,7 +47,11 @@ class Pipeline:
 
     def __init__(self, repository: SqlBillingRepository) -> None:
         self.dead_letters = InMemoryDeadLetters(InMemoryBroker())
-        handler = CartEventHandler(BillingLedger(repository), default_registry())
+        # As the service wires it: on the event loop on SQLite, on a worker thread elsewhere.
+        on_sqlite = repository.store.writer.dialect.name == "sqlite"
+        handler = CartEventHandler(
+            BillingLedger(repository), default_registry(), apply_on_loop=on_sqlite
+        )
         self._handle: BatchHandler = chain(
             handler, dead_letter(self.dead_letters, max_attempts=MAX_ATTEMPTS)
         )

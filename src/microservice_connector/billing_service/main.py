@@ -115,6 +115,8 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         gap_wait_s=settings.billing_gap_wait_s,
         repair=repair,
         watermark=watermark,
+        apply_on_loop=settings.sqlite_commit_on_loop
+        and repository.store.writer.dialect.name == "sqlite",
     )
     catch_up = FeedCatchUp(
         applier,

@@ -49,7 +49,9 @@ class CartEventHandler:
     (and with `repair`, their gap is filled from the cart store once they waited its grace),
     and while the database is away everything is retried without counting as a failure.
     With `watermark`, the feed positions of the events whose bills are committed at or past
-    them are noted there, for catch-up."""
+    them are noted there, for catch-up. With `apply_on_loop` (a local SQLite file) a batch
+    is applied on the event loop's own thread, which it holds for the commit (about 1 ms
+    under load), instead of going to a worker thread and back."""
 
     def __init__(
         self,
@@ -60,8 +62,10 @@ class CartEventHandler:
         gap_wait_s: float = DEFAULT_GAP_WAIT_S,
         repair: GapRepair | None = None,
         watermark: FeedWatermark | None = None,
+        apply_on_loop: bool = False,
     ) -> None:
         self._ledger = ledger
+        self._apply_on_loop = apply_on_loop
         self._watermark = watermark
         self._registry = registry
         self.handled = handled or HandlingLog()
@@ -92,7 +96,10 @@ class CartEventHandler:
     ) -> list[Settlement]:
         events = [event for _, event in decoded]
         try:
-            outcomes = await asyncio.to_thread(self._ledger.apply_batch, events)
+            if self._apply_on_loop:
+                outcomes = self._ledger.apply_batch(events)
+            else:
+                outcomes = await asyncio.to_thread(self._ledger.apply_batch, events)
         except DatabaseUnavailable as exc:
             return [Retry(1.0, str(exc), failure=False) for _ in events]
         except ConcurrentBillUpdate as exc:  # other instances kept winning: not a failure

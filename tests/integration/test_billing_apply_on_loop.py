@@ -1,0 +1,79 @@
+"""Billing applies a batch on its event loop's own thread when told to (the service does on a
+SQLite file), on a worker thread otherwise; the bills are the same either way."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from microservice_connector.billing_service.application import BillingLedger
+from microservice_connector.billing_service.application.ledger import CartEventIn, Outcome
+from microservice_connector.billing_service.infrastructure.cart_event_handler import (
+    CartEventHandler,
+)
+from microservice_connector.billing_service.main import open_billing_repository
+from microservice_connector.events.cart import ItemAdded
+from microservice_connector.events.registry import default_registry
+from microservice_connector.messaging.message import Delivery, Message
+from microservice_connector.messaging.settlement import Ack
+from microservice_connector.settings import Settings
+
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+class ThreadNoting(BillingLedger):
+    """The ledger, noting the thread each batch is applied on."""
+
+    threads: list[int]
+
+    def apply_batch(
+        self, events: Sequence[CartEventIn], *, feed_position: int | None = None
+    ) -> list[Outcome]:
+        self.threads.append(threading.get_ident())
+        return super().apply_batch(events, feed_position=feed_position)
+
+
+@pytest.mark.parametrize("on_loop", [True, False], ids=["on-loop", "worker-thread"])
+def test_a_batch_is_applied_on_the_thread_asked_for_and_billed_alike(
+    tmp_path: Path, on_loop: bool
+) -> None:
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    try:
+        ledger = ThreadNoting(repository)
+        ledger.threads = []
+        handler = CartEventHandler(ledger, default_registry(), apply_on_loop=on_loop)
+
+        async def deliver() -> tuple[list[object], int]:
+            batch = [_delivery("cart-1", 1, 2), _delivery("cart-1", 2, 3), _delivery("c-2", 1, 1)]
+            return [*await handler(batch)], threading.get_ident()
+
+        outcomes, loop_thread = asyncio.run(deliver())
+
+        assert [o.label for o in outcomes if isinstance(o, Ack)] == ["applied"] * 3
+        assert (ledger.threads == [loop_thread]) is on_loop
+        assert len(ledger.threads) == 1
+        assert repository.last_versions(["cart-1", "c-2"]) == {"cart-1": 2, "c-2": 1}
+    finally:
+        repository.close()
+
+
+def _delivery(cart_id: str, version: int, quantity: int) -> Delivery:
+    event = ItemAdded(cart_id, "item-001", quantity, NOW)
+    headers = {
+        "event-id": f"ev-{cart_id}-{version}",
+        "event-type": "ItemAdded",
+        "aggregate-id": cart_id,
+        "aggregate-version": str(version),
+    }
+    message = Message(headers["event-id"], "cart.events", msgspec.json.encode(event), headers)
+
+    async def settle(*_: object) -> None:
+        return None
+
+    return Delivery(message, 1, 1, settle, settle)
