@@ -12,7 +12,8 @@ aggregate-version 1..k per cart in stream order, content-type, schema-version, .
   message, until all `--events` are acked.
 * ours: billing's real path on a fresh billing SQLite database (WAL, `synchronous=FULL` by
   default): `NatsSubscriber` durable `billing` + `Consumer(..., batch_size=--batch).run` over
-  `CartEventHandler(BillingLedger(repository))` wrapped in the middlewares billing uses
+  `CartEventHandler(BillingLedger(repository), apply_on_loop=True)` (as billing runs on
+  SQLite) wrapped in the middlewares billing uses
   (log_outcomes, dead_letter, retry_with_backoff, recover; not its Prometheus metrics): decode,
   version gate, one transaction per batch, then ack each, until all `--events` are settled as
   applied.
@@ -115,7 +116,10 @@ async def consume_billing(
     """Seconds for billing's consumer to apply `events` messages, and every outcome's count."""
     repository = open_billing_repository(settings)
     try:
-        handler = CartEventHandler(BillingLedger(repository), default_registry())
+        # As billing runs on SQLite: each batch applied on the event loop.
+        handler = CartEventHandler(
+            BillingLedger(repository), default_registry(), apply_on_loop=True
+        )
         subscriber = await NatsSubscriber.create(
             js, stream=STREAM, subject=SUBJECT, durable="billing"
         )

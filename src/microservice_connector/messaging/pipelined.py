@@ -1,4 +1,5 @@
-"""Publishing a batch with many messages in flight: what every broker adapter does alike."""
+"""Publishing a batch with many messages in flight, one future per broker ack (the Kafka adapter;
+NATS settles its acks as they are read, `messaging.nats.acks`)."""
 
 from __future__ import annotations
 
