@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import nats
 import pytest
@@ -87,3 +88,28 @@ async def test_a_closed_publisher_refuses_and_a_batch_after_a_timeout_is_answere
     assert not any(result.acknowledged for result in lost)
     assert all(result.acknowledged for result in later)
     assert closed[0].error == "the publisher is closed"
+
+
+async def test_batches_published_at_once_from_a_new_publisher_share_one_reply_subject(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subscribe = client.subscribe
+
+    async def subscribe_slowly(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.01)  # as a subscribe that waits for its flush would
+        return await subscribe(*args, **kwargs)
+
+    monkeypatch.setattr(client, "subscribe", subscribe_slowly)
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+    batches = [_messages(50)[n * 10 : n * 10 + 10] for n in range(5)]
+    before = _inboxes(client)
+
+    results = await asyncio.gather(*(publisher.publish(batch) for batch in batches))
+
+    assert all(r.acknowledged for batch in results for r in batch)
+    assert sorted(r.sequence or 0 for batch in results for r in batch) == list(range(1, 51))
+    assert _inboxes(client) == before + 1
+
+
+def _inboxes(client: Client) -> int:
+    return sum(1 for s in client._subs.values() if s.subject.startswith("_INBOX."))

@@ -83,11 +83,14 @@ class AckInbox:
         self._subscription: Subscription | None = None
         self._next = 0
         self._waiting: dict[str, tuple[AckBatch, int]] = {}
+        self._opening = asyncio.Lock()
 
     async def expect(self, size: int) -> AckBatch:
         """A batch of `size` publishes to await, its reply subjects registered here."""
         if self._subscription is None:
-            await self._open()
+            async with self._opening:  # publishes racing to be first open it once
+                if self._subscription is None:
+                    await self._open()
         batch = AckBatch(self._prefix, self._next, size)
         self._next += size
         for index, token in enumerate(batch.tokens()):
