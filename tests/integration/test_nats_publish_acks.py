@@ -10,6 +10,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from microservice_connector.messaging.message import Message
 from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
@@ -113,3 +114,41 @@ async def test_batches_published_at_once_from_a_new_publisher_share_one_reply_su
 
 def _inboxes(client: Client) -> int:
     return sum(1 for s in client._subs.values() if s.subject.startswith("_INBOX."))
+
+
+async def test_publishers_on_one_connection_share_its_reply_subject(client: Client) -> None:
+    before = _inboxes(client)
+
+    for n in range(20):
+        publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+        [result] = await publisher.publish([Message(f"event-{n}", "cart.events", b"{}", {})])
+        assert result.acknowledged
+
+    assert _inboxes(client) == before + 1
+
+
+async def test_a_publisher_on_a_closed_connection_answers_each_message_with_why(
+    nats_server: NatsServer,
+) -> None:
+    connection = await nats.connect(nats_server.url)
+    await connection.close()
+    publisher = NatsPublisher(connection.jetstream(), ack_timeout=0.5)
+
+    results = await publisher.publish(_messages(3))
+
+    assert [result.error for result in results] == ["disconnected from NATS"] * 3
+
+
+async def test_an_answer_to_a_publish_given_up_on_is_ignored() -> None:
+    batch = ack_inbox.AckBatch("_INBOX.test.", 0, 2)
+    answer = Msg(None, subject="_INBOX.test.0", data=b'{"stream": "CART", "seq": 1}')
+
+    batch.give_up(0)
+    batch.settle(0, answer)
+
+    assert batch.answers == [None, None]
+    with pytest.raises(TimeoutError):  # it still waits for the second
+        await asyncio.wait_for(batch.answered(within=5.0), 0.05)
+    batch.settle(1, answer)
+    await batch.answered(within=1.0)
+    assert batch.answers == [None, answer]

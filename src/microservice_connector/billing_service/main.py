@@ -37,6 +37,7 @@ from microservice_connector.events.codecs import codec_named
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.eventstore.broker_audit import BrokerAudit
+from microservice_connector.eventstore.engine import connections_in_use
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.consumer import Consumer
 from microservice_connector.messaging.middleware import (
@@ -117,6 +118,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
         watermark=watermark,
         apply_on_loop=settings.sqlite_commit_on_loop
         and repository.store.writer.dialect.name == "sqlite",
+        writer_free=lambda: connections_in_use(repository.store.writer) == 0,
     )
     catch_up = FeedCatchUp(
         applier,

@@ -95,6 +95,13 @@ def _sqlite_engine(url: URL, *, writer: bool, synchronous: SqliteSynchronous) ->
     return engine
 
 
+def connections_in_use(engine: Engine) -> int:
+    """How many of `engine`'s pooled connections are checked out now (0 if its pool does not
+    count them)."""
+    count = getattr(engine.pool, "checkedout", None)
+    return int(count()) if callable(count) else 0
+
+
 def create_schema(engine: Engine, tables: MetaData = metadata) -> None:
     """Create missing tables and indexes, add missing nullable columns and widen narrower
     ones, logging what changed; on PostgreSQL one instance at a time, so instances may

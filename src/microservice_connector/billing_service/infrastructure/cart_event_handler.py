@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from microservice_connector.billing_service.application import (
     BillingLedger,
@@ -51,7 +51,9 @@ class CartEventHandler:
     With `watermark`, the feed positions of the events whose bills are committed at or past
     them are noted there, for catch-up. With `apply_on_loop` (a local SQLite file) a batch
     is applied on the event loop's own thread, which it holds for the commit (about 1 ms
-    under load), instead of going to a worker thread and back."""
+    under load), instead of going to a worker thread and back; but on a worker thread while
+    `writer_free()` says another thread holds the database's writer (a catch-up batch, the
+    relay's marks), so that the loop never waits for it."""
 
     def __init__(
         self,
@@ -63,9 +65,11 @@ class CartEventHandler:
         repair: GapRepair | None = None,
         watermark: FeedWatermark | None = None,
         apply_on_loop: bool = False,
+        writer_free: Callable[[], bool] = lambda: True,
     ) -> None:
         self._ledger = ledger
         self._apply_on_loop = apply_on_loop
+        self._writer_free = writer_free
         self._watermark = watermark
         self._registry = registry
         self.handled = handled or HandlingLog()
@@ -96,7 +100,7 @@ class CartEventHandler:
     ) -> list[Settlement]:
         events = [event for _, event in decoded]
         try:
-            if self._apply_on_loop:
+            if self._apply_on_loop and self._writer_free():
                 outcomes = self._ledger.apply_batch(events)
             else:
                 outcomes = await asyncio.to_thread(self._ledger.apply_batch, events)

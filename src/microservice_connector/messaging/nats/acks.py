@@ -6,7 +6,7 @@ a batch's waiter wakes a turn later still. On an event loop that also serves HTT
 those turns waits behind every request ready to run; measured at 1,000 commands/s on the
 cart service, a relay round's acks took 2.3 ms (p50) that way and 1.2 ms settled at once.
 
-`AckInbox` subscribes one wildcard reply subject per publisher and swaps the subscription's
+`AckInbox` subscribes one wildcard reply subject per connection and swaps the subscription's
 pending queue (an `asyncio.Queue` nats-py fills from its reader) for one that settles the
 ack where nats-py puts it. That queue is nats-py's own attribute, not its documented API:
 where a version has none, the inbox falls back to a subscription callback, slower but the
@@ -16,15 +16,14 @@ same in every result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import weakref
 from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import Error as NatsError
 from nats.js.api import Header, PubAck
 from nats.js.errors import APIError
 
@@ -40,6 +39,7 @@ class AckBatch:
         self._prefix = prefix
         self._first = first
         self.answers: list[Msg | None] = [None] * size
+        self._open = [True] * size  # still waiting for an answer
         self._left = size
         self._all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if size == 0:
@@ -54,19 +54,23 @@ class AckBatch:
         return range(self._first, self._first + len(self.answers))
 
     def settle(self, index: int, answer: Msg) -> None:
-        """Record the broker's answer to the `index`th publish (the first one counts)."""
-        if self.answers[index] is None:
+        """Record the broker's answer to the `index`th publish: the first one, and none for a
+        publish given up on."""
+        if self._open[index]:
             self.answers[index] = answer
-            self._left -= 1
-            if self._left == 0 and not self._all_in.done():
-                self._all_in.set_result(None)
+            self._close(index)
 
     def give_up(self, index: int) -> None:
-        """Stop waiting for the `index`th publish: it was never sent."""
-        if self.answers[index] is None:
-            self._left -= 1
-            if self._left == 0 and not self._all_in.done():
-                self._all_in.set_result(None)
+        """Stop waiting for the `index`th publish (not sent, or not known to be): an answer
+        that comes after all is ignored."""
+        if self._open[index]:
+            self._close(index)
+
+    def _close(self, index: int) -> None:
+        self._open[index] = False
+        self._left -= 1
+        if self._left == 0 and not self._all_in.done():
+            self._all_in.set_result(None)
 
     async def answered(self, within: float) -> None:
         """Until every sent publish is answered, or `within` s."""
@@ -74,8 +78,17 @@ class AckBatch:
 
 
 class AckInbox:
-    """Where one publisher's acknowledgements arrive: a wildcard reply subject, opened on
-    first use; each answer settles its `AckBatch` as soon as the client has read it."""
+    """Where a connection's publishers get their acknowledgements: one wildcard reply
+    subject, opened on first use; each answer settles its `AckBatch` as soon as the client
+    has read it. One per connection (`of`), however many publishers it serves."""
+
+    @classmethod
+    def of(cls, client: Client) -> AckInbox:
+        """The inbox of `client`, made on first use and kept while the client lives."""
+        inbox = _INBOXES.get(client)
+        if inbox is None:
+            inbox = _INBOXES[client] = cls(client)
+        return inbox
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -102,13 +115,6 @@ class AckInbox:
         for token in batch.tokens():
             self._waiting.pop(str(token), None)
 
-    async def close(self) -> None:
-        """Unsubscribe the reply subject (if the connection is still open)."""
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            with contextlib.suppress(NatsError, RuntimeError):
-                await subscription.unsubscribe()
-
     async def _open(self) -> None:
         self._prefix = self._client.new_inbox() + "."
         subject = self._prefix + "*"
@@ -128,6 +134,9 @@ class AckInbox:
 
     async def _take_later(self, answer: Msg) -> None:
         self._take(answer)
+
+
+_INBOXES: weakref.WeakKeyDictionary[Client, AckInbox] = weakref.WeakKeyDictionary()
 
 
 def settles_in_reader(subscription: Subscription) -> bool:

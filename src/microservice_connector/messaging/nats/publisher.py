@@ -36,7 +36,7 @@ class NatsPublisher:
         self._ack_timeout = ack_timeout
         self._closed = False
         self._duplicates = DuplicateCheck(js)
-        self._acks = AckInbox(self._client)
+        self._acks = AckInbox.of(self._client)
 
     async def publish(self, messages: Sequence[Message]) -> list[PublishResult]:
         """One result per message, in order: the stream sequence and `duplicate`, or the error.
@@ -45,7 +45,11 @@ class NatsPublisher:
             return []
         if self._closed:
             return [PublishResult(m.id, error="the publisher is closed") for m in messages]
-        batch = await self._acks.expect(len(messages))
+        try:
+            batch = await self._acks.expect(len(messages))
+        except Exception as exc:  # no reply subject (a closed or draining connection)
+            reason = DISCONNECTED if not self._client.is_connected else _describe(exc)
+            return [PublishResult(m.id, error=reason) for m in messages]
         try:
             unsent = await self._send_all(messages, batch)
             await batch.answered(within=self._ack_timeout)
@@ -60,10 +64,9 @@ class NatsPublisher:
         return await self._duplicates.confirmed(messages, results)
 
     async def close(self) -> None:
-        """Refuse further publishes and drop the reply subject; the connection belongs to
-        whoever opened it."""
+        """Refuse further publishes; the connection, and its reply subject, belong to whoever
+        opened it."""
         self._closed = True
-        await self._acks.close()
 
     async def _send_all(self, messages: Sequence[Message], batch: AckBatch) -> dict[int, str]:
         """Send each message with its reply subject, within one `ack_timeout` for them all;
