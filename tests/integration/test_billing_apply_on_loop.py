@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from microservice_connector.billing_service.application import BillingLedger
@@ -19,14 +17,10 @@ from microservice_connector.billing_service.infrastructure.cart_event_handler im
     CartEventHandler,
 )
 from microservice_connector.billing_service.main import open_billing_repository
-from microservice_connector.events.cart import ItemAdded
 from microservice_connector.events.registry import default_registry
-from microservice_connector.eventstore.engine import connections_in_use
-from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.messaging.settlement import Ack
 from microservice_connector.settings import Settings
-
-NOW = datetime(2026, 12, 6, tzinfo=UTC)
+from support.cart_deliveries import item_added
 
 
 class ThreadNoting(BillingLedger):
@@ -58,7 +52,7 @@ def test_a_batch_is_applied_on_the_thread_asked_for_and_billed_alike(
         )
 
         async def deliver() -> tuple[list[object], int]:
-            batch = [_delivery("cart-1", 1, 2), _delivery("cart-1", 2, 3), _delivery("c-2", 1, 1)]
+            batch = [item_added("cart-1", 1, 2), item_added("cart-1", 2, 3), item_added("c-2", 1)]
             return [*await handler(batch)], threading.get_ident()
 
         outcomes, loop_thread = asyncio.run(deliver())
@@ -67,46 +61,5 @@ def test_a_batch_is_applied_on_the_thread_asked_for_and_billed_alike(
         assert (ledger.threads == [loop_thread]) is expect_loop
         assert len(ledger.threads) == 1
         assert repository.last_versions(["cart-1", "c-2"]) == {"cart-1": 2, "c-2": 1}
-    finally:
-        repository.close()
-
-
-def _delivery(cart_id: str, version: int, quantity: int) -> Delivery:
-    event = ItemAdded(cart_id, "item-001", quantity, NOW)
-    headers = {
-        "event-id": f"ev-{cart_id}-{version}",
-        "event-type": "ItemAdded",
-        "aggregate-id": cart_id,
-        "aggregate-version": str(version),
-    }
-    message = Message(headers["event-id"], "cart.events", msgspec.json.encode(event), headers)
-
-    async def settle(*_: object) -> None:
-        return None
-
-    return Delivery(message, 1, 1, settle, settle)
-
-
-def test_the_writer_counts_as_busy_while_another_thread_holds_it(tmp_path: Path) -> None:
-    repository = open_billing_repository(Settings(data_dir=tmp_path))
-    try:
-        writer = repository.store.writer
-        assert connections_in_use(writer) == 0
-        held, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with writer.connect():
-                held.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        assert held.wait(10)
-        busy = connections_in_use(writer)
-        release.set()
-        holder.join(10)
-
-        assert busy == 1
-        assert connections_in_use(writer) == 0
     finally:
         repository.close()

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import pytest
 
 from microservice_connector.billing_service.application import (
@@ -32,8 +31,8 @@ from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.events.cart import CartCheckedOut, ItemAdded, ItemRemoved
 from microservice_connector.events.registry import default_registry
 from microservice_connector.messaging.consumer import Retry
-from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.settings import Settings
+from support.cart_deliveries import item_added
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 PAUSE_LIMIT_S = 10.0
@@ -261,30 +260,10 @@ class AlwaysLosing:
 
 async def test_a_batch_that_keeps_losing_is_redelivered_without_counting_as_a_failure() -> None:
     handler = CartEventHandler(AlwaysLosing(), default_registry())  # type: ignore[arg-type]
-    deliveries = [delivery("c-1", version) for version in (1, 2)]
+    deliveries = [item_added("c-1", version) for version in (1, 2)]
     settlements = await handler(deliveries)
     assert [type(s) for s in settlements] == [Retry, Retry]
     assert all(not s.failure for s in settlements)  # type: ignore[union-attr]
-
-
-def delivery(cart: str, version: int) -> Delivery:
-    payload = ItemAdded(cart, "item-001", 1, NOW)
-    message = Message(
-        id=f"{cart}-{version}",
-        topic="cart.events",
-        payload=msgspec.json.encode(payload),
-        headers={
-            "event-id": f"{cart}-{version}",
-            "event-type": "ItemAdded",
-            "aggregate-id": cart,
-            "aggregate-version": str(version),
-        },
-    )
-
-    async def settle(*_: object) -> None:
-        return None
-
-    return Delivery(message, 1, version, settle, settle)
 
 
 def invoices_announced(repository: SqlBillingRepository) -> int:

@@ -31,7 +31,6 @@ class NatsPublisher:
     (`DuplicateCheck`). While disconnected it fails fast instead of buffering."""
 
     def __init__(self, js: JetStreamContext, *, ack_timeout: float = 5.0) -> None:
-        self._js = js
         self._client = client_of(js)
         self._ack_timeout = ack_timeout
         self._closed = False
