@@ -18,6 +18,7 @@ from microservice_connector.billing_service.infrastructure.cart_event_handler im
 )
 from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.events.registry import default_registry
+from microservice_connector.eventstore.engine import connections_in_use
 from microservice_connector.messaging.settlement import Ack
 from microservice_connector.settings import Settings
 from support.cart_deliveries import item_added
@@ -61,5 +62,30 @@ def test_a_batch_is_applied_on_the_thread_asked_for_and_billed_alike(
         assert (ledger.threads == [loop_thread]) is expect_loop
         assert len(ledger.threads) == 1
         assert repository.last_versions(["cart-1", "c-2"]) == {"cart-1": 2, "c-2": 1}
+    finally:
+        repository.close()
+
+
+def test_the_writer_counts_as_busy_while_another_thread_holds_it(tmp_path: Path) -> None:
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    try:
+        writer = repository.store.writer
+        assert connections_in_use(writer) == 0
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with writer.connect():
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        busy = connections_in_use(writer)
+        release.set()
+        holder.join(10)
+
+        assert busy == 1
+        assert connections_in_use(writer) == 0
     finally:
         repository.close()
