@@ -8,9 +8,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from microservice_connector.messaging.kafka.pipelined import publish_pipelined
 from microservice_connector.messaging.kafka.records import record_headers, record_key, sequence_of
 from microservice_connector.messaging.message import Message, PublishResult
-from microservice_connector.messaging.pipelined import publish_pipelined
 from microservice_connector.messaging.ports import Features
 
 # Kafka keeps messages (on a durable broker) and one key's order; it drops no duplicate id:

@@ -1,5 +1,5 @@
-"""Publishing a batch with many messages in flight, one future per broker ack (the Kafka adapter;
-NATS settles its acks as they are read, `messaging.nats.acks`)."""
+"""Publishing a batch with many messages in flight, one future per broker ack (NATS settles its
+acks as they are read instead: `messaging.nats.acks`)."""
 
 from __future__ import annotations
 
