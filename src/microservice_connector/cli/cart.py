@@ -26,7 +26,7 @@ cart_app = typer.Typer(
     no_args_is_help=True,
 )
 
-UrlOption = Annotated[str | None, typer.Option("--url", help="Cart service URL [env MSC_CART_URL]")]
+UrlOption = Annotated[str | None, typer.Option("--url", help="Cart service URL (env MSC_CART_URL)")]
 ATTEMPTS = 6
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 2.0

@@ -8,6 +8,9 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from microservice_connector.settings import Settings
 
@@ -17,7 +20,7 @@ errors = Console(stderr=True)
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
-        "--data-dir", help="Folder for events.db and billing.db [env MSC_DATA_DIR; default ./data]"
+        "--data-dir", help="Folder for events.db and billing.db (env MSC_DATA_DIR; default ./data)"
     ),
 ]
 DatabaseUrlOption = Annotated[
@@ -25,14 +28,14 @@ DatabaseUrlOption = Annotated[
     typer.Option(
         "--database-url",
         help="Event store URL, sqlite:///PATH or postgresql://USER@HOST/DB "
-        "[env MSC_DATABASE_URL; default sqlite:///<data-dir>/events.db]",
+        "(env MSC_DATABASE_URL; default sqlite:///<data-dir>/events.db)",
     ),
 ]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: message` on stderr and exit with `code`."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -47,3 +50,19 @@ def load_settings(**overrides: object) -> Settings:
             f"MSC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         fail(f"bad configuration: {problems}", 2)
+
+
+def existing_database(url: str) -> str:
+    """`url`, or a clear exit (code 2) when it names a SQLite file that does not exist: a
+    command that inspects a database must not create an empty one at a mistyped path."""
+    try:
+        path = make_url(url).database if url.startswith("sqlite") else None
+    except ArgumentError as exc:
+        fail(f"bad database URL {url!r}: {exc}", 2)
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        fail(
+            f"no database at {path}: nothing was stored there "
+            "(check --data-dir and the database URL)",
+            2,
+        )
+    return url

@@ -12,6 +12,7 @@ from microservice_connector.cli.common import (
     DatabaseUrlOption,
     DataDirOption,
     console,
+    existing_database,
     fail,
     load_settings,
 )
@@ -43,7 +44,7 @@ def list_events(
     codec, and the payload decoded to JSON whatever its codec (it holds the time)."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     try:
-        store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
+        store = SqlEventStore(existing_database(settings.cart_database_url()), outbox_topic=None)
         try:
             if aggregate is None:
                 found = store.read_all(after, limit)

@@ -10,7 +10,13 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from microservice_connector.cli.common import DataDirOption, console, fail, load_settings
+from microservice_connector.cli.common import (
+    DataDirOption,
+    console,
+    existing_database,
+    fail,
+    load_settings,
+)
 from microservice_connector.cli.services import (
     BrokerOption,
     KafkaBootstrapOption,
@@ -41,7 +47,7 @@ def outbox_status(
     settings = load_settings(data_dir=data_dir)
     url = settings.billing_db_url() if billing else settings.cart_database_url()
     try:
-        store = SqlEventStore(url, outbox_topic=None)
+        store = SqlEventStore(existing_database(url), outbox_topic=None)
         try:
             status = store.outbox.status()
         finally:
@@ -141,7 +147,9 @@ async def _with_dead_letters(settings: Settings, work):  # type: ignore[no-untyp
 @billing_app.command("rebuild")
 def billing_rebuild(
     data_dir: DataDirOption = None,
-    cart_url: Annotated[str | None, typer.Option("--cart-url", help="[env MSC_CART_URL]")] = None,
+    cart_url: Annotated[
+        str | None, typer.Option("--cart-url", help="Cart service URL (env MSC_CART_URL)")
+    ] = None,
     page: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
 ) -> None:
     """Drop billing's bills and invoices and replay every cart event from the cart service's

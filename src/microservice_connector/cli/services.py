@@ -27,13 +27,14 @@ from microservice_connector.runtime.system import StartupFailed, System, free_po
 from microservice_connector.settings import Settings
 
 HostOption = Annotated[
-    str | None, typer.Option("--host", help="Address to listen on [env MSC_HOST; 127.0.0.1]")
+    str | None,
+    typer.Option("--host", help="Address to listen on (env MSC_HOST; default 127.0.0.1)"),
 ]
 NatsUrlOption = Annotated[
     str | None,
     typer.Option(
         "--nats-url",
-        help="NATS server URL(s), comma-separated [env MSC_NATS_URL; default nats://127.0.0.1:4222]",
+        help="NATS server URL(s), comma-separated (env MSC_NATS_URL; default nats://127.0.0.1:4222)",
     ),
 ]
 
@@ -47,14 +48,14 @@ class Broker(StrEnum):
 
 BrokerOption = Annotated[
     Broker | None,
-    typer.Option("--broker", help="nats (JetStream) or kafka [env MSC_BROKER; default nats]"),
+    typer.Option("--broker", help="nats (JetStream) or kafka (env MSC_BROKER; default nats)"),
 ]
 KafkaBootstrapOption = Annotated[
     str | None,
     typer.Option(
         "--kafka-bootstrap",
-        help="Kafka bootstrap host:port, comma-separated [env MSC_KAFKA_BOOTSTRAP; "
-        "default 127.0.0.1:9092]; SASL/TLS via MSC_KAFKA_* (see README)",
+        help="Kafka bootstrap host:port, comma-separated (env MSC_KAFKA_BOOTSTRAP; "
+        "default 127.0.0.1:9092); SASL/TLS via MSC_KAFKA_* (see README)",
     ),
 ]
 
@@ -74,7 +75,10 @@ def register(app: typer.Typer) -> None:
 
 def cart_service(
     port: Annotated[
-        int | None, typer.Option("--port", min=1, max=65535, help="[env MSC_CART_PORT; 8080]")
+        int | None,
+        typer.Option(
+            "--port", min=1, max=65535, help="Port to listen on (env MSC_CART_PORT; default 8080)"
+        ),
     ] = None,
     host: HostOption = None,
     data_dir: DataDirOption = None,
@@ -117,7 +121,13 @@ def _run_service(settings: Settings, run: Callable[[], None]) -> None:
 
 def billing_service(
     port: Annotated[
-        int | None, typer.Option("--port", min=1, max=65535, help="[env MSC_BILLING_PORT; 8081]")
+        int | None,
+        typer.Option(
+            "--port",
+            min=1,
+            max=65535,
+            help="Port to listen on (env MSC_BILLING_PORT; default 8081)",
+        ),
     ] = None,
     host: HostOption = None,
     data_dir: DataDirOption = None,
@@ -125,7 +135,7 @@ def billing_service(
         str | None,
         typer.Option(
             "--database-url",
-            help="Billing database URL [env MSC_BILLING_DATABASE_URL; sqlite:///<data-dir>/billing.db]",
+            help="Billing database URL (env MSC_BILLING_DATABASE_URL; default sqlite:///<data-dir>/billing.db)",
         ),
     ] = None,
     nats_url: NatsUrlOption = None,
@@ -152,8 +162,16 @@ def billing_service(
 
 def up(
     data_dir: DataDirOption = None,
-    cart_port: Annotated[int, typer.Option(min=1, max=65535, help="Cart API port.")] = 8080,
-    billing_port: Annotated[int, typer.Option(min=1, max=65535, help="Billing API port.")] = 8081,
+    cart_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Cart API port (env MSC_CART_PORT; default 8080)"),
+    ] = None,
+    billing_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Billing API port (env MSC_BILLING_PORT; default 8081)"
+        ),
+    ] = None,
     nats_url: NatsUrlOption = None,
     host: HostOption = None,
     broker: BrokerOption = None,
@@ -167,12 +185,18 @@ def up(
     Kafka-compatible broker that keeps its data in memory only: stopping `msc up` loses the
     topics and the consumer offsets (the outbox and billing's database are kept, so billing
     stays right). Name a real Kafka cluster with --kafka-bootstrap for a durable broker."""
-    settings = load_settings(data_dir=data_dir, host=host, broker=broker_name(broker))
+    settings = load_settings(
+        data_dir=data_dir,
+        host=host,
+        broker=broker_name(broker),
+        cart_port=cart_port,
+        billing_port=billing_port,
+    )
     given = nats_url or _env("MSC_NATS_URL")
     system = System(
         settings.data_dir.resolve(),
-        cart_port,
-        billing_port,
+        settings.cart_port,
+        settings.billing_port,
         settings.host,
         nats_url=given,
         broker=settings.broker,

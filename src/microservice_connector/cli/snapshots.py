@@ -19,6 +19,7 @@ from microservice_connector.cli.common import (
     DataDirOption,
     console,
     errors,
+    existing_database,
     fail,
     load_settings,
 )
@@ -36,7 +37,7 @@ def rebuild(
         typer.Option(
             "--every",
             min=0,
-            help="Snapshot carts of at least N events [env MSC_SNAPSHOT_EVERY; 100]",
+            help="Snapshot carts of at least N events (env MSC_SNAPSHOT_EVERY; default 100)",
         ),
     ] = None,
     data_dir: DataDirOption = None,
@@ -48,7 +49,7 @@ def rebuild(
     every = settings.snapshot_every
     registry, codec, failed, taken = default_registry(), JsonCartStateCodec(), 0, 0
     try:
-        store = SqlEventStore(settings.cart_database_url(), outbox_topic=None)
+        store = SqlEventStore(existing_database(settings.cart_database_url()), outbox_topic=None)
         try:
             snapshots = store.snapshots
             deleted = snapshots.delete_snapshots()

@@ -1,0 +1,116 @@
+"""What `msc` does with paths, settings and help texts a user gets wrong or reads: inspection
+commands refuse a database that is not there instead of creating an empty one, error texts
+reach the terminal whole, `msc up` listens where MSC_CART_PORT/MSC_BILLING_PORT say, and
+`--help` shows each option's environment variable and default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from microservice_connector.cli import services
+from microservice_connector.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["events", "list"],
+        ["outbox", "status"],
+        ["outbox", "status", "--billing"],
+        ["snapshots", "rebuild"],
+    ],
+)
+def test_an_inspection_of_a_missing_database_fails_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo"
+    result = runner.invoke(app, [*command, "--data-dir", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert "no database at" in result.output
+    assert str(missing) in result.output
+    assert not missing.exists()
+
+
+def test_an_error_text_with_brackets_is_shown_whole(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/[store]/events.db"
+    result = runner.invoke(app, ["events", "list", "--database-url", url])
+    assert result.exit_code == 2, result.output
+    assert "[store]" in result.output.replace("\n", "")
+    assert not (tmp_path / "[store]").exists()
+
+
+def test_an_existing_database_is_still_read(tmp_path: Path) -> None:
+    from microservice_connector.eventstore import SqlEventStore
+
+    SqlEventStore(f"sqlite:///{tmp_path}/events.db", outbox_topic=None).close()
+    result = runner.invoke(app, ["events", "list", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "no events" in result.output
+
+
+@pytest.fixture
+def started_system(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What `msc up` would start: the System's arguments, without starting anything."""
+    seen: dict[str, Any] = {}
+
+    def system(data_dir: Path, cart_port: int, billing_port: int, host: str, **_: Any) -> object:
+        seen.update(cart_port=cart_port, billing_port=billing_port, host=host)
+        return object()
+
+    monkeypatch.setattr(services, "System", system)
+    monkeypatch.setattr(services, "_run_until_signalled", lambda _system: None)
+    return seen
+
+
+def test_msc_up_listens_on_the_ports_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_system: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("MSC_CART_PORT", "18080")
+    monkeypatch.setenv("MSC_BILLING_PORT", "18081")
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert started_system == {"cart_port": 18080, "billing_port": 18081, "host": "127.0.0.1"}
+
+
+def test_msc_up_options_win_over_the_environment_and_defaults_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_system: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("MSC_CART_PORT", "18080")
+    monkeypatch.delenv("MSC_BILLING_PORT", raising=False)
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--cart-port", "19090"])
+    assert result.exit_code == 0, result.output
+    assert started_system["cart_port"] == 19090
+    assert started_system["billing_port"] == 8081
+
+
+def test_msc_up_refuses_a_bad_port_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_system: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("MSC_CART_PORT", "not-a-port")
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "MSC_CART_PORT" in result.output
+    assert started_system == {}
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        (["cart-service"], "env MSC_CART_PORT; default 8080"),
+        (["cart-service"], "env MSC_HOST; default 127.0.0.1"),
+        (["billing-service"], "env MSC_BILLING_PORT; default 8081"),
+        (["up"], "env MSC_NATS_URL"),
+        (["events", "list"], "env MSC_DATABASE_URL"),
+        (["snapshots", "rebuild"], "env MSC_SNAPSHOT_EVERY; default 100"),
+    ],
+)
+def test_help_names_each_options_environment_variable(command: list[str], hint: str) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert hint in result.output
