@@ -1,7 +1,7 @@
 """Billing at the edges of what the API accepts, on SQLite and PostgreSQL alike: a cart id
-of 64 characters, an invoice above 2^31 cents, a value no column can hold, an id the API
-would refuse. Each ends in a right invoice or one clear dead letter, and the other carts in
-the same batches are billed meanwhile."""
+of 64 characters, an invoice above 2^31 cents, an id or a quantity the cart service would
+refuse. Each ends in a right invoice or one clear dead letter, and the other carts in the
+same batches are billed meanwhile."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ from microservice_connector.billing_service.infrastructure.sql_repository import
     SqlBillingRepository,
 )
 from microservice_connector.billing_service.main import MAX_ATTEMPTS, open_billing_repository
-from microservice_connector.events.cart import CartCheckedOut, CartEvent, ItemAdded
+from microservice_connector.events.cart import (
+    MAX_QUANTITY,
+    CartCheckedOut,
+    CartEvent,
+    ItemAdded,
+    ItemRemoved,
+)
 from microservice_connector.events.registry import default_registry
 from microservice_connector.eventstore.engine import parse_database_url
 from microservice_connector.messaging.memory import InMemoryBroker, InMemoryDeadLetters
@@ -33,7 +39,7 @@ from microservice_connector.settings import Settings
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 LONGEST_ID = "c" * 64
 PAST_INT32 = 2_500_000_000  # 200,000 of item-003 at 125.00: above 2^31 - 1 cents
-BEYOND_INT64 = 2**62  # quantity: times any price, no 64-bit column can hold the total
+BEYOND_INT64 = 2**62  # quantity: times any price, no 64-bit column could hold the total
 
 
 @pytest.fixture
@@ -90,7 +96,7 @@ def test_a_cart_id_of_64_characters_gets_its_invoice(repository: SqlBillingRepos
 
 def test_an_invoice_above_2_to_the_31_cents_is_right(repository: SqlBillingRepository) -> None:
     pipeline = Pipeline(repository)
-    pipeline.deliver([_added("big", 1, "item-003", 200_000), _checkout("big", 2), *_beside("b")])
+    pipeline.deliver([*_filled("big", "item-003", 200_000), *_beside("b")])
     invoice = repository.invoice("big")
     assert invoice is not None
     assert invoice.total_cents == PAST_INT32
@@ -98,22 +104,48 @@ def test_an_invoice_above_2_to_the_31_cents_is_right(repository: SqlBillingRepos
     assert repository.invoice("beside-b") is not None
 
 
-def test_a_total_no_column_holds_is_dead_lettered_alone(repository: SqlBillingRepository) -> None:
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (ItemAdded("odd", "item-001", BEYOND_INT64, NOW), "adds at most 10000"),
+        (ItemAdded("odd", "item-001", MAX_QUANTITY + 1, NOW), "adds at most 10000"),
+        (ItemAdded("odd", "item-001", 0, NOW), "quantity must be at least 1, got 0"),
+        (ItemRemoved("odd", "item-001", -5, NOW), "quantity must be at least 1, got -5"),
+        (ItemAdded("odd", "", 1, NOW), "item_id '' is not an id"),
+        (ItemAdded("odd", "item 1", 1, NOW), "item_id 'item 1' is not an id"),
+        (ItemAdded("odd", "i" * 1_000_000, 1, NOW), "(1000000 characters) is not an id"),
+    ],
+)
+def test_an_event_the_cart_service_could_not_store_is_dead_lettered_at_once(
+    repository: SqlBillingRepository, event: CartEvent, reason: str
+) -> None:
     pipeline = Pipeline(repository)
-    outcomes = pipeline.deliver(
-        [_added("huge", 1, "item-001", BEYOND_INT64), _checkout("huge", 2), *_beside("c")]
-    )
+    outcomes = pipeline.deliver([_message("odd", 1, event), *_beside("c")])
     assert [o.label for o in outcomes if isinstance(o, Ack)] == [
-        "applied",
         "dead-lettered",
         "applied",
         "applied",
     ]
     [error] = pipeline.errors()
-    assert f"gave up after {MAX_ATTEMPTS} attempts" in error
-    assert "refused billing's write" in error
-    assert repository.invoice("huge") is None
+    assert reason in error
+    assert "gave up" not in error  # no retry could make it valid
+    assert repository.bill("odd") is None
     assert repository.invoice("beside-c") is not None
+
+
+def test_removing_everything_of_a_large_holding_is_billed(
+    repository: SqlBillingRepository,
+) -> None:
+    # The cart service removes all of an item in one event when no quantity is given: it may
+    # exceed what one ItemAdded adds.
+    pipeline = Pipeline(repository)
+    adds = _filled("all-out", "item-001", 3 * MAX_QUANTITY)[:-1]
+    removed = _message("all-out", 4, ItemRemoved("all-out", "item-001", 3 * MAX_QUANTITY, NOW))
+    pipeline.deliver([*adds, removed, _added("all-out", 5, "item-002", 1), _checkout("all-out", 6)])
+    invoice = repository.invoice("all-out")
+    assert invoice is not None
+    assert list(invoice.lines) == ["item-002"]
+    assert pipeline.errors() == []
 
 
 @pytest.mark.parametrize("cart_id", ["c" * 65, "c" * 10_000, "cart 1", "cart/1", ""])
@@ -134,6 +166,16 @@ def test_an_aggregate_id_the_api_refuses_is_dead_lettered_at_once(
 
 def _beside(tag: str) -> list[Message]:
     return [_added(f"beside-{tag}", 1, "item-002", 1), _checkout(f"beside-{tag}", 2)]
+
+
+def _filled(cart_id: str, item: str, quantity: int) -> list[Message]:
+    """`quantity` of `item` in adds of at most `MAX_QUANTITY`, as commands add them, then
+    the checkout."""
+    adds = [
+        _added(cart_id, version, item, min(MAX_QUANTITY, quantity - done))
+        for version, done in enumerate(range(0, quantity, MAX_QUANTITY), start=1)
+    ]
+    return [*adds, _checkout(cart_id, len(adds) + 1)]
 
 
 def _added(cart_id: str, version: int, item: str, quantity: int) -> Message:
@@ -179,9 +221,7 @@ def test_an_older_postgresql_database_is_widened_at_startup(
             connection.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind}"))
     repository = open_billing_repository(settings)
     try:
-        Pipeline(repository).deliver(
-            [_added(LONGEST_ID, 1, "item-003", 200_000), _checkout(LONGEST_ID, 2)]
-        )
+        Pipeline(repository).deliver(_filled(LONGEST_ID, "item-003", 200_000))
         invoice = repository.invoice(LONGEST_ID)
     finally:
         repository.close()

@@ -152,3 +152,22 @@ async def test_an_answer_to_a_publish_given_up_on_is_ignored() -> None:
     batch.settle(1, answer)
     await batch.answered(within=1.0)
     assert batch.answers == [None, answer]
+
+
+async def test_a_message_over_the_brokers_max_payload_fails_alone_and_the_connection_stays(
+    client: Client,
+) -> None:
+    # nats-py checks the payload alone; the server counts the headers too and would close the
+    # connection on the whole message, cutting every later publish off.
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+    headers = {"event-type": "InvoiceIssued", "trace": "t" * 200}
+    over = Message("too-big", "cart.events", b"x" * (client.max_payload - 100), headers)
+    fits = Message("fits", "cart.events", b"x" * (client.max_payload - 400), headers)
+    before, after = _messages(2)
+
+    results = await publisher.publish([before, over, fits, after])
+
+    assert [r.acknowledged for r in results] == [True, False, True, True]
+    assert f"over the broker's max_payload of {client.max_payload}" in (results[1].error or "")
+    assert client.is_connected
+    assert (await publisher.publish(_messages(3)[2:]))[0].acknowledged

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+MAX_QUANTITY = 10_000  # of one ItemAdded: what one command may add
+
 
 class ItemAdded(msgspec.Struct, frozen=True):
     """`quantity` of `item_id` went into cart `cart_id`."""

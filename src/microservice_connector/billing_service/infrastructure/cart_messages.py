@@ -10,7 +10,7 @@ import msgspec
 
 from microservice_connector import tracing
 from microservice_connector.billing_service.application import CartEventIn
-from microservice_connector.events.cart import CartEvent
+from microservice_connector.events.cart import MAX_QUANTITY, CartEvent, ItemAdded, ItemRemoved
 from microservice_connector.events.codec import EventDecodeError
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id
@@ -65,9 +65,25 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
         raise PoisonMessage(
             f"message {message.id}: payload cart_id differs from aggregate-id header"
         )
+    if problem := _impossible(event):
+        raise PoisonMessage(f"message {_shown(message.id)}: {problem}")
     return CartEventIn(
         recorded.event_id, recorded.aggregate_id, version, event, tracing.trace_of(headers)
     )
+
+
+def _impossible(event: CartEvent) -> str | None:
+    """Why the cart service could never have stored `event`, or None: its rules for item ids
+    and quantities hold on the bus too, so a forged or broken event is not billed."""
+    if not isinstance(event, ItemAdded | ItemRemoved):
+        return None
+    if not is_valid_id(event.item_id):
+        return f"item_id {_shown(event.item_id)} is not an id ({ID_DESCRIPTION})"
+    if event.quantity < 1:
+        return f"quantity must be at least 1, got {event.quantity}"
+    if isinstance(event, ItemAdded) and event.quantity > MAX_QUANTITY:
+        return f"an ItemAdded adds at most {MAX_QUANTITY}, got {event.quantity}"
+    return None
 
 
 def event_from_feed(item: Mapping[str, Any], registry: EventRegistry) -> CartEventIn:

@@ -9,10 +9,8 @@ from microservice_connector.cart_service.domain.errors import (
     InvalidCommand,
     NotEnoughItems,
 )
-from microservice_connector.cart_service.domain.shopping_cart import (
-    MAX_QUANTITY,
-    ShoppingCart,
-)
+from microservice_connector.cart_service.domain.shopping_cart import ShoppingCart
+from microservice_connector.events.cart import MAX_QUANTITY
 
 __all__ = [
     "MAX_QUANTITY",

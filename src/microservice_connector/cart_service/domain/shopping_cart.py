@@ -12,9 +12,13 @@ from microservice_connector.cart_service.domain.errors import (
     InvalidCommand,
     NotEnoughItems,
 )
-from microservice_connector.events.cart import CartCheckedOut, CartEvent, ItemAdded, ItemRemoved
-
-MAX_QUANTITY = 10_000
+from microservice_connector.events.cart import (
+    MAX_QUANTITY,
+    CartCheckedOut,
+    CartEvent,
+    ItemAdded,
+    ItemRemoved,
+)
 
 CartStatus = Literal["open", "checked_out"]
 

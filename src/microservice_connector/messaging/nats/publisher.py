@@ -91,6 +91,11 @@ class NatsPublisher:
             # that buffer is full.
             return DISCONNECTED
         headers = {**message.headers, MSG_ID_HEADER: message.id}
+        size, limit = wire_size(message.payload, headers), self._client.max_payload
+        if size > limit:
+            # The server would close the whole connection on it (nats-py checks the payload
+            # alone); refused here, it fails this message only.
+            return f"{size} bytes with its headers, over the broker's max_payload of {limit}"
         try:
             await self._client.publish(
                 message.topic, message.payload, reply=reply_to, headers=headers
@@ -111,6 +116,13 @@ class NatsPublisher:
         except (APIError, ValueError, KeyError, TypeError) as exc:
             return PublishResult(message.id, error=_describe(exc))
         return PublishResult(message.id, sequence=ack.seq, duplicate=bool(ack.duplicate))
+
+
+def wire_size(payload: bytes, headers: dict[str, str]) -> int:
+    """The bytes NATS counts against its `max_payload`: the payload and the header block
+    (`NATS/1.0`, one `name: value` line per header, a blank line)."""
+    lines = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())
+    return len(payload) + len(b"NATS/1.0\r\n") + lines + 2
 
 
 def _describe(exc: BaseException) -> str:
