@@ -147,7 +147,9 @@ def test_a_bad_database_url_is_a_clear_error(tmp_path: Path, url: str, fragment:
     for args in (["cart-service", "--port", "9"], ["events", "list"]):
         result = run_msc(*args, "--database-url", url, timeout=30)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
-        assert fragment in result.stderr, result.stderr
+        # An inspection refuses a SQLite file that is not there before it tries to make one.
+        missing = args[0] == "events" and url.startswith("sqlite")
+        assert ("no database at" if missing else fragment) in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
 
 
