@@ -114,3 +114,33 @@ def test_help_names_each_options_environment_variable(command: list[str], hint: 
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     assert hint in result.output
+
+
+@pytest.mark.parametrize("cart_url", ["http://127.0.0.1:1", "garbage"])
+def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from microservice_connector.billing_service.application import BillingLedger, CartEventIn
+    from microservice_connector.billing_service.main import open_billing_repository
+    from microservice_connector.events.cart import ItemAdded
+    from microservice_connector.settings import Settings
+
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    added = ItemAdded("kept", "item-001", 2, datetime(2026, 12, 6, tzinfo=UTC))
+    BillingLedger(repository).apply_batch([CartEventIn("ev-1", "kept", 1, added)])
+    repository.close()
+
+    result = runner.invoke(
+        app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", cart_url]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "cannot read the feed" in result.output
+    assert "nothing was changed" in result.output.replace("\n", " ")
+    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    try:
+        bill = repository.bill("kept")
+        assert bill is not None
+        assert bill.last_version == 1
+    finally:
+        repository.close()

@@ -39,6 +39,19 @@ def test_a_body_that_cannot_be_parsed_is_malformed_input(client: TestClient) -> 
     assert "body" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "body", [b"[" * 10_000 + b"]" * 10_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000]
+)
+def test_a_body_nested_past_the_parsers_depth_is_malformed_input(
+    client: TestClient, body: bytes
+) -> None:
+    response = client.post(
+        "/carts/c/items", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert "body" in response.json()["detail"]
+
+
 @pytest.mark.parametrize("url", ["/events?after=99999999999999999999", "/carts/c?version=2e20"])
 def test_positions_and_versions_past_sql_integers_are_refused(client: TestClient, url: str) -> None:
     assert client.get(url).status_code == 422

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -127,6 +127,31 @@ def deadletter_replay(
         raise typer.Exit(1)
 
 
+def _feed_page(
+    http: httpx.Client, cart_url: str, after: int, page: int, applied: int
+) -> dict[str, Any]:
+    """One page of the cart service's feed, or a clear exit saying what state billing is in."""
+    try:
+        response = http.get("/events", params={"after": after, "limit": page})
+        response.raise_for_status()
+        feed: dict[str, Any] = response.json()
+        if not isinstance(feed.get("events"), list) or "next_after" not in feed:
+            raise ValueError("not the cart service's feed")
+    except (httpx.HTTPError, ValueError) as exc:
+        reason = (
+            f"HTTP {exc.response.status_code}"
+            if isinstance(exc, httpx.HTTPStatusError)
+            else str(exc)
+        )
+        state = (
+            "nothing was changed"
+            if applied == 0 and after == 0
+            else f"billing holds the first {applied} events only: run the rebuild again"
+        )
+        fail(f"cannot read the feed at {cart_url}/events ({reason}); {state}", 2)
+    return feed
+
+
 async def _with_dead_letters(settings: Settings, work):  # type: ignore[no-untyped-def]
     """Run `work(dead_letters, publisher)` on the broker `settings` name; exit 2 if it does
     not answer within `CONNECT_TIMEOUT_S`."""
@@ -172,7 +197,6 @@ def billing_rebuild(
     ledger, registry = BillingLedger(repository), default_registry()
     after, applied = 0, 0
     try:
-        repository.reset_read_model()
         with (
             httpx.Client(
                 base_url=settings.cart_url, headers=read_headers(settings), timeout=30
@@ -185,18 +209,12 @@ def billing_rebuild(
                 console=console,
             ) as progress,
         ):
+            # The first page is read before anything is dropped: a cart service that cannot
+            # be reached leaves billing as it was.
+            feed = _feed_page(http, settings.cart_url, after, page, applied)
+            repository.reset_read_model()
             task = progress.add_task("rebuild", total=None)
-            while True:
-                try:
-                    feed = (
-                        http.get("/events", params={"after": after, "limit": page})
-                        .raise_for_status()
-                        .json()
-                    )
-                except httpx.HTTPError as exc:
-                    fail(f"cannot read the feed at {settings.cart_url}/events ({exc})", 2)
-                if not feed["events"]:
-                    break
+            while feed["events"]:
                 try:
                     ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
                 except DataRejected as exc:  # the same event fails the same way every time
@@ -204,6 +222,7 @@ def billing_rebuild(
                 applied += len(feed["events"])
                 after = feed["next_after"]
                 progress.update(task, completed=applied)
+                feed = _feed_page(http, settings.cart_url, after, page, applied)
     finally:
         repository.close()
     console.print(f"rebuilt billing from {applied} cart events")

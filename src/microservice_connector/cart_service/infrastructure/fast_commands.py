@@ -138,7 +138,7 @@ class CommandRoute(APIRoute):
             return False
         try:
             data = json.loads(body.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for the parser: not plain
             return False
         return data is not None and self._valid(self._body, data, values)
 
