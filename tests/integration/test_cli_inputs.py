@@ -13,6 +13,10 @@ from typer.testing import CliRunner
 
 from microservice_connector.cli import services
 from microservice_connector.cli.app import app
+from microservice_connector.web.guards import Receive, Scope, Send
+from support.asgi_server import served
+
+app_cli = app
 
 runner = CliRunner()
 
@@ -144,3 +148,49 @@ def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_
         assert bill.last_version == 1
     finally:
         repository.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cart", "checkout", "nonsense/../victim"],
+        ["cart", "add", "x/../victim", "pear", "1"],
+        ["cart", "remove", "victim", "apple/../pear"],
+        ["cart", "remove", "victim", "x?quantity=1"],
+        ["cart", "show", ""],
+    ],
+)
+def test_msc_cart_refuses_an_id_the_service_would_not_take_and_sends_nothing(
+    command: list[str],
+) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(scope["path"])
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with served(app) as port:
+        result = runner.invoke(app_cli, [*command, "--url", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 2, result.output
+    assert "is not an id" in result.output
+    assert seen == []
+
+
+def test_msc_cart_reaches_the_carts_named_dot_and_dot_dot(tmp_path: Path) -> None:
+    from microservice_connector.cart_service.main import build_cart_app
+    from microservice_connector.settings import Settings
+
+    cart_app = build_cart_app(Settings(data_dir=tmp_path), relay=False)
+    with served(cart_app) as port:
+        url = f"http://127.0.0.1:{port}"
+        for cart in (".", ".."):
+            added = runner.invoke(app_cli, ["cart", "add", cart, "..", "2", "--url", url])
+            assert added.exit_code == 0, added.output
+            removed = runner.invoke(app_cli, ["cart", "remove", cart, "..", "--url", url])
+            assert removed.exit_code == 0, removed.output
+        shown = runner.invoke(app_cli, ["cart", "show", "..", "--url", url])
+        assert shown.exit_code == 0, shown.output
+        assert "version 2" in shown.output

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from microservice_connector.cli.common import console, errors, fail, load_settings
+from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id
 from microservice_connector.settings import Settings
 from microservice_connector.web.access import read_headers
 
@@ -37,11 +38,8 @@ def add(
     cart_id: str, item_id: str, quantity: Annotated[int, typer.Argument()], url: UrlOption = None
 ) -> None:
     """Add QUANTITY of ITEM_ID to CART_ID."""
-    _show(
-        _call(
-            "POST", f"/carts/{cart_id}/items", url, json={"item_id": item_id, "quantity": quantity}
-        )
-    )
+    path = f"/carts/{_segment('cart', cart_id)}/items"
+    _show(_call("POST", path, url, json={"item_id": _id("item", item_id), "quantity": quantity}))
 
 
 @cart_app.command("remove")
@@ -55,13 +53,14 @@ def remove(
 ) -> None:
     """Remove ITEM_ID from CART_ID."""
     params = {} if quantity is None else {"quantity": quantity}
-    _show(_call("DELETE", f"/carts/{cart_id}/items/{item_id}", url, params=params))
+    path = f"/carts/{_segment('cart', cart_id)}/items/{_segment('item', item_id)}"
+    _show(_call("DELETE", path, url, params=params))
 
 
 @cart_app.command("checkout")
 def checkout(cart_id: str, url: UrlOption = None) -> None:
     """Check CART_ID out; it accepts no change afterwards."""
-    _show(_call("POST", f"/carts/{cart_id}/checkout", url))
+    _show(_call("POST", f"/carts/{_segment('cart', cart_id)}/checkout", url))
 
 
 @cart_app.command("show")
@@ -72,7 +71,20 @@ def show(
 ) -> None:
     """Show CART_ID now, or at --version N."""
     params = {} if version is None else {"version": version}
-    _show(_call("GET", f"/carts/{cart_id}", url, params=params))
+    _show(_call("GET", f"/carts/{_segment('cart', cart_id)}", url, params=params))
+
+
+def _id(kind: str, value: str) -> str:
+    """`value`, or a clear exit when the cart service would refuse it as an id."""
+    if not is_valid_id(value):
+        fail(f"{kind} id {value!r} is not an id ({ID_DESCRIPTION})", 2)
+    return value
+
+
+def _segment(kind: str, value: str) -> str:
+    """`value` as one URL path segment: an id, with the ids `.` and `..` spelled so that no
+    client folds them into the path around them."""
+    return _id(kind, value).replace(".", "%2E") if value in (".", "..") else _id(kind, value)
 
 
 def send_with_retries(
