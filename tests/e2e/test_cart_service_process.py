@@ -83,8 +83,8 @@ def test_a_new_users_session_with_the_cli(tmp_path: Path) -> None:
         assert "ItemAdded" in listed.stdout
         assert "ItemRemoved" in listed.stdout
         for args, fragment in [
-            (["cart", "add", "a b", "item-001", "1"], "422"),
-            (["cart", "add", "x'; DROP TABLE events;--", "i", "1"], "422"),
+            (["cart", "add", "a b", "item-001", "1"], "is not an id"),
+            (["cart", "add", "x'; DROP TABLE events;--", "i", "1"], "is not an id"),
             (["cart", "add", "c", "item-001", "0"], "quantity"),
             (["cart", "add", "c", "item-001", "-1"], ""),
             (["cart", "add", "c", "item-001", str(10**9)], "quantity"),

@@ -15,6 +15,7 @@ from microservice_connector.cli import services
 from microservice_connector.cli.app import app
 from microservice_connector.web.guards import Receive, Scope, Send
 from support.asgi_server import served
+from support.nats import NatsServer
 
 app_cli = app
 
@@ -194,3 +195,36 @@ def test_msc_cart_reaches_the_carts_named_dot_and_dot_dot(tmp_path: Path) -> Non
         shown = runner.invoke(app_cli, ["cart", "show", "..", "--url", url])
         assert shown.exit_code == 0, shown.output
         assert "version 2" in shown.output
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["events", "list", "--database-url", "postgresql://::::"], "not a database URL"),
+        (["asyncapi", "-o", "."], "cannot write .: Is a directory"),
+        (["asyncapi", "-o", "missing/asyncapi.json"], "No such file or directory"),
+    ],
+)
+def test_a_bad_path_or_url_is_one_line_and_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], says: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_msc_up_on_a_file_says_it_cannot_keep_data_there(tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    result = runner.invoke(app, ["up", "--data-dir", str(a_file)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot keep data in {a_file}" in result.output.replace("\n", "")
+
+
+def test_replaying_a_dead_letter_that_is_not_there_says_so(nats_server: NatsServer) -> None:
+    result = runner.invoke(app, ["deadletter", "replay", "999", "--nats-url", nats_server.url])
+    assert result.exit_code == 1, result.output
+    assert "999: no dead letter there" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

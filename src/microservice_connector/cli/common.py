@@ -57,7 +57,7 @@ def existing_database(url: str) -> str:
     command that inspects a database must not create an empty one at a mistyped path."""
     try:
         path = make_url(url).database if url.startswith("sqlite") else None
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         fail(f"bad database URL {url!r}: {exc}", 2)
     if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
         fail(

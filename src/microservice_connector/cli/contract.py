@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from microservice_connector.cli.common import fail
 from microservice_connector.events.asyncapi import asyncapi_document
 
 
@@ -22,4 +23,7 @@ def asyncapi(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}", 2)

@@ -35,7 +35,9 @@ def list_events(
     aggregate: Annotated[
         str | None, typer.Option("--aggregate", help="Only this cart's events, by version.")
     ] = None,
-    after: Annotated[int, typer.Option(min=0, help="Start after this global position.")] = 0,
+    after: Annotated[
+        int, typer.Option(min=0, max=2**63 - 1, help="Start after this global position.")
+    ] = 0,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,

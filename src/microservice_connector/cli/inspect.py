@@ -25,6 +25,7 @@ from microservice_connector.cli.services import (
 )
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 from microservice_connector.eventstore.failures import DataRejected
+from microservice_connector.messaging.message import PublishResult
 from microservice_connector.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -96,7 +97,7 @@ def deadletter_list(
 @deadletter_app.command("replay")
 def deadletter_replay(
     sequences: Annotated[
-        list[int] | None, typer.Argument(help="Dead letters to replay (seq).")
+        list[int] | None, typer.Argument(min=1, help="Dead letters to replay (seq).")
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     nats_url: NatsUrlOption = None,
@@ -113,7 +114,13 @@ def deadletter_replay(
 
     async def replay(dead_letters, publisher):  # type: ignore[no-untyped-def]
         chosen = sequences or [letter.sequence for letter in await dead_letters.list(10_000)]
-        return [(seq, await dead_letters.replay(seq, publisher)) for seq in chosen]
+        replayed = []
+        for seq in chosen:
+            try:
+                replayed.append((seq, await dead_letters.replay(seq, publisher)))
+            except KeyError:
+                replayed.append((seq, PublishResult(str(seq), error="no dead letter there")))
+        return replayed
 
     results = asyncio.run(_with_dead_letters(settings, replay))
     failures = 0
@@ -164,7 +171,10 @@ async def _with_dead_letters(settings: Settings, work):  # type: ignore[no-untyp
             await asyncio.wait_for(link.run(asyncio.Event()), CONNECT_TIMEOUT_S)
         except TimeoutError:
             fail(f"cannot reach {settings.broker} at {where}", 2)
-        return await work(await link.dead_letters(), await link.publisher())
+        try:
+            return await work(await link.dead_letters(), await link.publisher())
+        except ConnectionError as exc:  # BrokerUnavailable: the broker refused or went away
+            fail(str(exc), 2)
     finally:
         await link.close()
 

@@ -26,7 +26,7 @@ def parse_database_url(url: str) -> URL:
     """Parse and normalise a database URL; `DatabaseUnavailable` says what is wrong with it."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: e.g. a port that is no number
         raise DatabaseUnavailable(
             "not a database URL (expected sqlite:///PATH or postgresql://...)"
         ) from exc

@@ -103,8 +103,12 @@ class System:
 
     def start(self) -> None:
         """Start everything and wait until each part answers; stop all on any failure."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "logs").mkdir(exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "logs").mkdir(exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupFailed(f"cannot keep data in {self.data_dir}: {reason}") from exc
         try:
             env = {
                 "MSC_DATA_DIR": str(self.data_dir),
