@@ -228,3 +228,27 @@ def test_replaying_a_dead_letter_that_is_not_there_says_so(nats_server: NatsServ
     assert result.exit_code == 1, result.output
     assert "999: no dead letter there" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("nats_url", ["nats://127.0.0.1:1", "no-such-host.invalid"])
+def test_msc_up_says_at_once_that_the_nats_it_was_given_is_not_there(
+    tmp_path: Path, nats_url: str
+) -> None:
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--nats-url", nats_url])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach NATS at {nats_url}" in result.output.replace("\n", " ")
+    assert not (tmp_path / "logs" / "cart-service.log").exists()  # nothing was started
+
+
+def test_a_parts_log_tail_holds_only_what_this_run_wrote(tmp_path: Path) -> None:
+    import sys
+
+    from microservice_connector.runtime.system import System
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "echo.log").write_text("an earlier run's line\n")
+    system = System(tmp_path, 1, 2)
+    part = system._spawn("echo", [sys.executable, "-c", "print('this run')"], "")
+    part.process.wait(timeout=30)
+    assert part.tail() == "this run"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,6 +47,24 @@ def nats_server_binary() -> str:
     return found
 
 
+def reachable_nats(urls: str, timeout: float = 3.0) -> None:
+    """Return when one of the comma-separated NATS `urls` accepts a connection, or raise
+    `StartupFailed` naming each and why not: the services would only wait for it."""
+    reasons = []
+    for url in (part.strip() for part in urls.split(",") if part.strip()):
+        address = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            host, port = address.hostname or "127.0.0.1", address.port or 4222
+            socket.create_connection((host, port), timeout=timeout).close()
+            return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{url}: {getattr(exc, 'strerror', None) or exc}")
+    raise StartupFailed(
+        f"cannot reach NATS at {'; '.join(reasons) or repr(urls)}; start it, or leave "
+        "--nats-url and MSC_NATS_URL unset to run an embedded one"
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as sock:
@@ -71,17 +90,21 @@ class Part:
     process: subprocess.Popen[bytes]
     log: Path
     url: str
+    log_start: int = 0  # where this run's output begins in a log earlier runs appended to
 
     def alive(self) -> bool:
         """Whether the process still runs."""
         return self.process.poll() is None
 
     def tail(self, lines: int = 20) -> str:
-        """The last lines of its log."""
+        """The last lines this run wrote to its log."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            with self.log.open("rb") as log:
+                log.seek(self.log_start)
+                written = log.read().decode(errors="replace")
         except OSError:
             return ""
+        return "\n".join(written.splitlines()[-lines:])
 
 
 @dataclass
@@ -129,6 +152,8 @@ class System:
             else:
                 if self.nats_url is None:
                     self.nats_url = self._start_nats()
+                else:
+                    reachable_nats(self.nats_url)
                 env["MSC_NATS_URL"] = self.nats_url
             for name, port in (
                 ("cart-service", self.cart_port),
@@ -181,6 +206,7 @@ class System:
     ) -> Part:
         log = self.data_dir / "logs" / f"{name}.log"
         with log.open("ab") as out:
+            log_start = out.tell()
             process = subprocess.Popen(
                 args,
                 stdout=out,
@@ -190,7 +216,7 @@ class System:
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
                 preexec_fn=_die_with_parent,
             )
-        part = Part(name, process, log, url)
+        part = Part(name, process, log, url, log_start)
         self.parts.append(part)
         return part
 
