@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from microservice_connector.cli.cart import send_with_retries
@@ -73,3 +74,11 @@ def test_it_gives_up_after_its_attempts_with_the_last_answer() -> None:
         answer = send_with_retries("POST", f"http://127.0.0.1:{port}/x", attempts=3)
     assert answer.status_code == 503
     assert len(app.keys) == 3
+
+
+def test_a_url_that_is_not_http_is_refused_without_retries(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(httpx.UnsupportedProtocol):
+        send_with_retries("POST", "garbage/carts/c/checkout", attempts=6)
+    assert "retrying" not in capsys.readouterr().err

@@ -48,3 +48,32 @@ def test_a_malformed_or_oversized_id_is_poison_with_a_short_clear_error(
     assert f"header {named}" in str(raised.value)
     assert "is not an id (1-64 of A-Z a-z 0-9 . _ : -)" in str(raised.value)
     assert len(str(raised.value)) < 500
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("aggregate-version", "abc"),
+        ("aggregate-version", "0_1"),
+        ("aggregate-version", " 2"),
+        ("aggregate-version", "+2"),
+        ("aggregate-version", "9" * 30),
+        ("schema-version", "abc"),
+        ("schema-version", "1.0"),
+    ],
+)
+def test_a_version_header_that_is_no_plain_number_is_poison_naming_it(
+    header: str, value: str
+) -> None:
+    message = _message("cart-1")
+    message.headers[header] = value
+    with pytest.raises(PoisonMessage) as raised:
+        to_cart_event(message, default_registry())
+    assert f"header {header} {value!r} is no number" in str(raised.value)
+
+
+def test_a_version_below_1_is_poison() -> None:
+    message = _message("cart-1")
+    message.headers["aggregate-version"] = "-3"
+    with pytest.raises(PoisonMessage, match="aggregate-version must be ≥ 1, got -3"):
+        to_cart_event(message, default_registry())

@@ -100,6 +100,8 @@ def send_with_retries(
     for _ in range(attempts - 1):
         try:
             response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+        except httpx.UnsupportedProtocol:
+            raise  # not an http(s) URL: no retry can help
         except httpx.TransportError as exc:
             reason = f"{type(exc).__name__}: {exc}"
         else:

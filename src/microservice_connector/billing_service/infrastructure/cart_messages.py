@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -20,6 +21,7 @@ from microservice_connector.messaging.message import Message
 REQUIRED_HEADERS = ("event-id", "event-type", "aggregate-id", "aggregate-version")
 ID_HEADERS = ("event-id", "aggregate-id")
 _SHOWN_CHARS = 80  # of a bad id in an error: enough to recognise it, never a flood
+_DIGITS = re.compile(r"-?[0-9]{1,18}")  # fits 64 bits; the sign, for "must be ≥ 1" below
 
 
 class PoisonMessage(ValueError):
@@ -38,11 +40,8 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
                 f"message {_shown(message.id)}: header {name} {_shown(headers[name])} is not an id "
                 f"({ID_DESCRIPTION})"
             )
-    try:
-        version = int(headers["aggregate-version"])
-        schema_version = int(headers.get("schema-version") or 1)
-    except ValueError as exc:
-        raise PoisonMessage(f"message {message.id}: bad version header ({exc})") from exc
+    version = _number(message, "aggregate-version")
+    schema_version = _number(message, "schema-version", default=1)
     if version < 1:
         raise PoisonMessage(f"message {message.id}: aggregate-version must be ≥ 1, got {version}")
     recorded = RecordedEvent(
@@ -70,6 +69,18 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
     return CartEventIn(
         recorded.event_id, recorded.aggregate_id, version, event, tracing.trace_of(headers)
     )
+
+
+def _number(message: Message, header: str, default: int | None = None) -> int:
+    """The header's value as a number of plain digits (not `0_1`, ` 5`, `+5`); its default
+    when absent; else `PoisonMessage` naming the header."""
+    value = message.headers.get(header)
+    if not value and default is not None:
+        return default
+    if value is None or not _DIGITS.fullmatch(value):
+        shown = _shown(value or "")
+        raise PoisonMessage(f"message {_shown(message.id)}: header {header} {shown} is no number")
+    return int(value)
 
 
 def _impossible(event: CartEvent) -> str | None:
