@@ -77,3 +77,24 @@ def test_a_version_below_1_is_poison() -> None:
     message.headers["aggregate-version"] = "-3"
     with pytest.raises(PoisonMessage, match="aggregate-version must be ≥ 1, got -3"):
         to_cart_event(message, default_registry())
+
+
+@pytest.mark.parametrize(
+    ("value", "position"),
+    [("42", 42), ("0", None), ("-7", None), ("²", None), ("9" * 5000, None), ("", None)],
+)
+def test_a_position_header_is_read_only_when_it_is_a_plain_positive_number(
+    value: str, position: int | None
+) -> None:
+    from microservice_connector.billing_service.infrastructure.cart_event_handler import (
+        feed_position,
+    )
+    from microservice_connector.messaging.message import Delivery
+
+    message = _message("cart-1")
+    message.headers["position"] = value
+
+    async def settle(*_: object) -> None:
+        return None
+
+    assert feed_position(Delivery(message, 1, 1, settle, settle)) == position

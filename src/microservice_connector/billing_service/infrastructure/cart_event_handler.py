@@ -184,7 +184,9 @@ def feed_position(delivery: Delivery) -> int | None:
     """The cart feed position the relay put in the message's headers; None for a message
     without one (published before it was added, or by another producer)."""
     value = delivery.message.headers.get(POSITION_HEADER, "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    # ASCII digits only ("²".isdigit() holds, and int() refuses it), at most 18 of them.
+    plain = value.isascii() and value.isdigit() and len(value) <= 18
+    return int(value) if plain and int(value) > 0 else None
 
 
 def gap_delay(attempt: int) -> float:
