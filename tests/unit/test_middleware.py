@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+import pytest
 
 from microservice_connector.messaging.consumer import Consumer
 from microservice_connector.messaging.message import Delivery, Message, PublishResult
@@ -108,3 +111,23 @@ class _NoSubscriber:
 
     async def close(self) -> None:
         return None
+
+
+async def test_a_dead_letters_log_line_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    from microservice_connector.messaging.middleware import log_outcomes
+
+    settled, letters = Settled(), Letters()
+    handler = chain(
+        answering(Reject("header aggregate-version 'abc' is no number"), Ack()),
+        log_outcomes(),
+        dead_letter(letters),
+    )
+    with caplog.at_level(logging.INFO, logger="microservice_connector.consumer"):
+        await Consumer(_NoSubscriber(), handler).process(
+            [delivery(settled, "a"), delivery(settled, "b")]
+        )
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage().startswith(
+        "dead-lettered (header aggregate-version 'abc' is no number) event_id=a"
+    )
+    assert [r.getMessage().split()[0] for r in caplog.records] == ["dead-lettered", "applied"]

@@ -86,7 +86,7 @@ async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> 
         await dead_letters.put(delivery.message, reason)
     except Exception as exc:
         return Retry(1.0, f"dead-letter store failed: {exc}", failure=False)
-    return Ack("dead-lettered")
+    return Ack("dead-lettered", reason)
 
 
 def log_outcomes(level_of: Callable[[Settlement], int] | None = None) -> Middleware:
@@ -132,7 +132,7 @@ def log_outcomes(level_of: Callable[[Settlement], int] | None = None) -> Middlew
 
 def _describe(outcome: Settlement) -> str:
     if isinstance(outcome, Ack):
-        return outcome.label
+        return outcome.label if outcome.reason is None else f"{outcome.label} ({outcome.reason})"
     if isinstance(outcome, Retry):
         return f"retry in {outcome.delay:.2f}s ({outcome.reason})"
     return f"rejected ({outcome.reason})"

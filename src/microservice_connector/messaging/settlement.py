@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from microservice_connector.messaging.message import Delivery
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Done with: acknowledge. `label` says how (applied, duplicate, dead-lettered…)."""
+    """Done with: acknowledge. `label` says how (applied, duplicate, dead-lettered…), and
+    `reason` why, where there is one to log (a dead letter's error)."""
 
     label: str = "applied"
+    reason: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
