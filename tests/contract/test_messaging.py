@@ -725,6 +725,31 @@ class TestNatsConnection:
             connecting.cancel()
             server.close()
 
+    async def test_waiting_for_a_broker_is_logged_once_in_a_while_not_at_each_attempt(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        server = NatsServer(tmp_path / "nats")  # not started: its port refuses
+        refusals = 0
+
+        async def on_error(exc: Exception) -> None:
+            nonlocal refusals
+            refusals += isinstance(exc, ConnectionRefusedError)
+
+        connecting = asyncio.ensure_future(
+            connect_nats([server.url], name="early", reconnect_time_wait=0.05, error_cb=on_error)
+        )
+        try:
+            deadline = time.monotonic() + PATIENCE
+            while refusals < 3:
+                assert time.monotonic() < deadline, "no retries seen"
+                await asyncio.sleep(0.05)
+        finally:
+            connecting.cancel()
+        waiting = [r for r in caplog.records if "no server reached yet" in r.getMessage()]
+        assert len(waiting) == 1
+        assert waiting[0].levelname == "WARNING"
+        assert "still trying" in waiting[0].getMessage()
+
     async def test_refused_credentials_fail_at_once_and_good_ones_connect(
         self, tmp_path: Path
     ) -> None:

@@ -252,3 +252,13 @@ def test_a_parts_log_tail_holds_only_what_this_run_wrote(tmp_path: Path) -> None
     part = system._spawn("echo", [sys.executable, "-c", "print('this run')"], "")
     part.process.wait(timeout=30)
     assert part.tail() == "this run"
+
+
+def test_msc_up_refuses_one_port_for_both_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started_system: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("MSC_BILLING_PORT", "18080")
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--cart-port", "18080"])
+    assert result.exit_code == 2, result.output
+    assert "cannot share port 18080" in result.output
+    assert started_system == {}

@@ -192,6 +192,8 @@ def up(
         cart_port=cart_port,
         billing_port=billing_port,
     )
+    if settings.cart_port == settings.billing_port:
+        fail(f"the cart and billing services cannot share port {settings.cart_port}", 2)
     given = nats_url or _env("MSC_NATS_URL")
     system = System(
         settings.data_dir.resolve(),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ PROJECT_STREAMS: Mapping[str, tuple[str, ...]] = {
 }
 
 CLOSE_TIMEOUT_S = 2.0
+UNREACHABLE_WARNING_EVERY_S = 30.0  # while no server has answered yet
 MSG_ID_HEADER = "Nats-Msg-Id"  # the header JetStream dedupes on: the message id
 _STREAM_NAME_IN_USE = 10058  # JetStream: "stream name already in use with a different config"
 
@@ -57,12 +59,18 @@ async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> 
     user_disconnected_cb: Callback | None = options.pop("disconnected_cb", None)
     user_reconnected_cb: Callback | None = options.pop("reconnected_cb", None)
 
+    warned_at = -UNREACHABLE_WARNING_EVERY_S
+
     async def on_error(exc: Exception) -> None:
+        nonlocal warned_at
         if not connected and (_is_refused_credentials(exc) or isinstance(exc, ssl.SSLError)):
             refused.append(exc)
             # nats-py re-reads this option after each failed attempt: stop retrying (after a
             # failed TLS handshake it would otherwise stall, silently).
             client.options["allow_reconnect"] = False
+        elif not connected and time.monotonic() - warned_at >= UNREACHABLE_WARNING_EVERY_S:
+            warned_at = time.monotonic()  # once in a while, not at every attempt
+            log.warning("nats %s: no server reached yet (%s); still trying", name, exc)
         else:
             log.debug("nats %s: %s", name, exc)
         if user_error_cb is not None:
