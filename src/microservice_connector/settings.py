@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from microservice_connector.instance import default_instance_id
 
 DEFAULT_DATA_DIR = Path("data")
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+# One Kafka bootstrap address: a host name or IPv4 address, or [IPv6], and an optional port.
+_BOOTSTRAP_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -95,6 +98,17 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_addresses(cls, value: str) -> str:
+        """Every comma-separated entry is `host` or `host:port` (port 1..65535)."""
+        for entry in (part.strip() for part in value.split(",")):
+            address = _BOOTSTRAP_ADDRESS.fullmatch(entry)
+            port = address.group(2) if address else None
+            if address is None or (port is not None and not 1 <= int(port[1:]) <= 65535):
+                raise ValueError(f"{entry!r} is not host:port (give host:port, comma-separated)")
+        return value
 
     def api_token_value(self) -> str | None:
         """The write token, or None when commands are open."""

@@ -262,3 +262,29 @@ def test_msc_up_refuses_one_port_for_both_services(
     assert result.exit_code == 2, result.output
     assert "cannot share port 18080" in result.output
     assert started_system == {}
+
+
+@pytest.mark.parametrize("bootstrap", ["garbage:::", "host:99999", "host:port", "a b:9092", ""])
+def test_a_kafka_bootstrap_that_is_not_host_port_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bootstrap: str
+) -> None:
+    monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", bootstrap)
+    from_env = runner.invoke(app, ["outbox", "status", "--data-dir", str(tmp_path)])
+    monkeypatch.delenv("MSC_KAFKA_BOOTSTRAP")
+    from_option = runner.invoke(
+        app, ["deadletter", "list", "--broker", "kafka", "--kafka-bootstrap", bootstrap or " "]
+    )
+    for result in (from_env, from_option):
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.split())
+        assert "MSC_KAFKA_BOOTSTRAP" in said
+        assert "is not host:port" in said
+
+
+def test_kafka_bootstrap_lists_of_names_addresses_and_ports_are_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from microservice_connector.settings import Settings
+
+    monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", "kafka-1:9092, 10.0.0.2:19092,[::1]:9093,kafka-4")
+    assert Settings().kafka_bootstrap.startswith("kafka-1:9092")

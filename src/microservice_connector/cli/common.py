@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -42,9 +42,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with the command line's non-None values on top."""
     try:
-        settings = Settings()
-        values = {k: v for k, v in overrides.items() if v is not None}
-        return settings.model_copy(update=values) if values else settings
+        # Given to the constructor, the command line's values are validated as the
+        # environment's are (a copy with them would take any value as it is).
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
             f"MSC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
