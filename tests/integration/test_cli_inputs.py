@@ -5,6 +5,7 @@ reach the terminal whole, `msc up` listens where MSC_CART_PORT/MSC_BILLING_PORT 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,7 @@ def test_help_names_each_options_environment_variable(command: list[str], hint: 
     assert hint in result.output
 
 
-@pytest.mark.parametrize("cart_url", ["http://127.0.0.1:1", "garbage"])
-def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_url: str) -> None:
+def _billing_with_one_bill(data_dir: Path) -> None:
     from datetime import UTC, datetime
 
     from microservice_connector.billing_service.application import BillingLedger, CartEventIn
@@ -130,25 +130,78 @@ def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_
     from microservice_connector.events.cart import ItemAdded
     from microservice_connector.settings import Settings
 
-    repository = open_billing_repository(Settings(data_dir=tmp_path))
+    repository = open_billing_repository(Settings(data_dir=data_dir))
     added = ItemAdded("kept", "item-001", 2, datetime(2026, 12, 6, tzinfo=UTC))
     BillingLedger(repository).apply_batch([CartEventIn("ev-1", "kept", 1, added)])
     repository.close()
 
-    result = runner.invoke(
-        app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", cart_url]
-    )
 
-    assert result.exit_code == 2, result.output
-    assert "cannot read the feed" in result.output
-    assert "nothing was changed" in result.output.replace("\n", " ")
-    repository = open_billing_repository(Settings(data_dir=tmp_path))
+def _the_bill_is_kept(data_dir: Path) -> None:
+    from microservice_connector.billing_service.main import open_billing_repository
+    from microservice_connector.settings import Settings
+
+    repository = open_billing_repository(Settings(data_dir=data_dir))
     try:
         bill = repository.bill("kept")
         assert bill is not None
         assert bill.last_version == 1
     finally:
         repository.close()
+
+
+@pytest.mark.parametrize("cart_url", ["http://127.0.0.1:1", "garbage"])
+def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_url: str) -> None:
+    _billing_with_one_bill(tmp_path)
+    result = runner.invoke(
+        app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", cart_url]
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot read the feed" in result.output
+    assert "nothing was changed" in result.output.replace("\n", " ")
+    _the_bill_is_kept(tmp_path)
+
+
+def test_a_rebuild_whose_feed_holds_an_event_billing_cannot_read_drops_nothing(
+    tmp_path: Path,
+) -> None:
+    _billing_with_one_bill(tmp_path)
+    unknown = {
+        "position": 1,
+        "event_id": "ev-9",
+        "event_type": "ItemGiftWrapped",  # of a newer cart service
+        "aggregate_id": "kept",
+        "version": 1,
+        "schema_version": 1,
+        "data": {"cart_id": "kept"},
+    }
+    body = json.dumps({"events": [unknown], "next_after": 1}).encode()
+
+    async def feed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with served(feed) as port:
+        result = runner.invoke(
+            app,
+            [
+                "billing",
+                "rebuild",
+                "--data-dir",
+                str(tmp_path),
+                "--cart-url",
+                f"http://127.0.0.1:{port}",
+            ],
+        )
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "cannot read an event of the feed after position 0" in said
+    assert "ItemGiftWrapped" in said
+    assert "nothing was changed" in said
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    _the_bill_is_kept(tmp_path)
 
 
 @pytest.mark.parametrize(

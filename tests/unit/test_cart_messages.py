@@ -81,7 +81,15 @@ def test_a_version_below_1_is_poison() -> None:
 
 @pytest.mark.parametrize(
     ("value", "position"),
-    [("42", 42), ("0", None), ("-7", None), ("²", None), ("9" * 5000, None), ("", None)],
+    [
+        ("42", 42),
+        (str(2**63 - 1), 2**63 - 1),
+        ("0", None),
+        ("-7", None),
+        ("²", None),
+        ("9" * 5000, None),
+        ("", None),
+    ],
 )
 def test_a_position_header_is_read_only_when_it_is_a_plain_positive_number(
     value: str, position: int | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -26,6 +26,10 @@ from microservice_connector.cli.services import (
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.messaging.message import PublishResult
+
+if TYPE_CHECKING:
+    from microservice_connector.billing_service.application import CartEventIn
+    from microservice_connector.events.registry import EventRegistry
 from microservice_connector.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -150,13 +154,30 @@ def _feed_page(
             if isinstance(exc, httpx.HTTPStatusError)
             else str(exc)
         )
-        state = (
-            "nothing was changed"
-            if applied == 0 and after == 0
-            else f"billing holds the first {applied} events only: run the rebuild again"
-        )
+        state = "nothing was changed" if applied == 0 and after == 0 else _partly(applied)
         fail(f"cannot read the feed at {cart_url}/events ({reason}); {state}", 2)
     return feed
+
+
+def _decoded(
+    feed: dict[str, Any], registry: EventRegistry, after: int, applied: int
+) -> list[CartEventIn]:
+    """The page's events as billing applies them, or a clear exit naming the one it cannot
+    read (an event of a newer cart service, say) and what state billing is in."""
+    from microservice_connector.billing_service.infrastructure.cart_messages import (
+        PoisonMessage,
+        event_from_feed,
+    )
+
+    try:
+        return [event_from_feed(item, registry) for item in feed["events"]]
+    except (PoisonMessage, KeyError, TypeError, ValueError) as exc:
+        state = "nothing was changed" if applied == 0 and after == 0 else _partly(applied)
+        fail(f"cannot read an event of the feed after position {after}: {exc}; {state}", 1)
+
+
+def _partly(applied: int) -> str:
+    return f"billing holds the first {applied} events only: run the rebuild again"
 
 
 async def _with_dead_letters(settings: Settings, work):  # type: ignore[no-untyped-def]
@@ -192,9 +213,6 @@ def billing_rebuild(
     billing's own events), each invoice dated by its checkout, so bills and invoices come
     out identical to the originals."""
     from microservice_connector.billing_service.application import BillingLedger
-    from microservice_connector.billing_service.infrastructure.cart_messages import (
-        event_from_feed,
-    )
     from microservice_connector.billing_service.main import open_billing_repository
     from microservice_connector.events.registry import default_registry
     from microservice_connector.web.access import read_headers
@@ -219,20 +237,22 @@ def billing_rebuild(
                 console=console,
             ) as progress,
         ):
-            # The first page is read before anything is dropped: a cart service that cannot
-            # be reached leaves billing as it was.
+            # The first page is read and decoded before anything is dropped: a cart service
+            # that cannot be reached, or an event billing cannot read, leaves billing as it was.
             feed = _feed_page(http, settings.cart_url, after, page, applied)
+            events = _decoded(feed, registry, after, applied)
             repository.reset_read_model()
             task = progress.add_task("rebuild", total=None)
-            while feed["events"]:
+            while events:
                 try:
-                    ledger.apply_batch([event_from_feed(item, registry) for item in feed["events"]])
+                    ledger.apply_batch(events)
                 except DataRejected as exc:  # the same event fails the same way every time
-                    fail(f"cannot rebuild past position {after}: {exc}", 1)
-                applied += len(feed["events"])
+                    fail(f"cannot rebuild past position {after}: {exc}; {_partly(applied)}", 1)
+                applied += len(events)
                 after = feed["next_after"]
                 progress.update(task, completed=applied)
                 feed = _feed_page(http, settings.cart_url, after, page, applied)
+                events = _decoded(feed, registry, after, applied)
     finally:
         repository.close()
     console.print(f"rebuilt billing from {applied} cart events")

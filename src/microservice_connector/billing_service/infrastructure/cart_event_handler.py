@@ -14,6 +14,7 @@ from microservice_connector.billing_service.application import (
 )
 from microservice_connector.billing_service.infrastructure.cart_messages import (
     PoisonMessage,
+    plain_number,
     to_cart_event,
 )
 from microservice_connector.billing_service.infrastructure.cart_store import (
@@ -183,10 +184,8 @@ class CartEventHandler:
 def feed_position(delivery: Delivery) -> int | None:
     """The cart feed position the relay put in the message's headers; None for a message
     without one (published before it was added, or by another producer)."""
-    value = delivery.message.headers.get(POSITION_HEADER, "")
-    # ASCII digits only ("²".isdigit() holds, and int() refuses it), at most 18 of them.
-    plain = value.isascii() and value.isdigit() and len(value) <= 18
-    return int(value) if plain and int(value) > 0 else None
+    position = plain_number(delivery.message.headers.get(POSITION_HEADER, ""))
+    return position if position is not None and position > 0 else None
 
 
 def gap_delay(attempt: int) -> float:

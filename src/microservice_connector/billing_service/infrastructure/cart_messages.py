@@ -21,7 +21,8 @@ from microservice_connector.messaging.message import Message
 REQUIRED_HEADERS = ("event-id", "event-type", "aggregate-id", "aggregate-version")
 ID_HEADERS = ("event-id", "aggregate-id")
 _SHOWN_CHARS = 80  # of a bad id in an error: enough to recognise it, never a flood
-_DIGITS = re.compile(r"-?[0-9]{1,18}")  # fits 64 bits; the sign, for "must be ≥ 1" below
+_NUMBER = re.compile(r"-?[0-9]{1,19}")  # the sign, so that "must be ≥ 1" can say so
+_LARGEST = 2**63 - 1  # what the stores' 64-bit integer columns hold
 
 
 class PoisonMessage(ValueError):
@@ -33,7 +34,7 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
     headers = message.headers
     missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
     if missing:
-        raise PoisonMessage(f"message {message.id}: missing headers {', '.join(missing)}")
+        raise PoisonMessage(f"message {_shown(message.id)}: missing headers {', '.join(missing)}")
     for name in ID_HEADERS:
         if not is_valid_id(headers[name]):
             raise PoisonMessage(
@@ -43,7 +44,9 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
     version = _number(message, "aggregate-version")
     schema_version = _number(message, "schema-version", default=1)
     if version < 1:
-        raise PoisonMessage(f"message {message.id}: aggregate-version must be ≥ 1, got {version}")
+        raise PoisonMessage(
+            f"message {_shown(message.id)}: aggregate-version must be ≥ 1, got {version}"
+        )
     recorded = RecordedEvent(
         position=sequence,
         event_id=headers["event-id"],
@@ -62,7 +65,7 @@ def to_cart_event(message: Message, registry: EventRegistry, sequence: int = 0) 
         raise PoisonMessage(str(exc)) from exc
     if getattr(event, "cart_id", recorded.aggregate_id) != recorded.aggregate_id:
         raise PoisonMessage(
-            f"message {message.id}: payload cart_id differs from aggregate-id header"
+            f"message {_shown(message.id)}: payload cart_id differs from aggregate-id header"
         )
     if problem := _impossible(event):
         raise PoisonMessage(f"message {_shown(message.id)}: {problem}")
@@ -77,10 +80,20 @@ def _number(message: Message, header: str, default: int | None = None) -> int:
     value = message.headers.get(header)
     if not value and default is not None:
         return default
-    if value is None or not _DIGITS.fullmatch(value):
+    number = plain_number(value or "")
+    if number is None:
         shown = _shown(value or "")
         raise PoisonMessage(f"message {_shown(message.id)}: header {header} {shown} is no number")
-    return int(value)
+    return number
+
+
+def plain_number(value: str) -> int | None:
+    """`value` as an integer when it is written plainly, ASCII digits with an optional minus
+    (not `0_1`, ` 5`, `+5`, `²`) and fits 64 bits; else None."""
+    if not _NUMBER.fullmatch(value):
+        return None
+    number = int(value)
+    return number if -_LARGEST <= number <= _LARGEST else None
 
 
 def _impossible(event: CartEvent) -> str | None:
