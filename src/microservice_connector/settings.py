@@ -6,15 +6,19 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from microservice_connector.instance import default_instance_id
 
 DEFAULT_DATA_DIR = Path("data")
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-# One Kafka bootstrap address: a host name or IPv4 address, or [IPv6], and an optional port.
-_BOOTSTRAP_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
+# One Kafka bootstrap address: a host name or IPv4 address, or an IPv6 address (bare, or in
+# brackets with a port; a zone after `%` either way), and an optional port.
+_BOOTSTRAP_ADDRESS = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?"
+    r"|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?"
+)
 
 
 class Settings(BaseSettings):
@@ -99,16 +103,25 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
 
-    @field_validator("kafka_bootstrap")
-    @classmethod
-    def _bootstrap_addresses(cls, value: str) -> str:
-        """Every comma-separated entry is `host` or `host:port` (port 1..65535)."""
-        for entry in (part.strip() for part in value.split(",")):
+    @model_validator(mode="after")
+    def _kafka_bootstrap_addresses(self) -> Settings:
+        """On Kafka, every comma-separated entry of `kafka_bootstrap` is `host` or `host:port`
+        (port 1..65535), and there is at least one; empty entries are skipped, as by the
+        client. Left alone on NATS, where nothing reads it."""
+        if self.broker != "kafka":
+            return self
+        entries = [part.strip() for part in self.kafka_bootstrap.split(",") if part.strip()]
+        for entry in entries:
             address = _BOOTSTRAP_ADDRESS.fullmatch(entry)
-            port = address.group(2) if address else None
-            if address is None or (port is not None and not 1 <= int(port[1:]) <= 65535):
-                raise ValueError(f"{entry!r} is not host:port (give host:port, comma-separated)")
-        return value
+            port = address.group(1) if address else None
+            if address is None or (port is not None and not 1 <= int(port) <= 65535):
+                raise ValueError(
+                    f"MSC_KAFKA_BOOTSTRAP: {entry!r} is not host:port "
+                    "(give host:port, comma-separated)"
+                )
+        if not entries:
+            raise ValueError("MSC_KAFKA_BOOTSTRAP: no address (give host:port, comma-separated)")
+        return self
 
     def api_token_value(self) -> str | None:
         """The write token, or None when commands are open."""

@@ -133,6 +133,28 @@ def test_an_event_the_cart_service_could_not_store_is_dead_lettered_at_once(
     assert repository.invoice("beside-c") is not None
 
 
+def test_a_total_no_column_holds_is_dead_lettered_alone(repository: SqlBillingRepository) -> None:
+    # Only a price set past the API's limit (straight in the database) can make one now.
+    repository.set_price("item-009", BEYOND_INT64)
+    pipeline = Pipeline(repository)
+    later = datetime.now(UTC)  # priced at the price in effect then: the one just set
+    outcomes = pipeline.deliver(
+        [
+            _message("huge", 1, ItemAdded("huge", "item-009", 4, later)),
+            _message("huge", 2, CartCheckedOut("huge", later)),
+            *_beside("e"),
+        ]
+    )
+    labels = [o.label for o in outcomes if isinstance(o, Ack)]
+    assert labels[2:] == ["applied", "applied"]
+    assert "dead-lettered" in labels[:2]
+    [error] = pipeline.errors()
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in error
+    assert "refused billing's write" in error
+    assert repository.invoice("huge") is None
+    assert repository.invoice("beside-e") is not None
+
+
 def test_removing_everything_of_a_large_holding_is_billed(
     repository: SqlBillingRepository,
 ) -> None:

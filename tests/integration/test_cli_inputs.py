@@ -317,27 +317,96 @@ def test_msc_up_refuses_one_port_for_both_services(
     assert started_system == {}
 
 
-@pytest.mark.parametrize("bootstrap", ["garbage:::", "host:99999", "host:port", "a b:9092", ""])
+@pytest.mark.parametrize(
+    ("bootstrap", "says"),
+    [
+        ("garbage:::", "'garbage:::' is not host:port"),
+        ("host:99999", "'host:99999' is not host:port"),
+        ("host:port", "'host:port' is not host:port"),
+        ("a b:9092", "'a b:9092' is not host:port"),
+        (" , ", "no address"),
+    ],
+)
 def test_a_kafka_bootstrap_that_is_not_host_port_is_a_configuration_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bootstrap: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    started_system: dict[str, Any],
+    bootstrap: str,
+    says: str,
 ) -> None:
+    monkeypatch.setenv("MSC_BROKER", "kafka")
     monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", bootstrap)
     from_env = runner.invoke(app, ["outbox", "status", "--data-dir", str(tmp_path)])
     monkeypatch.delenv("MSC_KAFKA_BOOTSTRAP")
-    from_option = runner.invoke(
-        app, ["deadletter", "list", "--broker", "kafka", "--kafka-bootstrap", bootstrap or " "]
-    )
-    for result in (from_env, from_option):
+    from_option = runner.invoke(app, ["deadletter", "list", "--kafka-bootstrap", bootstrap])
+    up = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--kafka-bootstrap", bootstrap])
+    for result in (from_env, from_option, up):
         assert result.exit_code == 2, result.output
-        said = " ".join(result.output.split())
-        assert "MSC_KAFKA_BOOTSTRAP" in said
-        assert "is not host:port" in said
+        assert f"MSC_KAFKA_BOOTSTRAP: {says}" in " ".join(result.output.split())
+    assert started_system == {}
 
 
+@pytest.mark.parametrize(
+    "bootstrap",
+    [
+        "kafka-1:9092, 10.0.0.2:19092,[::1]:9093,kafka-4",
+        "k1:9092,k2:9092,",
+        "::1",
+        "[fe80::1%eth0]:9092",
+    ],
+)
 def test_kafka_bootstrap_lists_of_names_addresses_and_ports_are_taken(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, bootstrap: str
 ) -> None:
     from microservice_connector.settings import Settings
 
-    monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", "kafka-1:9092, 10.0.0.2:19092,[::1]:9093,kafka-4")
-    assert Settings().kafka_bootstrap.startswith("kafka-1:9092")
+    monkeypatch.setenv("MSC_BROKER", "kafka")
+    monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", bootstrap)
+    assert Settings().kafka_bootstrap == bootstrap
+
+
+def test_on_nats_a_stale_kafka_bootstrap_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microservice_connector.settings import Settings
+
+    monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", "garbage:::")
+    assert Settings().broker == "nats"
+
+
+def test_msc_up_hides_the_credentials_of_a_nats_it_cannot_reach(tmp_path: Path) -> None:
+    url = "nats://alice:s3cret@127.0.0.1:1"
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), "--nats-url", url])
+    assert result.exit_code == 2, result.output
+    assert "cannot reach NATS at nats://***@127.0.0.1:1" in result.output
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("nats://h1", ("h1", 4222)),
+        ("tls://h1", ("h1", 4222)),
+        ("h1", ("h1", 4222)),
+        ("ws://h1", ("h1", 80)),
+        ("wss://h1", ("h1", 443)),
+        ("wss://u:p@h1:8443", ("h1", 8443)),
+        ("nats://[::1]:4333", ("::1", 4333)),
+    ],
+)
+def test_the_nats_check_knocks_where_the_client_would_connect(
+    monkeypatch: pytest.MonkeyPatch, url: str, address: tuple[str, int]
+) -> None:
+    from microservice_connector.runtime import system
+
+    knocked: list[tuple[str, int]] = []
+
+    class Accepted:
+        def close(self) -> None:
+            pass
+
+    def connect(where: tuple[str, int], timeout: float) -> Accepted:
+        knocked.append(where)
+        return Accepted()
+
+    monkeypatch.setattr(system.socket, "create_connection", connect)
+    system.reachable_nats(url)
+    assert knocked == [address]

@@ -47,9 +47,7 @@ def load_settings(**overrides: object) -> Settings:
         given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
         return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"MSC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(error) for error in exc.errors())
         fail(f"bad configuration: {problems}", 2)
 
 
@@ -67,3 +65,12 @@ def existing_database(url: str) -> str:
             2,
         )
     return url
+
+
+def _problem(error: Any) -> str:
+    """One validation error as `MSC_NAME: what is wrong`; a check across settings names its
+    setting in its own message."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"MSC_{'_'.join(str(p) for p in error['loc']).upper()}: {message}"

@@ -191,6 +191,7 @@ def up(
         broker=broker_name(broker),
         cart_port=cart_port,
         billing_port=billing_port,
+        kafka_bootstrap=kafka_bootstrap,  # checked here; `System` embeds Tansu without one
     )
     if settings.cart_port == settings.billing_port:
         fail(f"the cart and billing services cannot share port {settings.cart_port}", 2)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from microservice_connector.runtime.nats_options import redact
 from microservice_connector.runtime.nats_server_config import (
     sync_always_by_default,
     write_nats_server_config,
@@ -47,6 +48,9 @@ def nats_server_binary() -> str:
     return found
 
 
+_DEFAULT_PORTS = {"ws": 80, "wss": 443}  # nats-py's: 4222 for nats:// and tls://
+
+
 def reachable_nats(urls: str, timeout: float = 3.0) -> None:
     """Return when one of the comma-separated NATS `urls` accepts a connection, or raise
     `StartupFailed` naming each and why not: the services would only wait for it."""
@@ -54,11 +58,12 @@ def reachable_nats(urls: str, timeout: float = 3.0) -> None:
     for url in (part.strip() for part in urls.split(",") if part.strip()):
         address = urlsplit(url if "://" in url else f"nats://{url}")
         try:
-            host, port = address.hostname or "127.0.0.1", address.port or 4222
+            default_port = _DEFAULT_PORTS.get(address.scheme, 4222)
+            host, port = address.hostname or "127.0.0.1", address.port or default_port
             socket.create_connection((host, port), timeout=timeout).close()
             return
         except (OSError, ValueError) as exc:
-            reasons.append(f"{url}: {getattr(exc, 'strerror', None) or exc}")
+            reasons.append(f"{redact(url)}: {getattr(exc, 'strerror', None) or exc}")
     raise StartupFailed(
         f"cannot reach NATS at {'; '.join(reasons) or repr(urls)}; start it, or leave "
         "--nats-url and MSC_NATS_URL unset to run an embedded one"
