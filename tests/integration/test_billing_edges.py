@@ -1,7 +1,8 @@
 """Billing at the edges of what the API accepts, on SQLite and PostgreSQL alike: a cart id
 of 64 characters, an invoice above 2^31 cents, an id or a quantity the cart service would
-refuse. Each ends in a right invoice or one clear dead letter, and the other carts in the
-same batches are billed meanwhile."""
+refuse, a total no column holds (from a price set past the API's limit). Each ends in a
+right invoice or one clear dead letter, and the other carts in the same batches are billed
+meanwhile."""
 
 from __future__ import annotations
 
