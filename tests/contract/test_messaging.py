@@ -750,6 +750,19 @@ class TestNatsConnection:
         assert waiting[0].levelname == "WARNING"
         assert "still trying" in waiting[0].getMessage()
 
+    async def test_a_link_still_waiting_for_its_broker_stops_at_once(self, tmp_path: Path) -> None:
+        from microservice_connector.runtime.nats_link import NatsLink
+
+        server = NatsServer(tmp_path / "nats")  # never started: nothing answers
+        link = NatsLink([server.url], name="waiting", options={"reconnect_time_wait": 0.1})
+        stop = asyncio.Event()
+        running = asyncio.ensure_future(link.run(stop))
+        await asyncio.sleep(0)  # let it begin to connect
+        assert not running.done()
+        stop.set()
+        await asyncio.wait_for(running, timeout=2.0)  # it used to wait for a server forever
+        assert not link.connected
+
     async def test_refused_credentials_fail_at_once_and_good_ones_connect(
         self, tmp_path: Path
     ) -> None:

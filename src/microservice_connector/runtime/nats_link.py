@@ -16,6 +16,7 @@ from microservice_connector.messaging.nats.dead_letters import NatsDeadLetters
 from microservice_connector.messaging.nats.holdings import NatsHoldings
 from microservice_connector.messaging.nats.publisher import NatsPublisher
 from microservice_connector.messaging.nats.subscriber import NatsSubscriber
+from microservice_connector.runtime.background import until_stopped
 from microservice_connector.runtime.nats_options import redact
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class NatsLink:
         while not stop.is_set():
             client: Client | None = None
             try:
-                client = await connect_nats(self._servers, name=self._name, **self._options)
+                connecting = connect_nats(self._servers, name=self._name, **self._options)
+                client = await until_stopped(connecting, stop)  # it waits for a server
+                if client is None:
+                    return
                 js = client.jetstream()
                 for stream, subjects in STREAMS.items():
                     await ensure_stream(js, stream, subjects, replicas=self._replicas)
