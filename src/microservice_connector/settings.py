@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         client. Left alone on NATS, where nothing reads it."""
         if self.broker != "kafka":
             return self
-        entries = [part.strip() for part in self.kafka_bootstrap.split(",") if part.strip()]
+        entries = comma_separated(self.kafka_bootstrap)
         for entry in entries:
             address = _BOOTSTRAP_ADDRESS.fullmatch(entry)
             port = address.group(1) if address else None
@@ -151,7 +151,7 @@ class Settings(BaseSettings):
 
     def nats_servers(self) -> list[str]:
         """The NATS server URLs: `MSC_NATS_URL` may list several, comma-separated."""
-        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+        return comma_separated(self.nats_url)
 
     def billing_db_url(self) -> str:
         """The billing database's URL: `MSC_BILLING_DATABASE_URL`, else `<data_dir>/billing.db`."""
@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     def cart_database_url(self) -> str:
         """The cart event store's URL: `MSC_DATABASE_URL`, else `<data_dir>/events.db`."""
         return self.database_url or f"sqlite:///{self.data_dir / 'events.db'}"
+
+
+def comma_separated(value: str) -> list[str]:
+    """The entries of a comma-separated setting, trimmed; empty ones skipped."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 def _revealed(secret: SecretStr | None) -> str | None:

@@ -84,7 +84,8 @@ def _id(kind: str, value: str) -> str:
 def _segment(kind: str, value: str) -> str:
     """`value` as one URL path segment: an id, with the ids `.` and `..` spelled so that no
     client folds them into the path around them."""
-    return _id(kind, value).replace(".", "%2E") if value in (".", "..") else _id(kind, value)
+    checked = _id(kind, value)
+    return checked.replace(".", "%2E") if checked in (".", "..") else checked
 
 
 def send_with_retries(

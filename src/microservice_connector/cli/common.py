@@ -9,8 +9,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from microservice_connector.settings import Settings
 
@@ -54,10 +52,14 @@ def load_settings(**overrides: object) -> Settings:
 def existing_database(url: str) -> str:
     """`url`, or a clear exit (code 2) when it names a SQLite file that does not exist: a
     command that inspects a database must not create an empty one at a mistyped path."""
+    from microservice_connector.eventstore import DatabaseUnavailable
+    from microservice_connector.eventstore.engine import parse_database_url
+
     try:
-        path = make_url(url).database if url.startswith("sqlite") else None
-    except (ArgumentError, ValueError) as exc:
-        fail(f"bad database URL {url!r}: {exc}", 2)
+        parsed = parse_database_url(url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
         fail(
             f"no database at {path}: nothing was stored there "

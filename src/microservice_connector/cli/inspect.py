@@ -26,11 +26,11 @@ from microservice_connector.cli.services import (
 from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 from microservice_connector.eventstore.failures import DataRejected
 from microservice_connector.messaging.message import PublishResult
+from microservice_connector.settings import Settings
 
 if TYPE_CHECKING:
     from microservice_connector.billing_service.application import CartEventIn
     from microservice_connector.events.registry import EventRegistry
-from microservice_connector.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -154,8 +154,7 @@ def _feed_page(
             if isinstance(exc, httpx.HTTPStatusError)
             else str(exc)
         )
-        state = "nothing was changed" if applied == 0 and after == 0 else _partly(applied)
-        fail(f"cannot read the feed at {cart_url}/events ({reason}); {state}", 2)
+        fail(f"cannot read the feed at {cart_url}/events ({reason}); {_so_far(after, applied)}", 2)
     return feed
 
 
@@ -172,8 +171,13 @@ def _decoded(
     try:
         return [event_from_feed(item, registry) for item in feed["events"]]
     except (PoisonMessage, KeyError, TypeError, ValueError) as exc:
-        state = "nothing was changed" if applied == 0 and after == 0 else _partly(applied)
-        fail(f"cannot read an event of the feed after position {after}: {exc}; {state}", 1)
+        problem = f"cannot read an event of the feed after position {after}: {exc}"
+        fail(f"{problem}; {_so_far(after, applied)}", 1)
+
+
+def _so_far(after: int, applied: int) -> str:
+    """What billing holds when a rebuild stops: the first page is read before the reset."""
+    return "nothing was changed" if applied == 0 and after == 0 else _partly(applied)
 
 
 def _partly(applied: int) -> str:

@@ -27,6 +27,7 @@ from microservice_connector.runtime.nats_server_config import (
     write_nats_server_config,
 )
 from microservice_connector.runtime.tansu import TansuUnavailable, tansu_command
+from microservice_connector.settings import comma_separated
 
 STOP_TIMEOUT_S = 15.0
 PR_SET_PDEATHSIG = 1
@@ -55,7 +56,7 @@ def reachable_nats(urls: str, timeout: float = 3.0) -> None:
     """Return when one of the comma-separated NATS `urls` accepts a connection, or raise
     `StartupFailed` naming each and why not: the services would only wait for it."""
     reasons = []
-    for url in (part.strip() for part in urls.split(",") if part.strip()):
+    for url in comma_separated(urls):
         address = urlsplit(url if "://" in url else f"nats://{url}")
         try:
             default_port = _DEFAULT_PORTS.get(address.scheme, 4222)
