@@ -202,6 +202,24 @@ class TestUnreachableBroker:
         assert set(ids(during)) <= set(got)
 
 
+class TestTooLarge:
+    """A message over the producer's `max_request_size` fails alone, marked as refused."""
+
+    async def test_a_message_too_large_is_refused_and_the_others_are_stored(
+        self, kafka: KafkaAdapter
+    ) -> None:
+        publisher = KafkaPublisher(kafka.producer, ack_timeout=5.0)
+        before, after = events(2)
+        big = event()
+        too_large = Message(big.id, big.topic, b"x" * (1024 * 1024 + 1), big.headers)
+
+        results = await publisher.publish([before, too_large, after])
+
+        assert [r.acknowledged for r in results] == [True, False, True]
+        assert [r.refused for r in results] == [False, True, False]
+        assert "MessageSizeTooLargeError" in (results[1].error or "")
+
+
 class TestDeadLetterTopic:
     """Dead letters on Kafka: one partition, replay markers."""
 

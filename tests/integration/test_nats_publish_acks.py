@@ -168,6 +168,7 @@ async def test_a_message_over_the_brokers_max_payload_fails_alone_and_the_connec
     results = await publisher.publish([before, over, fits, after])
 
     assert [r.acknowledged for r in results] == [True, False, True, True]
+    assert [r.refused for r in results] == [False, True, False, False]
     assert f"over the broker's max_payload of {client.max_payload}" in (results[1].error or "")
     assert client.is_connected
     assert (await publisher.publish(_messages(3)[2:]))[0].acknowledged

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.held_back import HeldBack
 from microservice_connector.eventstore.marks_in_flight import MarksInFlight
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
@@ -29,10 +30,18 @@ MARKS_IN_FLIGHT = 4
 
 @dataclass(frozen=True, slots=True)
 class RelayRound:
-    """What one round did: rows published (acked and marked) and rows that failed."""
+    """What one round did: rows published (acked and marked) and rows that failed, of which
+    `refused` failed for themselves (too large for the broker) and are held back."""
 
     published: int
     failed: int
+    refused: int = 0
+
+    @property
+    def broker_failed(self) -> bool:
+        """Whether a row failed for a reason not its own (the broker, the connection): the
+        relay then backs off, as the next round would most likely fail the same way."""
+        return self.failed > self.refused
 
 
 class RelayObserver(Protocol):
@@ -51,7 +60,9 @@ class OutboxRelay:
     `MARKS_IN_FLIGHT` batches wait for their marks); `relay_once` marks before it returns.
 
     It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
-    backs off exponentially while the broker or the database is unavailable. Relays sharing a
+    backs off exponentially while the broker or the database is unavailable. A row the broker
+    refuses for itself (too large) does not slow the others: it is held back, tried again
+    after a delay that doubles up to 5 min, and logged at ERROR each time. Relays sharing a
     PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
     (`SqlOutbox.rows_to_publish`): when one dies, another publishes its rows within
     `lease_seconds + poll_interval`.
@@ -89,6 +100,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._marking: set[asyncio.Task[None]] = set()
         self._in_flight = MarksInFlight()  # rows not to claim again while marks land
+        self._held_back = HeldBack()  # rows the broker refused, until their next try
         self._woken_by_commits = False  # set by the first `wake()`: commits call it
         self._loop: asyncio.AbstractEventLoop | None = None
         self.published_total = 0
@@ -135,7 +147,7 @@ class OutboxRelay:
             except DatabaseUnavailable as exc:
                 log.warning("outbox relay: %s", exc)
                 round_ = RelayRound(published=0, failed=1)
-            if round_.failed:
+            if round_.broker_failed:
                 backoff = min(self._max_backoff, max(0.05, backoff * 2))
                 await _wait(stop, backoff)
             elif round_.published == 0 or (
@@ -195,13 +207,14 @@ class OutboxRelay:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._in_flight.begin_claim()
         # The oldest pending rows may be the ones waiting for their marks: read past them.
-        limit = self._batch_size + self._in_flight.rows_on_the_way
+        limit = self._batch_size + self._in_flight.rows_on_the_way + len(self._held_back)
         claim = (self.relay_id, limit, self._lease_seconds)
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
         else:
             claimed = await asyncio.to_thread(self._outbox.rows_to_publish, *claim)
-        claimable = set(self._in_flight.claimable((row.id for row in claimed), seen))
+        not_held = self._held_back.ready(row.id for row in claimed)
+        claimable = set(self._in_flight.claimable(not_held, seen))
         rows = [row for row in claimed if row.id in claimable][: self._batch_size]
         if not rows:
             return RelayRound(0, 0)
@@ -231,15 +244,36 @@ class OutboxRelay:
                 self._start_marking(marked)
             else:
                 await self._mark_and_audit(marked)
-        if failed:
-            error = _first_error(failed)
-            log.warning("outbox relay: %d of %d not acked: %s", len(failed), len(rows), error)
-            await asyncio.to_thread(self._outbox.record_failure, [r.id for r, _ in failed], error)
+        refused = [(row, result) for row, result in failed if result.refused]
+        if refused:
+            await self._hold_back(refused)
+        if unexplained := [(row, result) for row, result in failed if not result.refused]:
+            error = _first_error(unexplained)
+            log.warning("outbox relay: %d of %d not acked: %s", len(unexplained), len(rows), error)
+            ids = [row.id for row, _ in unexplained]
+            await asyncio.to_thread(self._outbox.record_failure, ids, error)
         self.published_total += len(acked)
         self.failed_total += len(failed)
         if self._observer is not None:
             self._observer.round_finished(len(acked), len(failed), publish_seconds)
-        return RelayRound(len(acked), len(failed))
+        return RelayRound(len(acked), len(failed), len(refused))
+
+    async def _hold_back(self, refused: list[tuple[OutboxRow, PublishResult]]) -> None:
+        """Record each refusal on its row and hold the row back; the rows after it go on."""
+        for row, result in refused:
+            error = result.error or "refused"
+            await asyncio.to_thread(self._outbox.record_failure, [row.id], error)
+            wait = self._held_back.hold(row.id, row.attempts + 1)
+            log.error(
+                "outbox relay: the broker refused event %s (%s, outbox row %d, attempt %d): %s;"
+                " the rows after it go on, and it is tried again in %g s",
+                row.event_id,
+                row.topic,
+                row.id,
+                row.attempts + 1,
+                error,
+                wait,
+            )
 
     def _start_marking(self, acked: _Acknowledged) -> None:
         self._in_flight.started(acked.ids)

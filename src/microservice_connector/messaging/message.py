@@ -19,12 +19,15 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """The broker's answer for one message: acknowledged (with its sequence) or the error."""
+    """The broker's answer for one message: acknowledged (with its sequence) or the error.
+    `refused` errors are the message's own (over the broker's size limit): sent again as it
+    is, it is refused again, whatever happens to the messages around it."""
 
     message_id: str
     sequence: int | None = None
     duplicate: bool = False
     error: str | None = None
+    refused: bool = False
 
     @property
     def acknowledged(self) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from microservice_connector.messaging.kafka.pipelined import publish_pipelined
 from microservice_connector.messaging.kafka.records import record_headers, record_key, sequence_of
@@ -48,7 +49,7 @@ class KafkaPublisher:
         """Refuse further publishes; the producer belongs to whoever started it."""
         self._closed = True
 
-    async def _send(self, message: Message) -> asyncio.Future[Any] | str:
+    async def _send(self, message: Message) -> asyncio.Future[Any] | PublishResult:
         try:
             future: asyncio.Future[Any] = await self._producer.send(
                 message.topic,
@@ -57,22 +58,25 @@ class KafkaPublisher:
                 headers=record_headers(message),
             )
         except Exception as exc:  # one bad message (size, topic name) fails alone
-            return _describe(exc)
+            return _failed(message, exc)
         return future
 
 
-def _result(
-    message: Message, outcome: asyncio.Future[Any] | str, ack_timeout: float
-) -> PublishResult:
-    if isinstance(outcome, str):
-        return PublishResult(message.id, error=outcome)
+def _result(message: Message, outcome: asyncio.Future[Any], ack_timeout: float) -> PublishResult:
     if not outcome.done() or outcome.cancelled():
         return PublishResult(message.id, error=f"no acknowledgement within {ack_timeout:g} s")
     exc = outcome.exception()
     if exc is not None:
-        return PublishResult(message.id, error=_describe(exc))
+        return _failed(message, exc)
     metadata = outcome.result()
     return PublishResult(message.id, sequence=sequence_of(metadata.partition, metadata.offset))
+
+
+def _failed(message: Message, exc: BaseException) -> PublishResult:
+    """The result of a message the producer or the broker did not take: `refused` when it
+    is too large, by the producer's `max_request_size` or the broker's limit."""
+    too_large = MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+    return PublishResult(message.id, error=_describe(exc), refused=isinstance(exc, too_large))
 
 
 def _describe(exc: BaseException) -> str:

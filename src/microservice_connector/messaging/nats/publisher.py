@@ -55,9 +55,7 @@ class NatsPublisher:
         finally:
             self._acks.forget(batch)
         results = [
-            PublishResult(message.id, error=unsent[index])
-            if index in unsent
-            else self._result(message, batch.answers[index])
+            unsent[index] if index in unsent else self._result(message, batch.answers[index])
             for index, message in enumerate(messages)
         ]
         return await self._duplicates.confirmed(messages, results)
@@ -67,41 +65,50 @@ class NatsPublisher:
         opened it."""
         self._closed = True
 
-    async def _send_all(self, messages: Sequence[Message], batch: AckBatch) -> dict[int, str]:
+    async def _send_all(
+        self, messages: Sequence[Message], batch: AckBatch
+    ) -> dict[int, PublishResult]:
         """Send each message with its reply subject, within one `ack_timeout` for them all;
-        returns why each one not sent was not."""
-        unsent: dict[int, str] = {}
+        returns the failed result of each one not sent."""
+        unsent: dict[int, PublishResult] = {}
         index = 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._ack_timeout):
                 for index, message in enumerate(messages):
-                    reason = await self._send(message, batch.reply_to(index))
-                    if reason is not None:
-                        unsent[index] = reason
+                    failed = await self._send(message, batch.reply_to(index))
+                    if failed is not None:
+                        unsent[index] = failed
                 index = len(messages)
         stalled = f"too many publishes in flight for {self._ack_timeout:g} s"
-        unsent.update({late: stalled for late in range(index, len(messages))})
-        for failed in unsent:
-            batch.give_up(failed)
+        unsent.update(
+            {
+                late: PublishResult(messages[late].id, error=stalled)
+                for late in range(index, len(messages))
+            }
+        )
+        for not_sent in unsent:
+            batch.give_up(not_sent)
         return unsent
 
-    async def _send(self, message: Message, reply_to: str) -> str | None:
+    async def _send(self, message: Message, reply_to: str) -> PublishResult | None:
+        """Send `message`; None once it is on its way, else its failed result."""
         if not self._client.is_connected:
             # nats-py would buffer it until a reconnect, and leaks an in-flight slot when
             # that buffer is full.
-            return DISCONNECTED
+            return PublishResult(message.id, error=DISCONNECTED)
         headers = {**message.headers, MSG_ID_HEADER: message.id}
         size, limit = wire_size(message.payload, headers), self._client.max_payload
         if size > limit:
             # The server would close the whole connection on it (nats-py checks the payload
             # alone); refused here, it fails this message only.
-            return f"{size} bytes with its headers, over the broker's max_payload of {limit}"
+            too_large = f"{size} bytes with its headers, over the broker's max_payload of {limit}"
+            return PublishResult(message.id, error=too_large, refused=True)
         try:
             await self._client.publish(
                 message.topic, message.payload, reply=reply_to, headers=headers
             )
         except Exception as exc:  # one bad message (header, size, closed connection) fails alone
-            return _describe(exc)
+            return PublishResult(message.id, error=_describe(exc))
         return None
 
     def _result(self, message: Message, answer: Msg | None) -> PublishResult:

@@ -1,0 +1,135 @@
+"""An outbox row the broker refuses for itself (too large) does not slow the rows after it:
+the relay holds it back, publishes the others at once, and tries it again later."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+
+from microservice_connector.events import ItemAdded, NewEvent
+from microservice_connector.eventstore import AppendRequest, SqlEventStore
+from microservice_connector.eventstore.relay import OutboxRelay
+from microservice_connector.messaging.message import Message, PublishResult
+from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
+from support.nats import NatsServer
+
+AT = datetime(2026, 12, 6, tzinfo=UTC)
+MAX_PAYLOAD = 4096
+
+
+@pytest.fixture
+def small_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A real nats-server whose `max_payload` is 4 KiB."""
+    config = tmp_path / "nats.conf"
+    config.write_text(f"max_payload: {MAX_PAYLOAD}\n")
+    with NatsServer(tmp_path / "nats", args=["-c", str(config)]) as server:
+        yield server
+
+
+def add(store: SqlEventStore, cart: str, item: str = "item-1") -> str:
+    """One `ItemAdded` to a new cart; its event id."""
+    event = NewEvent("ItemAdded", ItemAdded(cart, item, 1, AT), AT)
+    [recorded] = store.append(AppendRequest(cart, "ShoppingCart", 0, [event]))
+    return recorded.event_id
+
+
+async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running(relay: OutboxRelay) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_row_over_max_payload_is_held_back_and_the_rows_after_it_go_out(
+    sql_event_store: SqlEventStore, small_nats: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await nats.connect(small_nats.url)
+    js = client.jetstream()
+    await ensure_stream(js, "CART", ["cart.events"])
+    store = sql_event_store
+    relay = OutboxRelay(store.outbox, NatsPublisher(js, ack_timeout=2.0), poll_interval=0.05)
+    first, too_large = add(store, "cart-1"), add(store, "cart-2", "x" * MAX_PAYLOAD)
+    add(store, "cart-3")
+    try:
+        async with running(relay):
+            await until(lambda: store.outbox.status().pending == 1, "the two rows that fit")
+            add(store, "cart-4")  # committed after the refusal: no backoff may delay it
+            relay.wake()
+            await until(lambda: store.outbox.status().pending == 1, "the row after it", 5.0)
+            refused = store.outbox.record(too_large)
+        stream = await js.stream_info("CART")
+    finally:
+        await client.close()
+
+    assert refused is not None
+    assert refused.published_at is None
+    assert refused.attempts == 1, "tried again at once, not held back"
+    assert f"over the broker's max_payload of {MAX_PAYLOAD}" in (refused.last_error or "")
+    assert stream.state.messages == 3
+    record = store.outbox.record(first)
+    assert record is not None
+    assert record.published_at is not None
+    [line] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert too_large in line.getMessage()
+    assert "tried again in 1 s" in line.getMessage()
+
+
+class RefusingPublisher:
+    """Acknowledges every message but `refused_id`, which it refuses as too large while
+    `refusing` holds."""
+
+    def __init__(self, refused_id: str) -> None:
+        self.refused_id = refused_id
+        self.refusing = True
+        self.published: list[str] = []
+
+    async def publish(self, messages: Sequence[Message]) -> list[PublishResult]:
+        results = []
+        for message in messages:
+            if message.id == self.refused_id and self.refusing:
+                results.append(PublishResult(message.id, error="too large", refused=True))
+            else:
+                self.published.append(message.id)
+                results.append(PublishResult(message.id, sequence=len(self.published)))
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_held_back_row_goes_out_once_the_broker_takes_it(
+    sql_event_store: SqlEventStore,
+) -> None:
+    store = sql_event_store
+    refused = add(store, "cart-1")
+    publisher = RefusingPublisher(refused)
+    relay = OutboxRelay(store.outbox, publisher, poll_interval=0.05)
+    after = add(store, "cart-2")
+    async with running(relay):
+        await until(lambda: publisher.published == [after], "the row after the refused one")
+        publisher.refusing = False  # as when an operator raises the broker's limit
+        await until(lambda: store.outbox.status().pending == 0, "the held-back row published")
+
+    assert publisher.published == [after, refused]
+    assert (record := store.outbox.record(refused)) is not None
+    assert record.attempts == 2  # one refusal, then the publish
+    assert relay.failed_total == 1
