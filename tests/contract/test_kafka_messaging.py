@@ -220,6 +220,41 @@ class TestTooLarge:
         assert "MessageSizeTooLargeError" in (results[1].error or "")
 
 
+class TestLink:
+    """The service's link to Kafka."""
+
+    async def test_a_link_waiting_on_a_broker_that_never_answers_stops_at_once(self) -> None:
+        from microservice_connector.messaging.kafka import KafkaConfig
+        from microservice_connector.runtime.kafka_link import KafkaLink, project_topics
+
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # takes the connection, never answers
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = KafkaConfig(bootstrap=f"127.0.0.1:{port}", client_id="waiting")
+        link = KafkaLink(config, topics=project_topics(1))
+        stop = asyncio.Event()
+        running = asyncio.ensure_future(link.run(stop))
+
+        async def connected() -> bool:
+            return bool(accepted)
+
+        try:
+            await eventually(connected, "the link to connect")
+            stop.set()
+            await asyncio.wait_for(running, timeout=2.0)  # it used to wait out the request
+        finally:
+            running.cancel()
+            for writer in accepted:
+                writer.close()
+            server.close()
+        with pytest.raises(ConnectionError, match="not connected"):
+            await link.check()
+
+
 class TestDeadLetterTopic:
     """Dead letters on Kafka: one partition, replay markers."""
 

@@ -21,6 +21,7 @@ from microservice_connector.messaging.kafka import (
     start_producer,
 )
 from microservice_connector.messaging.kafka.holdings import KafkaHoldings
+from microservice_connector.runtime.background import until_stopped
 from microservice_connector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,24 +82,28 @@ class KafkaLink:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Create the topics and start the producer, retrying until done or `stop` is set."""
+        """Create the topics and start the producer, retrying until done or `stop` is set; a
+        stop ends an attempt still waiting for a broker that does not answer."""
         delay = 0.1
         while not stop.is_set():
             try:
-                await ensure_topics(
-                    self.config, self._topics, replication_factor=self._replication_factor
-                )
-                producer = await start_producer(self.config)
+                producer = await until_stopped(self._connect(), stop)
             except Exception as exc:
                 log.warning("%s not ready (%s); retrying", self.config.describe(), exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            if producer is None:
+                return
             self._producer = producer
             self._ready.set()
             log.info("connected to %s", self.config.describe())
             return
+
+    async def _connect(self) -> AIOKafkaProducer:
+        await ensure_topics(self.config, self._topics, replication_factor=self._replication_factor)
+        return await start_producer(self.config)
 
     async def check(self) -> None:
         """Raise unless a broker answers a metadata request now."""

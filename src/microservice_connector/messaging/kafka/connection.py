@@ -115,6 +115,9 @@ async def start_producer(config: KafkaConfig) -> AIOKafkaProducer:
         except (KafkaConnectionError, OSError, TimeoutError) as exc:
             await _stop_quietly(producer)
             raise KafkaUnavailable(f"cannot reach {config.describe()}: {exc!r}") from exc
+        except asyncio.CancelledError:  # the caller gave up waiting: leave nothing running
+            await _stop_quietly(producer)
+            raise
         except KafkaError as exc:
             await _stop_quietly(producer)
             log.warning(
@@ -128,6 +131,9 @@ async def start_producer(config: KafkaConfig) -> AIOKafkaProducer:
     except (KafkaError, OSError, TimeoutError) as exc:
         await _stop_quietly(producer)
         raise KafkaUnavailable(f"cannot reach {config.describe()}: {exc!r}") from exc
+    except asyncio.CancelledError:
+        await _stop_quietly(producer)
+        raise
     return producer
 
 
