@@ -57,6 +57,7 @@ from microservice_connector.tracing.messaging import traced_consume
 from microservice_connector.web.access import access_tokens
 from microservice_connector.web.cors import allow_ui
 from microservice_connector.web.guards import protect
+from microservice_connector.web.head import HeadAsGet
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
 from microservice_connector.web.server import serve
@@ -203,6 +204,7 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
     trace_commands(app)
     protect(app, access=access_tokens(settings), max_body_bytes=settings.max_body_bytes)
     allow_ui(app, settings.cart_url)
+    app.add_middleware(HeadAsGet)
     app.include_router(metrics_router(registry))
     return app
 

@@ -42,6 +42,7 @@ from microservice_connector.tracing.context import enabled as tracing_enabled
 from microservice_connector.tracing.http import trace_commands
 from microservice_connector.web.access import access_tokens
 from microservice_connector.web.guards import protect
+from microservice_connector.web.head import HeadAsGet
 from microservice_connector.web.health import Check
 from microservice_connector.web.http_metrics import instrument
 from microservice_connector.web.metrics import metrics_router, service_registry
@@ -157,7 +158,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     else:
         stack = CommandDoor(app, measured=measured, max_body_bytes=settings.max_body_bytes)
     # Outermost, so a request counts from its first step: live-feed writes wait it out.
-    app.middleware_stack = CountRequests(stack, feed.requests)
+    app.middleware_stack = CountRequests(HeadAsGet(stack), feed.requests)
     return app
 
 
