@@ -84,6 +84,9 @@ async def test_a_row_over_max_payload_is_held_back_and_the_rows_after_it_go_out(
     assert refused.published_at is None
     assert refused.attempts == 1, "tried again at once, not held back"
     assert f"over the broker's max_payload of {MAX_PAYLOAD}" in (refused.last_error or "")
+    status = store.outbox.status()
+    assert (status.pending, status.retried) == (1, 1)
+    assert status.first_retried == refused
     assert stream.state.messages == 3
     record = store.outbox.record(first)
     assert record is not None
@@ -114,6 +117,30 @@ class RefusingPublisher:
 
     async def close(self) -> None:
         return None
+
+
+def test_outbox_status_names_the_oldest_row_tried_before(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from microservice_connector.cli.app import app
+
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    add(store, "cart-1")
+    refused = add(store, "cart-2")
+    [row] = [row for row in store.outbox.pending() if row.event_id == refused]
+    store.outbox.record_failure([row.id], "5000 bytes [with headers], over max_payload")
+    store.outbox.record_failure([row.id], "5000 bytes [with headers], over max_payload")
+    store.close()
+
+    shown = CliRunner().invoke(app, ["outbox", "status", "--data-dir", str(tmp_path)])
+
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "pending: 2" in text
+    assert (
+        f"retried: 1, the oldest event {refused} after 2 attempts:"
+        " 5000 bytes [with headers], over max_payload"
+    ) in text
 
 
 async def test_a_held_back_row_goes_out_once_the_broker_takes_it(

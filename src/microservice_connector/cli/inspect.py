@@ -67,6 +67,12 @@ def outbox_status(
         else "  oldest:    -"
     )
     console.print(f"  published: {status.published}")
+    if (first := status.first_retried) is not None:
+        console.print(
+            f"  retried:   {status.retried}, the oldest event {first.event_id} after"
+            f" {first.attempts} attempts: {first.last_error or 'no error kept'}",
+            markup=False,
+        )
 
 
 @deadletter_app.command("list")

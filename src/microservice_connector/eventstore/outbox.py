@@ -45,11 +45,15 @@ class OutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
-    """How far behind publishing is: pending rows and when the oldest was written."""
+    """How far behind publishing is: pending rows and when the oldest was written; of them,
+    how many were tried before (refused, not acked, or lost by the broker), and the oldest
+    of those, with its attempts and last error."""
 
     pending: int
     oldest_created_at: datetime | None
     published: int
+    retried: int = 0
+    first_retried: OutboxRecord | None = None
 
     def oldest_age_seconds(self, now: datetime | None = None) -> float:
         """Seconds since the oldest pending row was written; 0 when none is pending."""
@@ -215,29 +219,27 @@ class SqlOutbox:
         query = select(outbox).where(outbox.c.event_id == event_id)
         with self._guard(self._reader), self._reader.connect() as connection:
             row = connection.execute(query).first()
-        if row is None:
-            return None
-        return OutboxRecord(
-            event_id=row.event_id,
-            topic=row.topic,
-            created_at=_utc(row.created_at),
-            published_at=None if row.published_at is None else _utc(row.published_at),
-            attempts=row.attempts,
-            last_error=row.last_error,
-            broker_sequence=row.broker_sequence,
-        )
+        return None if row is None else _record(row)
 
     def status(self) -> OutboxStatus:
-        """Pending count, the oldest pending row's creation time, and the published count."""
-        pending = func.count().filter(outbox.c.published_at.is_(None))
-        oldest = func.min(outbox.c.created_at).filter(outbox.c.published_at.is_(None))
+        """Pending count, the oldest pending row's creation time, the published count, and
+        the pending rows tried before (with the oldest of them)."""
+        unpublished = outbox.c.published_at.is_(None)
+        tried = outbox.c.attempts > 0
+        pending = func.count().filter(unpublished)
+        oldest = func.min(outbox.c.created_at).filter(unpublished)
         published = func.count().filter(outbox.c.published_at.is_not(None))
+        retried = func.count().filter(unpublished, tried)
+        first = select(outbox).where(unpublished, tried).order_by(outbox.c.id).limit(1)
         with self._guard(self._reader), self._reader.connect() as connection:
-            row = connection.execute(select(pending, oldest, published)).one()
+            row = connection.execute(select(pending, oldest, published, retried)).one()
+            first_retried = connection.execute(first).first() if row[3] else None
         return OutboxStatus(
             pending=row[0],
             oldest_created_at=None if row[1] is None else _utc(row[1]),
             published=row[2],
+            retried=row[3],
+            first_retried=None if first_retried is None else _record(first_retried),
         )
 
     def _update(self, ids: Sequence[int], **values: object) -> None:
@@ -299,6 +301,18 @@ def _row(row: Row[Any]) -> OutboxRow:
         payload=bytes(row.payload),
         created_at=_utc(row.created_at),
         attempts=row.attempts,
+    )
+
+
+def _record(row: Row[Any]) -> OutboxRecord:
+    return OutboxRecord(
+        event_id=row.event_id,
+        topic=row.topic,
+        created_at=_utc(row.created_at),
+        published_at=None if row.published_at is None else _utc(row.published_at),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        broker_sequence=row.broker_sequence,
     )
 
 
