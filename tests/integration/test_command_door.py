@@ -46,8 +46,9 @@ def door_app(tmp_path: Path) -> Iterator[tuple[TestClient, CountedWholeStack]]:
 
 
 def door_of(app: FastAPI) -> Any:
-    """What the app's outermost layer (the request count) hands requests to."""
-    return app.middleware_stack._app  # type: ignore[union-attr]
+    """What the app's outermost layers (the request count, then `HEAD` as `GET`) hand
+    requests to."""
+    return app.middleware_stack._app._app  # type: ignore[union-attr]
 
 
 def taken_by_whole_stack(
