@@ -23,6 +23,7 @@ from microservice_connector.eventstore import (
     SqlEventStore,
 )
 from microservice_connector.eventstore.errors import DatabaseUnavailable, WriterStopped
+from microservice_connector.eventstore.group_commit import SETTLE_PASSES
 from microservice_connector.eventstore.port import AppendResult
 
 AT = datetime(2026, 12, 5, tzinfo=UTC)
@@ -72,6 +73,43 @@ async def test_one_pass_of_the_loop_commits_together_on_the_loop_s_thread(
     assert [(r[0].aggregate_id, r[0].version) for r in results] == [(c, 1) for c in carts]
     assert recording.batches == [(50, threading.get_ident())]
     assert len(sql_event_store.read_all(limit=100)) == 50
+
+
+async def test_appends_of_the_passes_right_after_join_the_group_up_to_its_settling(
+    recording: Recording,
+) -> None:
+    grouped = on_loop(recording)
+    loop = asyncio.get_running_loop()
+    appends: list[asyncio.Task[Any]] = []
+
+    def submit_in_later_passes(cart: int, passes: int) -> None:
+        appends.append(asyncio.ensure_future(grouped.append(add(f"cart-{cart}"))))
+        if passes:
+            loop.call_soon(submit_in_later_passes, cart + 1, passes - 1)
+
+    # One append a pass for 10 passes: the group waits while it grows, up to its limit.
+    submit_in_later_passes(0, 9)
+    for _ in range(10):  # the passes that submit them
+        await asyncio.sleep(0)
+    assert len(appends) == 10
+    await asyncio.wait_for(asyncio.gather(*appends), ANSWER_WITHIN_S)
+
+    sizes = [size for size, _ in recording.batches]
+    assert sum(sizes) == 10
+    assert sizes[0] == 1 + SETTLE_PASSES, sizes  # the first four passes' appends, together
+    assert len(sizes) < 10
+
+
+async def test_a_lone_append_waits_only_one_more_pass(recording: Recording) -> None:
+    grouped = on_loop(recording)
+    appending = asyncio.ensure_future(grouped.append(add("cart-1")))
+    passes = 0
+    while not recording.batches:
+        passes += 1
+        await asyncio.sleep(0)
+
+    assert passes <= 3  # submit, the one look-ahead, the commit
+    assert (await asyncio.wait_for(appending, ANSWER_WITHIN_S))[0].version == 1
 
 
 async def test_the_later_of_two_writers_of_one_version_is_told_it_lost(
