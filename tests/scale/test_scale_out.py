@@ -31,8 +31,10 @@ pytestmark = [pytest.mark.scale, pytest.mark.e2e, pytest.mark.postgres]
 CARTS = [f"scale-{n}" for n in range(300)]
 CLIENTS = 6
 KAFKA_PARTITIONS = 6
+# The relays' outbox lease, shorter than the default 15 s: the survivors wait it out.
+LEASE_S = "5"
 # The survivors must bill what was stored at the kill within this: the dead relay's lease
-# (15 s) or JetStream's ack wait for what the dead billing held (30 s), plus elections.
+# (5 s) or JetStream's ack wait for what the dead billing held (30 s), plus elections.
 RECOVERY_TIMEOUT_S = 60.0
 
 Restart = Callable[[], None]
@@ -58,6 +60,7 @@ def test_on_a_nats_cluster_instances_and_the_stream_leader_killed_under_load_los
             "MSC_BROKER": "nats",
             "MSC_NATS_URL": ",".join(cluster.urls),
             "MSC_NATS_REPLICAS": "3",
+            "MSC_RELAY_LEASE_S": LEASE_S,
         }
         with running_scaled_system(
             tmp_path, cart_db=cart_db, billing_db=billing_db, env=env
@@ -95,6 +98,7 @@ def test_on_kafka_instances_killed_under_load_lose_nothing_and_bill_once(
             "MSC_KAFKA_BOOTSTRAP": tansu.bootstrap,
             "MSC_KAFKA_SESSION_TIMEOUT_MS": KAFKA_SESSION_TIMEOUT_MS,
             "MSC_KAFKA_PARTITIONS": str(KAFKA_PARTITIONS),
+            "MSC_RELAY_LEASE_S": LEASE_S,
         }
         with running_scaled_system(
             tmp_path, cart_db=cart_db, billing_db=billing_db, env=env
