@@ -172,3 +172,16 @@ async def test_a_message_over_the_brokers_max_payload_fails_alone_and_the_connec
     assert f"over the broker's max_payload of {client.max_payload}" in (results[1].error or "")
     assert client.is_connected
     assert (await publisher.publish(_messages(3)[2:]))[0].acknowledged
+
+
+async def test_a_message_with_a_header_name_nats_refuses_fails_alone(client: Client) -> None:
+    publisher = NatsPublisher(client.jetstream(), ack_timeout=2.0)
+    before, after = _messages(2)
+    bad = Message("bad-header", "cart.events", b"{}", {"not a token": "x"})
+
+    results = await publisher.publish([before, bad, after])
+
+    assert [r.acknowledged for r in results] == [True, False, True]
+    assert results[1].refused
+    assert "BadHeaderError" in (results[1].error or "")
+    assert client.is_connected

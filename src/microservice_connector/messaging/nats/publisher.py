@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Sequence
 
 from nats.aio.msg import Msg
+from nats.errors import BadHeaderError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
@@ -15,6 +16,7 @@ from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, read_
 from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
 from microservice_connector.messaging.nats.duplicates import DuplicateCheck
+from microservice_connector.messaging.nats.wire import header_block, send_hpub
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
@@ -96,18 +98,19 @@ class NatsPublisher:
             # nats-py would buffer it until a reconnect, and leaks an in-flight slot when
             # that buffer is full.
             return PublishResult(message.id, error=DISCONNECTED)
-        headers = {**message.headers, MSG_ID_HEADER: message.id}
-        size, limit = wire_size(message.payload, headers), self._client.max_payload
+        try:
+            block = header_block({**message.headers, MSG_ID_HEADER: message.id})
+        except BadHeaderError as exc:
+            return PublishResult(message.id, error=_describe(exc), refused=True)
+        size, limit = len(block) + len(message.payload), self._client.max_payload
         if size > limit:
             # The server would close the whole connection on it (nats-py checks the payload
             # alone); refused here, it fails this message only.
             too_large = f"{size} bytes with its headers, over the broker's max_payload of {limit}"
             return PublishResult(message.id, error=too_large, refused=True)
         try:
-            await self._client.publish(
-                message.topic, message.payload, reply=reply_to, headers=headers
-            )
-        except Exception as exc:  # one bad message (header, size, closed connection) fails alone
+            await send_hpub(self._client, message.topic, reply_to, block, message.payload)
+        except Exception as exc:  # one bad message (subject, closed connection) fails alone
             return PublishResult(message.id, error=_describe(exc))
         return None
 
@@ -123,13 +126,6 @@ class NatsPublisher:
         except (APIError, ValueError, KeyError, TypeError) as exc:
             return PublishResult(message.id, error=_describe(exc))
         return PublishResult(message.id, sequence=ack.seq, duplicate=bool(ack.duplicate))
-
-
-def wire_size(payload: bytes, headers: dict[str, str]) -> int:
-    """The bytes NATS counts against its `max_payload`: the payload and the header block
-    (`NATS/1.0`, one `name: value` line per header, a blank line)."""
-    lines = sum(len(name.encode()) + len(value.encode()) + 4 for name, value in headers.items())
-    return len(payload) + len(b"NATS/1.0\r\n") + lines + 2
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,51 @@
+"""The header block the NATS publisher builds itself is, byte for byte, what nats-py's own
+`publish` would have sent, and it refuses what `publish` refuses."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client
+from nats.errors import BadHeaderError, BadSubjectError
+from nats.protocol.command import hpub_cmd
+
+from microservice_connector.messaging.nats.wire import header_block, send_hpub
+
+HEADER_SETS = [
+    {"Nats-Msg-Id": "0b6f4a4e", "event-type": "ItemAdded", "version": "17"},
+    {" padded ": "  value with spaces  ", "empty": ""},
+    {"multi": "line\r\ninjected: header", "lf": "a\nb", "cr": "a\rb"},
+    {"": "an empty name is skipped", "unicode": "Grüße, 価格"},
+    {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+]
+
+
+async def what_nats_py_sends(headers: dict[str, str]) -> bytes:
+    client = Client()
+    sent: list[bytes] = []
+
+    async def keep(command: bytes, priority: bool = False) -> None:
+        sent.append(command)
+
+    client._send_command = keep  # type: ignore[method-assign]
+    client._flush_queue = None
+    await client._send_publish("cart.events", "_INBOX.x.1", b"{}", 2, headers)
+    return sent[0]
+
+
+@pytest.mark.parametrize("headers", HEADER_SETS)
+async def test_the_block_is_what_nats_py_would_send(headers: dict[str, str]) -> None:
+    ours = hpub_cmd("cart.events", "_INBOX.x.1", header_block(headers), b"{}")
+
+    assert ours == await what_nats_py_sends(headers)
+
+
+@pytest.mark.parametrize("name", ["bad name", "colon:", "new\nline"])
+def test_a_header_name_that_is_not_a_token_is_refused(name: str) -> None:
+    with pytest.raises(BadHeaderError):
+        header_block({name: "x"})
+
+
+@pytest.mark.parametrize("subject", ["", "cart events", "cart.events\r\nPUB x 1"])
+async def test_a_subject_with_blanks_is_refused_before_anything_is_sent(subject: str) -> None:
+    with pytest.raises(BadSubjectError):
+        await send_hpub(Client(), subject, "_INBOX.x.1", header_block({}), b"{}")
