@@ -49,3 +49,23 @@ def test_a_header_name_that_is_not_a_token_is_refused(name: str) -> None:
 async def test_a_subject_with_blanks_is_refused_before_anything_is_sent(subject: str) -> None:
     with pytest.raises(BadSubjectError):
         await send_hpub(Client(), subject, "_INBOX.x.1", header_block({}), b"{}")
+
+
+async def test_a_client_without_nats_pys_buffer_gets_a_plain_publish_with_the_headers() -> None:
+    class PlainClient:
+        """A client that offers only the documented `publish`."""
+
+        def __init__(self) -> None:
+            self.published: list[tuple[str, bytes, str, dict[str, str]]] = []
+
+        async def publish(
+            self, subject: str, payload: bytes, *, reply: str, headers: dict[str, str]
+        ) -> None:
+            self.published.append((subject, payload, reply, headers))
+
+    client = PlainClient()
+    headers = {"Nats-Msg-Id": "id-1", "event-type": "ItemAdded", "note": "a: b"}
+
+    await send_hpub(client, "cart.events", "_INBOX.x.1", header_block(headers), b"{}")  # type: ignore[arg-type]
+
+    assert client.published == [("cart.events", b"{}", "_INBOX.x.1", headers)]
