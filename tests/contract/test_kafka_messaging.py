@@ -227,10 +227,10 @@ class TestLink:
         from microservice_connector.messaging.kafka import KafkaConfig
         from microservice_connector.runtime.kafka_link import KafkaLink, project_topics
 
-        accepted: list[asyncio.StreamWriter] = []
+        accepted: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-        async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.append(writer)  # takes the connection, never answers
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append((reader, writer))  # takes the connection, never answers
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -245,10 +245,13 @@ class TestLink:
         try:
             await eventually(connected, "the link to connect")
             stop.set()
-            await asyncio.wait_for(running, timeout=2.0)  # it used to wait out the request
+            await asyncio.wait_for(running, timeout=3.0)  # it used to wait out the request
+            for reader, _ in accepted:  # and it closed what it had opened
+                await asyncio.wait_for(reader.read(), timeout=1.0)
+                assert reader.at_eof()
         finally:
             running.cancel()
-            for writer in accepted:
+            for _, writer in accepted:
                 writer.close()
             server.close()
         with pytest.raises(ConnectionError, match="not connected"):

@@ -14,7 +14,7 @@ import nats
 import pytest
 
 from microservice_connector.events import ItemAdded, NewEvent
-from microservice_connector.eventstore import AppendRequest, SqlEventStore
+from microservice_connector.eventstore import AppendRequest, SqlEventStore, held_back
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
@@ -22,6 +22,7 @@ from support.nats import NatsServer
 
 AT = datetime(2026, 12, 6, tzinfo=UTC)
 MAX_PAYLOAD = 4096
+relay_log = "microservice_connector.eventstore.relay"
 
 
 @pytest.fixture
@@ -60,8 +61,12 @@ async def running(relay: OutboxRelay) -> AsyncIterator[None]:
 
 
 async def test_a_row_over_max_payload_is_held_back_and_the_rows_after_it_go_out(
-    sql_event_store: SqlEventStore, small_nats: NatsServer, caplog: pytest.LogCaptureFixture
+    sql_event_store: SqlEventStore,
+    small_nats: NatsServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(held_back, "FIRST_RETRY_S", 60.0)  # no retry within the test
     client = await nats.connect(small_nats.url)
     js = client.jetstream()
     await ensure_stream(js, "CART", ["cart.events"])
@@ -91,9 +96,9 @@ async def test_a_row_over_max_payload_is_held_back_and_the_rows_after_it_go_out(
     record = store.outbox.record(first)
     assert record is not None
     assert record.published_at is not None
-    [line] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    [line] = [r for r in caplog.records if r.name == relay_log and r.levelno == logging.ERROR]
     assert too_large in line.getMessage()
-    assert "tried again in 1 s" in line.getMessage()
+    assert "tried again in 60 s" in line.getMessage()
 
 
 class RefusingPublisher:
@@ -160,3 +165,18 @@ async def test_a_held_back_row_goes_out_once_the_broker_takes_it(
     assert (record := store.outbox.record(refused)) is not None
     assert record.attempts == 2  # one refusal, then the publish
     assert relay.failed_total == 1
+
+
+def test_a_claim_neither_reads_nor_leases_the_rows_it_skips(
+    sql_event_store: SqlEventStore,
+) -> None:
+    store = sql_event_store
+    first, held, last = add(store, "cart-1"), add(store, "cart-2"), add(store, "cart-3")
+    ids = {row.event_id: row.id for row in store.outbox.pending()}
+
+    claimed = store.outbox.rows_to_publish("relay-1", 10, 60.0, skip=[ids[held]])
+    by_another = store.outbox.rows_to_publish("relay-2", 10, 60.0)
+
+    assert [row.event_id for row in claimed] == [first, last]
+    # Not leased by relay-1: where relays share the outbox, another may try it meanwhile.
+    assert held in [row.event_id for row in by_another]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +28,11 @@ class CountingOutbox:
         self._outbox = outbox
         self.claims = 0
 
-    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    def rows_to_publish(
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+    ) -> list[OutboxRow]:
         self.claims += 1
-        return self._outbox.rows_to_publish(relay_id, limit, lease_seconds)
+        return self._outbox.rows_to_publish(relay_id, limit, lease_seconds, skip)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._outbox, name)
@@ -141,8 +143,10 @@ class StaleClaims:
         self.held = threading.Event()
         self.go_on = threading.Event()
 
-    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
-        rows = self._outbox.rows_to_publish(relay_id, limit, lease_seconds)
+    def rows_to_publish(
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+    ) -> list[OutboxRow]:
+        rows = self._outbox.rows_to_publish(relay_id, limit, lease_seconds, skip)
         if self.hold_next:
             self.hold_next = False
             self.held.set()

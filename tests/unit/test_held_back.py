@@ -13,17 +13,17 @@ class Clock:
         return self.now
 
 
-def test_a_held_row_waits_its_delay_then_is_ready_and_forgotten() -> None:
+def test_a_held_row_waits_its_delay_then_is_no_longer_held() -> None:
     clock = Clock()
     held = HeldBack(clock)
 
     assert held.hold(7, attempts=1) == 1.0
-    assert held.ready([6, 7, 8]) == [6, 8]
-    assert len(held) == 1
+    assert held.now_held() == [7]
 
-    clock.now += 1.0
-    assert held.ready([6, 7, 8]) == [6, 7, 8]
-    assert len(held) == 0
+    clock.now += 0.999
+    assert held.now_held() == [7]
+    clock.now += 0.001
+    assert held.now_held() == []
 
 
 def test_the_delay_doubles_with_each_attempt_up_to_five_minutes() -> None:

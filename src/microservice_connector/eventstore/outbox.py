@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +26,18 @@ _MARK_RUN = (
         attempts=outbox.c.attempts + 1,
         broker_sequence=outbox.c.id + bindparam("offset", type_=BigInteger),
     )
+)
+
+
+# What an `OutboxRecord` shows: never the payload, which may be the largest row there is.
+_RECORD_COLUMNS = (
+    outbox.c.event_id,
+    outbox.c.topic,
+    outbox.c.created_at,
+    outbox.c.published_at,
+    outbox.c.attempts,
+    outbox.c.last_error,
+    outbox.c.broker_sequence,
 )
 
 
@@ -97,18 +109,20 @@ class SqlOutbox:
     """Whether `rows_to_publish` leases the rows (relays share the outbox) or only reads
     them (one relay owns it)."""
 
-    def pending(self, limit: int = 500) -> list[OutboxRow]:
-        """Up to `limit` unpublished rows, oldest first."""
-        query = (
-            select(outbox).where(outbox.c.published_at.is_(None)).order_by(outbox.c.id).limit(limit)
-        )
+    def pending(self, limit: int = 500, skip: Collection[int] = ()) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first, but those in `skip`."""
+        unpublished = outbox.c.published_at.is_(None)
+        wanted = unpublished if not skip else unpublished & outbox.c.id.not_in(skip)
+        query = select(outbox).where(wanted).order_by(outbox.c.id).limit(limit)
         with self._guard(self._reader), self._reader.connect() as connection:
             return [_row(row) for row in connection.execute(query)]
 
-    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    def rows_to_publish(
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+    ) -> list[OutboxRow]:
         """The next rows `relay_id` should publish: up to `limit` unpublished rows, oldest
-        first, that no other relay holds a lease on, leased to `relay_id` for `lease_seconds`
-        (by the database's clock).
+        first, but those in `skip` (not read, nor leased anew), that no other relay holds a
+        lease on, leased to `relay_id` for `lease_seconds` (by the database's clock).
 
         A relay's own leased rows come back to it (a retry, or a restart under the same id).
         Rows other relays are claiming at this moment are skipped, not waited for.
@@ -120,7 +134,7 @@ class SqlOutbox:
         )
         chosen = (
             select(outbox.c.id)
-            .where(outbox.c.published_at.is_(None), free)
+            .where(outbox.c.published_at.is_(None), free, *_not_in(skip))
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -216,7 +230,7 @@ class SqlOutbox:
 
     def record(self, event_id: str) -> OutboxRecord | None:
         """The outbox row of `event_id`, or None if this outbox has none."""
-        query = select(outbox).where(outbox.c.event_id == event_id)
+        query = select(*_RECORD_COLUMNS).where(outbox.c.event_id == event_id)
         with self._guard(self._reader), self._reader.connect() as connection:
             row = connection.execute(query).first()
         return None if row is None else _record(row)
@@ -230,7 +244,7 @@ class SqlOutbox:
         oldest = func.min(outbox.c.created_at).filter(unpublished)
         published = func.count().filter(outbox.c.published_at.is_not(None))
         retried = func.count().filter(unpublished, tried)
-        first = select(outbox).where(unpublished, tried).order_by(outbox.c.id).limit(1)
+        first = select(*_RECORD_COLUMNS).where(unpublished, tried).order_by(outbox.c.id).limit(1)
         with self._guard(self._reader), self._reader.connect() as connection:
             row = connection.execute(select(pending, oldest, published, retried)).one()
             first_retried = connection.execute(first).first() if row[3] else None
@@ -291,6 +305,10 @@ def runs_of(ids: Sequence[int], sequences: Sequence[int | None]) -> list[IdRun]:
     return runs
 
 
+def _not_in(skip: Collection[int]) -> list[ColumnElement[bool]]:
+    return [outbox.c.id.not_in(skip)] if skip else []
+
+
 def _row(row: Row[Any]) -> OutboxRow:
     return OutboxRow(
         id=row.id,
@@ -304,7 +322,7 @@ def _row(row: Row[Any]) -> OutboxRow:
     )
 
 
-def _record(row: Row[Any]) -> OutboxRecord:
+def _record(row: Row[Any, Any, Any, Any, Any, Any, Any]) -> OutboxRecord:
     return OutboxRecord(
         event_id=row.event_id,
         topic=row.topic,

@@ -31,11 +31,18 @@ MARKS_IN_FLIGHT = 4
 @dataclass(frozen=True, slots=True)
 class RelayRound:
     """What one round did: rows published (acked and marked) and rows that failed, of which
-    `refused` failed for themselves (too large for the broker) and are held back."""
+    `refused` failed for themselves (too large for the broker, a header it cannot carry)
+    and are held back."""
 
     published: int
     failed: int
     refused: int = 0
+
+    @property
+    def tried(self) -> int:
+        """How many rows the round published or failed to publish; fewer than a batch means
+        nothing more was pending at its claim."""
+        return self.published + self.failed
 
     @property
     def broker_failed(self) -> bool:
@@ -61,8 +68,9 @@ class OutboxRelay:
 
     It wakes on `wake()` (called right after a commit) or every `poll_interval` seconds, and
     backs off exponentially while the broker or the database is unavailable. A row the broker
-    refuses for itself (too large) does not slow the others: it is held back, tried again
-    after a delay that doubles up to 5 min, and logged at ERROR each time. Relays sharing a
+    refuses for itself (`PublishResult.refused`) does not slow the others: it is held back,
+    neither read nor leased until it is tried again after a delay that doubles up to 5 min,
+    and logged at ERROR each time. Relays sharing a
     PostgreSQL outbox claim rows under their `relay_id` for `lease_seconds`
     (`SqlOutbox.rows_to_publish`): when one dies, another publishes its rows within
     `lease_seconds + poll_interval`.
@@ -150,9 +158,7 @@ class OutboxRelay:
             if round_.broker_failed:
                 backoff = min(self._max_backoff, max(0.05, backoff * 2))
                 await _wait(stop, backoff)
-            elif round_.published == 0 or (
-                self._woken_by_commits and round_.published < self._batch_size
-            ):
+            elif round_.tried == 0 or (self._woken_by_commits and round_.tried < self._batch_size):
                 # Nothing more was pending at the claim; where every commit since set
                 # `_wake` (cleared before the claim), claiming again at once finds nothing.
                 backoff = 0.0
@@ -207,14 +213,13 @@ class OutboxRelay:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._in_flight.begin_claim()
         # The oldest pending rows may be the ones waiting for their marks: read past them.
-        limit = self._batch_size + self._in_flight.rows_on_the_way + len(self._held_back)
-        claim = (self.relay_id, limit, self._lease_seconds)
+        limit = self._batch_size + self._in_flight.rows_on_the_way
+        claim = (self.relay_id, limit, self._lease_seconds, self._held_back.now_held())
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
         else:
             claimed = await asyncio.to_thread(self._outbox.rows_to_publish, *claim)
-        not_held = self._held_back.ready(row.id for row in claimed)
-        claimable = set(self._in_flight.claimable(not_held, seen))
+        claimable = set(self._in_flight.claimable((row.id for row in claimed), seen))
         rows = [row for row in claimed if row.id in claimable][: self._batch_size]
         if not rows:
             return RelayRound(0, 0)

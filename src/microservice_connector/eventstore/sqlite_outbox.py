@@ -4,6 +4,7 @@ mark, go through SQLite's own driver; one relay owns a SQLite outbox, so nothing
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,9 +22,13 @@ class SqliteOutbox(SqlOutbox):
     claims_in_microseconds = True  # a read of a few indexed rows of a local file
     leases = False
 
-    def pending(self, limit: int = 500) -> list[OutboxRow]:
-        """Up to `limit` unpublished rows, oldest first."""
-        rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
+    def pending(self, limit: int = 500, skip: Collection[int] = ()) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first, but those in `skip`."""
+        if skip:
+            statement = sqlite_sql.pending_outbox_skipping(len(skip))
+            rows = sqlite_sql.read_rows(self._reader, statement, (*skip, limit))
+        else:
+            rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
         return [
             OutboxRow(
                 id=row_id,
@@ -38,10 +43,12 @@ class SqliteOutbox(SqlOutbox):
             for row_id, event_id, topic, key, headers, payload, created_at, attempts in rows
         ]
 
-    def rows_to_publish(self, relay_id: str, limit: int, lease_seconds: float) -> list[OutboxRow]:
-        """The oldest `limit` pending rows: the file's one relay owns them all, so nothing
-        is leased."""
-        return self.pending(limit)
+    def rows_to_publish(
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+    ) -> list[OutboxRow]:
+        """The oldest `limit` pending rows but those in `skip`: the file's one relay owns
+        them all, so nothing is leased."""
+        return self.pending(limit, skip)
 
     def release(self, relay_id: str) -> None:
         """Nothing to end: no lease was taken."""

@@ -65,6 +65,14 @@ PENDING_OUTBOX = (
     "SELECT id, event_id, topic, key, headers, payload, created_at, attempts FROM outbox"
     " WHERE published_at IS NULL ORDER BY id LIMIT ?"
 )
+
+
+def pending_outbox_skipping(count: int) -> str:
+    """`PENDING_OUTBOX` without `count` ids, given as parameters before the limit."""
+    skipped = ", ".join("?" * count)
+    return PENDING_OUTBOX.replace("NULL ORDER", f"NULL AND id NOT IN ({skipped}) ORDER")
+
+
 # One run of consecutive ids whose broker sequences are `id + offset` (NULL: not known).
 MARK_OUTBOX_RUN = (
     "UPDATE outbox SET published_at = ?, attempts = attempts + 1, broker_sequence = id + ?"

@@ -20,8 +20,9 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class PublishResult:
     """The broker's answer for one message: acknowledged (with its sequence) or the error.
-    `refused` errors are the message's own (over the broker's size limit): sent again as it
-    is, it is refused again, whatever happens to the messages around it."""
+    `refused` errors are the message's own (over the broker's size limit, a header name it
+    cannot carry): sent again as it is, it is refused again, whatever happens to the
+    messages around it."""
 
     message_id: str
     sequence: int | None = None

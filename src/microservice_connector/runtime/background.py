@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CANCEL_GRACE_S = 2.0
 Loop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -45,7 +46,8 @@ def _report(task: asyncio.Task[None]) -> None:
 
 
 async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """The result of `work`, or None (and `work` cancelled) if `stop` is set first."""
+    """The result of `work`, or None if `stop` is set first: `work` is then cancelled, and
+    given up to `CANCEL_GRACE_S` to clean up (close what it opened) before this returns."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -53,4 +55,7 @@ async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T 
     if task.done():
         return task.result()
     task.cancel()
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.debug("stopped while it failed: %r", task.exception())
     return None

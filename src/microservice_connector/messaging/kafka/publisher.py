@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 
 from microservice_connector.messaging.kafka.pipelined import publish_pipelined
 from microservice_connector.messaging.kafka.records import record_headers, record_key, sequence_of
@@ -58,7 +58,9 @@ class KafkaPublisher:
                 headers=record_headers(message),
             )
         except Exception as exc:  # one bad message (size, topic name) fails alone
-            return _failed(message, exc)
+            # Over the producer's `max_request_size`: this record alone, before any batch.
+            refused = isinstance(exc, MessageSizeTooLargeError)
+            return PublishResult(message.id, error=_describe(exc), refused=refused)
         return future
 
 
@@ -66,17 +68,10 @@ def _result(message: Message, outcome: asyncio.Future[Any], ack_timeout: float) 
     if not outcome.done() or outcome.cancelled():
         return PublishResult(message.id, error=f"no acknowledgement within {ack_timeout:g} s")
     exc = outcome.exception()
-    if exc is not None:
-        return _failed(message, exc)
+    if exc is not None:  # a broker's error fails the whole batch the record went in
+        return PublishResult(message.id, error=_describe(exc))
     metadata = outcome.result()
     return PublishResult(message.id, sequence=sequence_of(metadata.partition, metadata.offset))
-
-
-def _failed(message: Message, exc: BaseException) -> PublishResult:
-    """The result of a message the producer or the broker did not take: `refused` when it
-    is too large, by the producer's `max_request_size` or the broker's limit."""
-    too_large = MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-    return PublishResult(message.id, error=_describe(exc), refused=isinstance(exc, too_large))
 
 
 def _describe(exc: BaseException) -> str:

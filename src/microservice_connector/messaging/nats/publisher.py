@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Sequence
 
 from nats.aio.msg import Msg
-from nats.errors import BadHeaderError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
@@ -16,7 +15,7 @@ from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, read_
 from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
 from microservice_connector.messaging.nats.duplicates import DuplicateCheck
-from microservice_connector.messaging.nats.wire import header_block, send_hpub
+from microservice_connector.messaging.nats.wire import BadHeaderName, header_block, send_hpub
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
@@ -100,7 +99,7 @@ class NatsPublisher:
             return PublishResult(message.id, error=DISCONNECTED)
         try:
             block = header_block({**message.headers, MSG_ID_HEADER: message.id})
-        except BadHeaderError as exc:
+        except BadHeaderName as exc:
             return PublishResult(message.id, error=_describe(exc), refused=True)
         size, limit = len(block) + len(message.payload), self._client.max_payload
         if size > limit:

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 
 from nats.aio.client import Client
 from nats.errors import (
-    BadHeaderError,
     BadSubjectError,
     ConnectionClosedError,
     ConnectionDrainingError,
+    OutboundBufferLimitError,
 )
 from nats.protocol.command import hpub_cmd
 
@@ -24,10 +24,14 @@ _subjects: set[str] = set()
 _BUFFER_ATTRIBUTES = ("_send_command", "_flush_pending", "_flush_queue", "stats")
 
 
+class BadHeaderName(ValueError):
+    """A header name that is not an HTTP token: NATS cannot carry it."""
+
+
 def header_block(headers: Mapping[str, str]) -> bytes:
     """`NATS/1.0`, one `name: value` line per header and a blank line, as nats-py writes them:
     names and values stripped, an empty name skipped, CR and LF in a value turned to spaces.
-    Raises `BadHeaderError` for a name that is not an HTTP token."""
+    Raises `BadHeaderName` for a name that is not an HTTP token."""
     lines = ["NATS/1.0\r\n"]
     for name, value in headers.items():
         key = name.strip()
@@ -35,7 +39,7 @@ def header_block(headers: Mapping[str, str]) -> bytes:
             if not key:
                 continue
             if not _TOKEN.fullmatch(key):
-                raise BadHeaderError(key)
+                raise BadHeaderName(f"header name {key!r} is not an HTTP token")
             _names.add(key)
         text = value.strip()
         if "\r" in text or "\n" in text:
@@ -48,12 +52,15 @@ def header_block(headers: Mapping[str, str]) -> bytes:
 async def send_hpub(client: Client, subject: str, reply: str, block: bytes, payload: bytes) -> None:
     """Queue one `HPUB` with a ready header `block` on `client`'s outbound buffer, and flush
     it as `Client.publish` does. Raises as `publish` would on a closed or draining
-    connection or a malformed subject; where this nats-py keeps its buffer otherwise, it
-    goes through `publish` with the headers read back from `block`."""
+    connection or a malformed subject or reply, and `OutboundBufferLimitError` while
+    disconnected (nothing is buffered for a reconnect); where this nats-py keeps its buffer
+    otherwise, it goes through `publish` with the headers read back from `block`."""
     if subject not in _subjects:
-        if not subject or _BLANK.search(subject) or _BLANK.search(reply):
+        if not subject or _BLANK.search(subject):
             raise BadSubjectError
         _subjects.add(subject)
+    if not reply or _BLANK.search(reply):
+        raise BadSubjectError
     if not all(hasattr(client, name) for name in _BUFFER_ATTRIBUTES):
         await client.publish(subject, payload, reply=reply, headers=_read_back(block))
         return
@@ -61,6 +68,8 @@ async def send_hpub(client: Client, subject: str, reply: str, block: bytes, payl
         raise ConnectionClosedError
     if client.is_draining_pubs:
         raise ConnectionDrainingError
+    if not client.is_connected:
+        raise OutboundBufferLimitError
     client.stats["out_msgs"] += 1
     client.stats["out_bytes"] += len(payload)
     await client._send_command(hpub_cmd(subject, reply, block, payload))
