@@ -12,8 +12,10 @@ _END = {"type": "http.response.body", "body": b"", "more_body": False}
 class HeadAsGet:
     """Answers `HEAD` as the app answers `GET`: the response's start (status, headers,
     `content-length` included) and then an empty body at once; what the app sends after is
-    dropped, and its next `receive` says the client left, so a stream ends. Other requests
-    pass straight through, without a frame of this layer."""
+    dropped, and its next `receive` says the client left, so a stream that listens for that
+    ends (Starlette's `StreamingResponse` does under uvicorn's ASGI spec 2.3; under a 2.4
+    server it would only end with the connection). The `GET` work is done in full. Other
+    requests pass straight through, without a frame of this layer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
