@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import StreamConfig
 
 from microservice_connector.messaging.message import Message
 from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
@@ -185,3 +186,16 @@ async def test_a_message_with_a_header_name_nats_refuses_fails_alone(client: Cli
     assert results[1].refused
     assert "is not an HTTP token" in (results[1].error or "")
     assert client.is_connected
+
+
+async def test_a_message_over_the_streams_max_msg_size_is_refused_alone(client: Client) -> None:
+    js = client.jetstream()
+    await js.add_stream(StreamConfig(name="SMALL", subjects=["small.>"], max_msg_size=100))
+    publisher = NatsPublisher(js, ack_timeout=2.0)
+    fits, big = Message("fits", "small.x", b"x" * 10, {}), Message("big", "small.x", b"x" * 300, {})
+
+    results = await publisher.publish([fits, big])
+
+    assert [r.acknowledged for r in results] == [True, False]
+    assert [r.refused for r in results] == [False, True]
+    assert "message size exceeds maximum allowed" in (results[1].error or "")

@@ -21,6 +21,8 @@ from microservice_connector.messaging.ports import Features
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
 
 DISCONNECTED = "disconnected from NATS"
+# JetStream's answer to a message over its stream's `max_msg_size`: the message's own refusal.
+STREAM_MESSAGE_TOO_LARGE = 10054
 
 
 class NatsPublisher:
@@ -123,7 +125,8 @@ class NatsPublisher:
         except LookupError:
             return PublishResult(message.id, error=f"no stream holds subject {message.topic!r}")
         except (APIError, ValueError, KeyError, TypeError) as exc:
-            return PublishResult(message.id, error=_describe(exc))
+            too_large = isinstance(exc, APIError) and exc.err_code == STREAM_MESSAGE_TOO_LARGE
+            return PublishResult(message.id, error=_describe(exc), refused=too_large)
         return PublishResult(message.id, sequence=ack.seq, duplicate=bool(ack.duplicate))
 
 
