@@ -3,10 +3,8 @@ the relay holds it back, publishes the others at once, and tries it again later.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats import NatsPublisher, ensure_stream
 from support.nats import NatsServer
+from support.relays import running, until
 
 AT = datetime(2026, 12, 6, tzinfo=UTC)
 MAX_PAYLOAD = 4096
@@ -39,25 +38,6 @@ def add(store: SqlEventStore, cart: str, item: str = "item-1") -> str:
     event = NewEvent("ItemAdded", ItemAdded(cart, item, 1, AT), AT)
     [recorded] = store.append(AppendRequest(cart, "ShoppingCart", 0, [event]))
     return recorded.event_id
-
-
-async def until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `seconds`."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def running(relay: OutboxRelay) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_a_row_over_max_payload_is_held_back_and_the_rows_after_it_go_out(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,8 @@ from microservice_connector.eventstore import AppendRequest, SqlEventStore
 from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.memory import InMemoryBroker, InMemoryPublisher
+from support.relays import running as running_relay
+from support.relays import until
 
 AT = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -38,26 +39,13 @@ class CountingOutbox:
         return getattr(self._outbox, name)
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` after 10 s."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 @asynccontextmanager
 async def running(relay: OutboxRelay, store: SqlEventStore) -> AsyncIterator[None]:
-    """`relay` running while the block runs; then stopped, within 10 s whatever a held mark
-    does to its flush, and `store` closed."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
+    """`relay` running while the block runs (`support.relays.running`), then `store` closed."""
     try:
-        yield
+        async with running_relay(relay):
+            yield
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
         store.close()
 
 
