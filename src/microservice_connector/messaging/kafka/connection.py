@@ -108,30 +108,28 @@ async def start_producer(config: KafkaConfig) -> AIOKafkaProducer:
     Raises `KafkaUnavailable` while no broker answers."""
     options = {**config.client_options(), "acks": "all", "linger_ms": 2}
     if config.idempotence:
-        producer = AIOKafkaProducer(**options, enable_idempotence=True)
         try:
-            await producer.start()
-            return producer
+            return await _started(AIOKafkaProducer(**options, enable_idempotence=True))
         except (KafkaConnectionError, OSError, TimeoutError) as exc:
-            await _stop_quietly(producer)
             raise KafkaUnavailable(f"cannot reach {config.describe()}: {exc!r}") from exc
-        except asyncio.CancelledError:  # the caller gave up waiting: leave nothing running
-            await _stop_quietly(producer)
-            raise
         except KafkaError as exc:
-            await _stop_quietly(producer)
             log.warning(
                 "%s gave no idempotent producer id (%r); publishing with acks=all only",
                 config.describe(),
                 exc,
             )
-    producer = AIOKafkaProducer(**options)
+    try:
+        return await _started(AIOKafkaProducer(**options))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailable(f"cannot reach {config.describe()}: {exc!r}") from exc
+
+
+async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    """`producer`, started; or stopped again, leaving nothing running, and the reason raised
+    (a cancel too: the caller gave up waiting)."""
     try:
         await producer.start()
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await _stop_quietly(producer)
-        raise KafkaUnavailable(f"cannot reach {config.describe()}: {exc!r}") from exc
-    except asyncio.CancelledError:
+    except BaseException:
         await _stop_quietly(producer)
         raise
     return producer
