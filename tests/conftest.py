@@ -1,9 +1,11 @@
-"""Fixtures shared by every suite: a real PostgreSQL server and a fresh schema per test."""
+"""Fixtures shared by every suite: a real PostgreSQL server and a fresh schema per test; and
+the reliability and scale-out suites' summary tables at the end of the session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.settings import Settings
 from support import postgres
 from support.nats import NatsServer
+from support.reliability import FIGURES_PROPERTY, HEADER, SHOWN, take_reported
 from support.tansu import TansuServer, tansu_or_skip
 
 
@@ -79,3 +82,34 @@ def tansu_server(tmp_path: Path) -> Iterator[TansuServer]:
     tansu_or_skip()
     with TansuServer(tmp_path / "tansu") as server:
         yield server
+
+
+SCALE_PREFIX = "scale:"  # the scale-out suites' rows, shown in a table of their own too
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Carry the figures a test reported on its teardown report, which pytest-xdist sends
+    from the worker that ran the test to the process that prints the summary."""
+    outcome: Any = yield
+    made = outcome.get_result()
+    if made.when == "teardown":
+        made.user_properties.extend((FIGURES_PROPERTY, row) for row in take_reported())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the figures carried by a test's report for the summary."""
+    SHOWN.extend(tuple(value) for name, value in report.user_properties if name == FIGURES_PROPERTY)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the scale-out suites' figures, then every suite's, as Markdown tables."""
+    scale = [row for suite, row in SHOWN if suite.startswith(SCALE_PREFIX)]
+    every = [row for _, row in SHOWN]
+    for title, rows in (("scale-out figures", scale), ("reliability figures", every)):
+        if rows:
+            terminalreporter.section(title)
+            terminalreporter.write_line(HEADER)
+            terminalreporter.write_line("|---|---|---|---|---|---|---|---|")
+            for row in rows:
+                terminalreporter.write_line(row)

@@ -72,7 +72,11 @@ def _cell(count: int | None) -> str:
     return "n/a" if count is None else str(count)
 
 
-REPORTED: list[Figures] = []
+REPORTED: list[Figures] = []  # this process's rows not yet handed to a test's report
+# The session's rows as (suite, row), gathered from the test reports: in the process that
+# prints the summary, which with pytest-xdist is not the one that ran the test.
+SHOWN: list[tuple[str, str]] = []
+FIGURES_PROPERTY = "reliability-figures"  # the test reports' user property carrying them
 
 
 def report(figures: Figures) -> None:
@@ -86,6 +90,13 @@ def report(figures: Figures) -> None:
             out.write(f"{figures.row()} <!-- {stamp} -->\n")
     except OSError:
         pass  # the printed table is what matters
+
+
+def take_reported() -> list[tuple[str, str]]:
+    """The (suite, row) of each row reported since the last call, for a test's report."""
+    taken = [(figures.suite, figures.row()) for figures in REPORTED]
+    REPORTED.clear()
+    return taken
 
 
 class Service:
