@@ -21,7 +21,8 @@ run: setup
 # Everything but the long reliability runs (their fast subset, marked reliability_smoke,
 # stays). The scale-out runs are included. TEST_WORKERS pytest-xdist processes share the
 # tests (2, one a core here: about 6.5 minutes instead of 9.5-10; TEST_WORKERS=0 runs them in
-# one process). Every test starts its own servers on free ports and its own schemas.
+# one process). Every test starts its own servers on free ports and its own schemas, and each
+# worker gets a PostgreSQL database of its own (the role needs CREATEDB for that).
 TEST_WORKERS ?= 2
 test: setup tools
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not reliability" --durations=15

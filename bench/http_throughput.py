@@ -19,8 +19,9 @@ over the same window (from `billing.db`: the sum of `bills.last_version`) and bi
 when the load stopped, in seconds of commands. The verdict is on the median round's ratio
 (target: the cart service reaches >= 12% of the bare rate) and on the largest lag (target
 < 1 s); then it waits for billing to drain and checks that it applied every command.
-`--profile FILE.svg` records the cart service with py-spy during the first round's window. It
-exits non-zero on any failed request or lost command.
+Before each bare window it waits for billing to catch up. `--profile FILE.svg` records the
+cart service with py-spy in one more window after the rounds, which is not judged. It exits
+non-zero on any failed request or lost command.
 """
 
 from __future__ import annotations
@@ -200,14 +201,22 @@ class Round:
     @property
     def ratio(self) -> float:
         """The cart service's rate over the bare app's, in this round."""
-        return self.ours.load.rate / self.bare.rate
+        return self.ours.load.rate / self.bare.rate if self.bare.rate else 0.0
+
+    @property
+    def lag_s(self) -> float:
+        """Billing's lag when the cart's window ended, in seconds of its commands."""
+        ours = self.ours
+        return ours.lag / ours.load.rate if ours.load.rate else float("inf")
 
 
 def run_rounds(args: argparse.Namespace, folder: Path, script: Path) -> tuple[list[Round], bool]:
     """Both sides up at once, warmed, then measured in turn `--rounds` times: a change in
     the machine's speed during the run (this project's machine swings by 2x within minutes)
-    falls on both sides of a round instead of on one side of the run. Returns the rounds
-    and whether billing drained at the end."""
+    falls on both sides of a round instead of on one side of the run. Each bare window waits
+    for billing to catch up first, so the system's work left over does not slow it. With
+    `--profile`, one more cart window, not judged, is recorded with py-spy. Returns the
+    rounds and whether billing drained each time."""
     system = System(folder / "system", cart_port=free_port(), billing_port=free_port())
     with bare_app(folder) as bare_url, system:
         cart_pid = next(p.process.pid for p in system.parts if p.name == "cart-service")
@@ -219,13 +228,16 @@ def run_rounds(args: argparse.Namespace, folder: Path, script: Path) -> tuple[li
         )
         wrk(bare_url, args.warmup, args, script)
         wrk(watched.url, args.warmup, args, script)  # creates the carts
-        rounds = []
+        rounds, drained = [], True
         for index in range(args.rounds):
+            drained = watched.drained() and drained
             bare = wrk(bare_url, args.seconds, args, script)
-            ours = watched.measure(args, script, args.profile if index == 0 else None)
-            rounds.append(Round(bare, ours))
+            rounds.append(Round(bare, watched.measure(args, script, None)))
             print(f"round {index + 1}: {round_line(rounds[-1])}", flush=True)
-        drained = watched.drained()
+        if args.profile is not None:
+            profiled = watched.measure(args, script, args.profile)
+            print(f"profiled window (not judged): {profiled.load.rate:,.0f}/s", flush=True)
+        drained = watched.drained() and drained
         failed = system.failed_part()
         if failed is not None:
             raise RuntimeError(f"{failed.name} exited:\n{failed.tail()}")
@@ -236,12 +248,12 @@ def round_line(done: Round) -> str:
     """A round's two rates, their ratio, the cart's CPU a command and billing's lag."""
     ours = done.ours
     per_command = ours.cart_cpu_s / max(1, ours.load.requests) * 1e6
-    lag_s = ours.lag / ours.load.rate if ours.load.rate else float("inf")
+    window = ours.load.seconds
     return (
         f"bare {done.bare.rate:,.0f}/s, cart {ours.load.rate:,.0f}/s = {done.ratio:.3f}; "
-        f"cart CPU {ours.cart_cpu_s / ours.load.seconds:.2f} cores, {per_command:.0f} µs a "
-        f"command; billing applied {ours.applied / ours.load.seconds:,.0f}/s, lag "
-        f"{ours.lag} events = {lag_s:.2f} s"
+        f"cart CPU {ours.cart_cpu_s / window:.2f} cores, {per_command:.0f} µs a command; "
+        f"committed {ours.committed / window:,.0f}/s, billing applied "
+        f"{ours.applied / window:,.0f}/s, lag {ours.lag} events = {done.lag_s:.2f} s"
     )
 
 
@@ -256,8 +268,8 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="py-spy flame graph of the cart service in the first round (.svg; else "
-        "collapsed stacks)",
+        help="py-spy flame graph of the cart service in one more window after the rounds, "
+        "not judged (.svg; else collapsed stacks)",
     )
     parser.add_argument("--keep", type=Path, help="use (and keep) this folder, for the logs")
     args = parser.parse_args()
@@ -272,6 +284,7 @@ def main() -> int:
         script.write_text(LUA.format(carts=args.carts))
         rounds, drained = run_rounds(args, folder, script)
     print(load_average(), "(after)")
+    # The median round (with an even count, the lower of the two middle ones).
     middle = sorted(rounds, key=lambda done: done.ratio)[(len(rounds) - 1) // 2]
     verdict = "met" if middle.ratio >= TARGET_RATIO else "MISSED"
     print(f"median round: {round_line(middle)}")
@@ -279,7 +292,7 @@ def main() -> int:
         f"ratio cart/bare, median of {len(rounds)}: {middle.ratio:.3f} (target >= "
         f"{TARGET_RATIO:g}: {verdict})"
     )
-    worst_lag = max(done.ours.lag / done.ours.load.rate for done in rounds)
+    worst_lag = max(done.lag_s for done in rounds)
     print(
         f"billing's largest lag when a window ended: {worst_lag:.2f} s of commands (target < "
         f"{TARGET_LAG_S:g} s: {'met' if worst_lag < TARGET_LAG_S else 'MISSED'})"
@@ -290,6 +303,8 @@ def main() -> int:
         problems.append(f"failed requests: bare {failed[0]}, cart {failed[1]}")
     if not drained:
         problems.append(f"billing did not apply every event within {DRAIN_TIMEOUT_S:g} s")
+    if any(done.ratio == 0.0 for done in rounds):
+        problems.append("the bare app answered nothing in a window")
     for problem in problems:
         print(f"FAILED {problem}", file=sys.stderr)
     return 1 if problems else 0

@@ -16,17 +16,18 @@ from microservice_connector.billing_service.main import open_billing_repository
 from microservice_connector.eventstore import SqlEventStore
 from microservice_connector.settings import Settings
 from support import postgres
+from support.figures import FIGURES_PROPERTY, HEADER, RULE, SHOWN, take_reported
 from support.nats import NatsServer
-from support.reliability import FIGURES_PROPERTY, HEADER, SHOWN, take_reported
 from support.tansu import TansuServer, tansu_or_skip
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """A reachable PostgreSQL server for the whole session; fails (never skips) without one."""
+    """A reachable PostgreSQL database for the whole session (under pytest-xdist, one of this
+    worker's own on the server); fails (never skips) without one."""
     failure = None
     try:
-        with postgres.server_url() as url:
+        with postgres.server_url() as server, postgres.worker_database(server) as url:
             yield url
     except postgres.PostgresUnavailable as exc:
         failure = str(exc)
@@ -103,13 +104,18 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the scale-out suites' figures, then every suite's, as Markdown tables."""
+    """Print the scale-out suites' figures, then every suite's (unless all were scale-out's),
+    as Markdown tables."""
+    SHOWN.extend(take_reported())  # rows of a test cut short (Ctrl-C) before its teardown
     scale = [row for suite, row in SHOWN if suite.startswith(SCALE_PREFIX)]
     every = [row for _, row in SHOWN]
-    for title, rows in (("scale-out figures", scale), ("reliability figures", every)):
+    tables = [("scale-out figures", scale)]
+    if len(every) > len(scale):
+        tables.append(("reliability figures", every))
+    for title, rows in tables:
         if rows:
             terminalreporter.section(title)
             terminalreporter.write_line(HEADER)
-            terminalreporter.write_line("|---|---|---|---|---|---|---|---|")
+            terminalreporter.write_line(RULE)
             for row in rows:
                 terminalreporter.write_line(row)

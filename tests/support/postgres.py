@@ -3,6 +3,9 @@
 The server comes from `MSC_TEST_POSTGRES_URL`, else the one on 127.0.0.1:5432, else a
 throwaway cluster made with `initdb` on a free loopback port. Real PostgreSQL is required:
 when none of the three works, `PostgresUnavailable` says what was tried and why it failed.
+Under pytest-xdist each worker process gets a database of its own on that server
+(`worker_database`): the schemas of one database are not apart enough for tests that run at
+the same time (the event store's feed horizon and lock monitors look at the whole database).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ENV_VAR = "MSC_TEST_POSTGRES_URL"
 LOCAL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONNECT_TIMEOUT_S = 2
 SCHEMA_PREFIX = "msc_t_"
+WORKER_ENV_VAR = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in its workers: gw0, gw1, ...
 
 
 class PostgresUnavailable(RuntimeError):
@@ -78,6 +82,46 @@ def server_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+@contextmanager
+def worker_database(server: str) -> Iterator[str]:
+    """`server` itself in a single test process; in a pytest-xdist worker, a new database of
+    the worker's own on it, dropped afterwards. An event store's feed waits for the positions
+    in flight in its whole database, and tests watch the database's lock waiters, so two
+    workers' tests in schemas of one database would slow or mislead each other."""
+    worker = os.environ.get(WORKER_ENV_VAR)
+    if not worker:
+        yield server
+        return
+    name = f"msc_test_{worker}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as exc:  # no CREATEDB right, most likely: say what to do
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise PostgresUnavailable(
+                f"test worker {worker} needs a database of its own on {server} and could not "
+                f"create one: {reason}. Grant CREATEDB, or run the tests in one process "
+                "(make test TEST_WORKERS=0)"
+            ) from exc
+        try:
+            yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                # Sessions a test left open would block the drop: end them first.
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        admin.dispose()
 
 
 @contextmanager

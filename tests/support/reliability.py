@@ -32,6 +32,7 @@ import httpx
 import nats
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.figures import HEADER, REPORTED
 from support.nats import NatsServer
 from support.nats_cluster import NatsCluster
 from support.processes import MSC, free_port, wait_for
@@ -40,10 +41,6 @@ from support.tansu import TansuServer, tansu_or_skip
 
 START_TIMEOUT_S = 60.0
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.md"
-HEADER = (
-    "| suite | rounds | commands (200) | events | lost | applied twice "
-    "| server errors | seconds to recover |"
-)
 
 
 @dataclass
@@ -72,16 +69,9 @@ def _cell(count: int | None) -> str:
     return "n/a" if count is None else str(count)
 
 
-REPORTED: list[Figures] = []  # this process's rows not yet handed to a test's report
-# The session's rows as (suite, row), gathered from the test reports: in the process that
-# prints the summary, which with pytest-xdist is not the one that ran the test.
-SHOWN: list[tuple[str, str]] = []
-FIGURES_PROPERTY = "reliability-figures"  # the test reports' user property carrying them
-
-
 def report(figures: Figures) -> None:
     """Keep the row for the end-of-session table, print it, and append it to the results."""
-    REPORTED.append(figures)
+    REPORTED.append((figures.suite, figures.row()))
     print(f"\n{HEADER}\n{figures.row()}")
     try:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -90,13 +80,6 @@ def report(figures: Figures) -> None:
             out.write(f"{figures.row()} <!-- {stamp} -->\n")
     except OSError:
         pass  # the printed table is what matters
-
-
-def take_reported() -> list[tuple[str, str]]:
-    """The (suite, row) of each row reported since the last call, for a test's report."""
-    taken = [(figures.suite, figures.row()) for figures in REPORTED]
-    REPORTED.clear()
-    return taken
 
 
 class Service:
