@@ -271,4 +271,5 @@ def test_sigterm_ends_open_live_feeds_so_the_cart_service_stops_at_once(tmp_path
         took = time.monotonic() - stopping
     log = (tmp_path / "cart.log").read_text()
     assert "Application shutdown complete" in log, log[-2000:]  # uvicorn re-raises SIGTERM
-    assert took < 3, f"took {took:.1f} s to stop with a live feed open"
+    # Well below the 10 s a server waits for open responses, with room for a busy machine.
+    assert took < 5, f"took {took:.1f} s to stop with a live feed open"

@@ -124,7 +124,7 @@ async def test_rows_of_a_dead_relay_are_published_by_another_after_its_lease(
 ) -> None:
     first, second = stores
     ids = fill(first, 20)
-    lease_s = 1.5
+    lease_s = 3.0  # long enough that the second claim below comes before it ends
     held = first.outbox.rows_to_publish(
         "dead-relay", 100, lease_s
     )  # and then it dies, never publishing
