@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from microservice_connector.cli.common import fail
-from microservice_connector.events.asyncapi import asyncapi_document
 
 
 def asyncapi(
@@ -19,6 +18,8 @@ def asyncapi(
 ) -> None:
     """Print the AsyncAPI 3.0 document of the events on the broker (what the cart service
     serves at /asyncapi.json), generated from the event registries."""
+    from microservice_connector.events.asyncapi import asyncapi_document
+
     text = json.dumps(asyncapi_document(), indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)

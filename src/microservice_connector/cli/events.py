@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
 from rich.table import Table
 
@@ -16,16 +15,9 @@ from microservice_connector.cli.common import (
     fail,
     load_settings,
 )
-from microservice_connector.events import (
-    JSON_CONTENT_TYPE,
-    PROTOBUF_CONTENT_TYPE,
-    EventDecodeError,
-    RecordedEvent,
-    payload_builtins,
-)
-from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 
-_CODEC_NAMES = {JSON_CONTENT_TYPE: "json", PROTOBUF_CONTENT_TYPE: "protobuf"}
+if TYPE_CHECKING:
+    from microservice_connector.events import RecordedEvent
 
 events_app = typer.Typer(help="Inspect the cart event store.", no_args_is_help=True)
 
@@ -44,6 +36,10 @@ def list_events(
 ) -> None:
     """Print stored events as a table: position, cart, version, type and schema version,
     codec, and the payload decoded to JSON whatever its codec (it holds the time)."""
+    from microservice_connector.events import JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE
+    from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
+    codec_names = {JSON_CONTENT_TYPE: "json", PROTOBUF_CONTENT_TYPE: "protobuf"}
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     try:
         store = SqlEventStore(existing_database(settings.cart_database_url()), outbox_topic=None)
@@ -68,7 +64,7 @@ def list_events(
             event.aggregate_id,
             str(event.version),
             f"{event.event_type} v{event.schema_version}",
-            _CODEC_NAMES.get(event.content_type, event.content_type),
+            codec_names.get(event.content_type, event.content_type),
             _shown(event),
         )
     console.print(table)
@@ -78,6 +74,10 @@ def list_events(
 
 def _shown(event: RecordedEvent) -> str:
     """The payload as compact JSON, or why it cannot be read."""
+    import msgspec
+
+    from microservice_connector.events import EventDecodeError, payload_builtins
+
     try:
         return msgspec.json.encode(payload_builtins(event)).decode()
     except EventDecodeError as exc:

@@ -23,9 +23,6 @@ from microservice_connector.cli.services import (
     NatsUrlOption,
     broker_name,
 )
-from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
-from microservice_connector.eventstore.failures import DataRejected
-from microservice_connector.messaging.message import PublishResult
 from microservice_connector.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,6 +46,8 @@ def outbox_status(
     ] = False,
 ) -> None:
     """Pending rows, the oldest one's age, and how many were published."""
+    from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
     settings = load_settings(data_dir=data_dir)
     url = settings.billing_db_url() if billing else settings.cart_database_url()
     try:
@@ -115,6 +114,8 @@ def deadletter_replay(
     kafka_bootstrap: KafkaBootstrapOption = None,
 ) -> None:
     """Publish dead letters again to their original topic; each is removed once acked."""
+    from microservice_connector.messaging.message import PublishResult
+
     if not sequences and not all_:
         fail("name the dead letters to replay (see `msc deadletter list`), or pass --all")
 
@@ -225,6 +226,8 @@ def billing_rebuild(
     from microservice_connector.billing_service.application import BillingLedger
     from microservice_connector.billing_service.main import open_billing_repository
     from microservice_connector.events.registry import default_registry
+    from microservice_connector.eventstore import DatabaseUnavailable
+    from microservice_connector.eventstore.failures import DataRejected
     from microservice_connector.web.access import read_headers
 
     settings = load_settings(data_dir=data_dir, cart_url=cart_url)

@@ -21,7 +21,6 @@ from microservice_connector.cli.common import (
     fail,
     load_settings,
 )
-from microservice_connector.eventstore import DatabaseUnavailable
 from microservice_connector.runtime.logs import configure_logging
 from microservice_connector.runtime.system import StartupFailed, System, free_port
 from microservice_connector.settings import Settings
@@ -112,6 +111,8 @@ def cart_service(
 
 def _run_service(settings: Settings, run: Callable[[], None]) -> None:
     """Log as configured, run the service, and turn a missing database into a clear exit 2."""
+    from microservice_connector.eventstore import DatabaseUnavailable
+
     configure_logging(settings.log_format, instance=settings.instance())
     try:
         run()

@@ -8,12 +8,6 @@ from typing import Annotated, cast
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from microservice_connector.cart_service.application.cart_snapshots import (
-    AGGREGATE_TYPE,
-    snapshot_of,
-)
-from microservice_connector.cart_service.domain import ShoppingCart
-from microservice_connector.cart_service.infrastructure.snapshot_codec import JsonCartStateCodec
 from microservice_connector.cli.common import (
     DatabaseUrlOption,
     DataDirOption,
@@ -23,9 +17,6 @@ from microservice_connector.cli.common import (
     fail,
     load_settings,
 )
-from microservice_connector.events import EventDecodeError, default_registry
-from microservice_connector.events.cart import CartEvent
-from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 
 snapshots_app = typer.Typer(help="Cart snapshots: loading a cart fast.", no_args_is_help=True)
 
@@ -45,6 +36,18 @@ def rebuild(
 ) -> None:
     """Delete every cart snapshot, then replay each cart of at least N events from its events
     and store a fresh snapshot of it (N = 0: only delete). Safe while the service runs."""
+    from microservice_connector.cart_service.application.cart_snapshots import (
+        AGGREGATE_TYPE,
+        snapshot_of,
+    )
+    from microservice_connector.cart_service.domain import ShoppingCart
+    from microservice_connector.cart_service.infrastructure.snapshot_codec import (
+        JsonCartStateCodec,
+    )
+    from microservice_connector.events import EventDecodeError, default_registry
+    from microservice_connector.events.cart import CartEvent
+    from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
+
     settings = load_settings(data_dir=data_dir, database_url=database_url, snapshot_every=every)
     every = settings.snapshot_every
     registry, codec, failed, taken = default_registry(), JsonCartStateCodec(), 0, 0
