@@ -104,7 +104,7 @@ class NatsServer:
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not accepts_connections(self.port):
+        while not (accepts_connections(self.port) and self._said_ready()):
             if self._process.poll() is not None:
                 raise NatsServerError(f"nats-server exited: {self._tail_of_log()}")
             if time.monotonic() > deadline:
@@ -144,6 +144,17 @@ class NatsServer:
     def _end(self, sig: signal.Signals) -> None:
         process, self._process = self._process, None
         end_process(process, sig)
+
+    def _said_ready(self) -> bool:
+        """Whether this very process logged that it is ready: with tests in several processes,
+        what accepts on a port freed a moment ago may be another test's server."""
+        assert self._process is not None
+        mark = f"[{self._process.pid}] "
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return False
+        return any(line.startswith(mark) and "Server is ready" in line for line in lines)
 
     def _tail_of_log(self) -> str:
         return log_tail(self.log)
