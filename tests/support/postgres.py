@@ -47,10 +47,16 @@ def probe(url: str) -> str | None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means "not this server"; the reason is reported
-        return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return _first_line(exc)
     finally:
         engine.dispose()
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message of a database error (SQLAlchemy's wrapper dropped), first
+    line only."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
 @contextmanager
@@ -101,10 +107,9 @@ def worker_database(server: str) -> Iterator[str]:
             with admin.connect() as connection:
                 connection.execute(text(f'CREATE DATABASE "{name}"'))
         except Exception as exc:  # no CREATEDB right, most likely: say what to do
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise PostgresUnavailable(
                 f"test worker {worker} needs a database of its own on {server} and could not "
-                f"create one: {reason}. Grant CREATEDB, or run the tests in one process "
+                f"create one: {_first_line(exc)}. Grant CREATEDB, or run the tests in one process "
                 "(make test TEST_WORKERS=0)"
             ) from exc
         try:

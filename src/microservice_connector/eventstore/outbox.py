@@ -112,8 +112,7 @@ class SqlOutbox:
     def pending(self, limit: int = 500, skip: Collection[int] = ()) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first, but those in `skip`."""
         unpublished = outbox.c.published_at.is_(None)
-        wanted = unpublished if not skip else unpublished & outbox.c.id.not_in(skip)
-        query = select(outbox).where(wanted).order_by(outbox.c.id).limit(limit)
+        query = select(outbox).where(unpublished, *_not_in(skip)).order_by(outbox.c.id).limit(limit)
         with self._guard(self._reader), self._reader.connect() as connection:
             return [_row(row) for row in connection.execute(query)]
 
