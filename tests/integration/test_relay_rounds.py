@@ -68,6 +68,21 @@ async def test_a_woken_relay_claims_once_per_commit(tmp_path: Path) -> None:
         assert outbox.claims == 2
 
 
+async def test_a_relay_woken_from_another_thread_claims_at_once(tmp_path: Path) -> None:
+    """A writer thread's commit (PostgreSQL) wakes the relay as a commit on its loop does."""
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    outbox = CountingOutbox(store.outbox)
+    relay = OutboxRelay(outbox, InMemoryPublisher(InMemoryBroker()), poll_interval=60)  # type: ignore[arg-type]
+    async with running(relay, store):
+        await until(lambda: outbox.claims == 1, "the first claim, on start")
+        append(store, 0)
+        writer = threading.Thread(target=relay.wake)
+        writer.start()
+        writer.join()
+        await until(lambda: relay.published_total == 1, "the event published")
+        assert outbox.claims == 2
+
+
 class CountingPublisher:
     """The in-memory publisher, counting every message handed to it (duplicates too)."""
 

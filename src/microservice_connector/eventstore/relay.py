@@ -115,12 +115,17 @@ class OutboxRelay:
         self.failed_total = 0
 
     def wake(self) -> None:
-        """Ask for a round now; safe to call from any thread."""
+        """Ask for a round now; safe to call from any thread. On the relay's own event
+        loop (a commit there), the round is due on the loop's next pass."""
         self._woken_by_commits = True
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._wake.set)
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._wake.set()
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; then flush what is pending for up to `FLUSH_S` seconds
@@ -340,6 +345,14 @@ def _stored_anew(rows: list[OutboxRow], results: list[PublishResult]) -> list[tu
 
 def _first_error(failed: list[tuple[OutboxRow, PublishResult]]) -> str:
     return failed[0][1].error or "not acknowledged"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

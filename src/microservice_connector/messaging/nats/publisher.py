@@ -15,7 +15,12 @@ from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, read_
 from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
 from microservice_connector.messaging.nats.duplicates import DuplicateCheck
-from microservice_connector.messaging.nats.wire import BadHeaderName, header_block, send_hpub
+from microservice_connector.messaging.nats.wire import (
+    BadHeaderName,
+    header_block,
+    send_hpub,
+    write_now,
+)
 from microservice_connector.messaging.ports import Features
 
 NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
@@ -82,6 +87,7 @@ class NatsPublisher:
                     if failed is not None:
                         unsent[index] = failed
                 index = len(messages)
+        write_now(self._client)  # the batch leaves now, not on the flusher's next turn
         stalled = f"too many publishes in flight for {self._ack_timeout:g} s"
         unsent.update(
             {

@@ -22,6 +22,10 @@ _BLANK = re.compile(r"[ \t\r\n]")  # never in a subject: CR/LF would inject a co
 _names: set[str] = set()  # header names checked once: a publisher sends the same few
 _subjects: set[str] = set()
 _BUFFER_ATTRIBUTES = ("_send_command", "_flush_pending", "_flush_queue", "stats")
+_WRITE_ATTRIBUTES = ("_pending", "_pending_data_size", "_transport")
+# Above this much unsent in the socket's buffer, `write_now` leaves the write to nats-py's
+# flusher, which waits for the buffer to drain: a backed-up broker slows the publisher down.
+WRITE_NOW_LIMIT = 1 << 20
 
 
 class BadHeaderName(ValueError):
@@ -75,6 +79,35 @@ async def send_hpub(client: Client, subject: str, reply: str, block: bytes, payl
     await client._send_command(hpub_cmd(subject, reply, block, payload))
     if client._flush_queue is not None and client._flush_queue.empty():
         await client._flush_pending()
+
+
+def write_now(client: Client) -> bool:
+    """Write what `client` has queued to its socket now, in one write, instead of on
+    nats-py's flusher task one pass of the event loop later; whether it did. It leaves the
+    write to the flusher while disconnected, while the socket's buffer holds more than
+    `WRITE_NOW_LIMIT` bytes, and where this nats-py keeps its buffer otherwise. Either way
+    the queued commands go out once and in order."""
+    if not all(hasattr(client, name) for name in _WRITE_ATTRIBUTES):
+        return False
+    if not client._pending_data_size or not client.is_connected or client.is_closed:
+        return False
+    transport = client._transport
+    if transport is None or _unsent(transport) > WRITE_NOW_LIMIT:
+        return False
+    pending = client._pending
+    client._pending = []
+    client._pending_data_size = 0
+    transport.writelines(pending)
+    return True
+
+
+def _unsent(transport: object) -> int:
+    """Bytes the socket under nats-py's `transport` has not taken yet; the limit's worth
+    where that cannot be read, so that the flusher writes."""
+    writer = getattr(transport, "_io_writer", None)
+    socket_transport = getattr(writer, "transport", None)
+    size = getattr(socket_transport, "get_write_buffer_size", None)
+    return int(size()) if callable(size) else WRITE_NOW_LIMIT + 1
 
 
 def _read_back(block: bytes) -> dict[str, str]:
