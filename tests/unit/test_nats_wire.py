@@ -114,13 +114,14 @@ def test_write_now_writes_the_queued_commands_once_in_order_and_empties_the_queu
     assert write_now(client)
 
     assert transport.written == [[b"HPUB one\r\n", b"HPUB two\r\n"]]
-    assert client._pending == [] and client._pending_data_size == 0
+    assert client._pending == []
+    assert client._pending_data_size == 0
     assert not write_now(client)  # nothing left: nothing written twice
     assert len(transport.written) == 1
 
 
 @pytest.mark.parametrize(
-    "transport, connected",
+    ("transport", "connected"),
     [
         (_Transport(unsent=WRITE_NOW_LIMIT + 1), True),  # backed up: the flusher waits
         (_Transport(), False),  # reconnecting: nats-py keeps the buffer for later
