@@ -17,14 +17,18 @@ from nats.js.errors import NotFoundError
 from microservice_connector.messaging.message import Delivery, Message
 from microservice_connector.messaging.nats.connection import BrokerUnavailable, client_of
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
+from microservice_connector.messaging.nats.standing_pull import StandingPull
 
 log = logging.getLogger(__name__)
 EVENT_ID_HEADER = "event-id"
 
 
 class NatsSubscriber:
-    """A durable pull consumer of one subject: what is fetched and not acked within `ack_wait`
-    is delivered again (attempt + 1); `nak(delay)` redelivers after `delay`. First deliveries
+    """A durable pull consumer of one subject, with a pull request kept open where nats-py
+    allows it (`StandingPull`), so messages arrive while the last batch is being handled:
+    what is fetched and not acked within `ack_wait` is delivered again (attempt + 1);
+    `nak(delay)` redelivers after `delay`; what arrived and was not fetched when it closes is
+    given back. First deliveries
     come in stream order; redeliveries may overtake them. If the broker lost the consumer
     (its stream deleted and made again, its store thrown away), the next fetch creates it
     again, and it delivers the new stream from its start."""
@@ -44,6 +48,7 @@ class NatsSubscriber:
         self._config = config
         self._durable = config.durable_name or ""
         self._closed = False
+        self._standing = self._standing_pull(subscription)
 
     @classmethod
     async def create(
@@ -81,10 +86,15 @@ class NatsSubscriber:
             raise BrokerUnavailable("the NATS connection is closed")
         if not self._client.is_connected:
             # A pull request sent now would be buffered and linger after the reconnect.
+            if self._standing is not None:
+                self._standing.forget_requests()  # the server may have dropped them
             await asyncio.sleep(wait)
             raise BrokerUnavailable(f"disconnected from NATS; nothing fetched in {wait:g} s")
         try:
-            messages = await self._subscription.fetch(max_messages, timeout=max(wait, 0.01))
+            if self._standing is not None:
+                messages = await self._standing.take(max_messages, max(wait, 0.01))
+            else:
+                messages = await self._subscription.fetch(max_messages, timeout=max(wait, 0.01))
         except (NatsTimeoutError, TimeoutError):
             # nats-py raises a bare asyncio.TimeoutError when the deadline runs out between its
             # no-wait probe and its lingering pull request: just as much "nothing came".
@@ -116,6 +126,7 @@ class NatsSubscriber:
             "consumer %s of %s was lost by the broker; made again", self._durable, self._stream
         )
         stale, self._subscription = self._subscription, rebound
+        self._standing = self._standing_pull(rebound)
         with contextlib.suppress(NatsError):
             await stale.unsubscribe()
         return True
@@ -133,8 +144,14 @@ class NatsSubscriber:
         whoever fetches next, after `ack_wait`."""
         if not self._closed:
             self._closed = True
+            if self._standing is not None:
+                await self._standing.close()
             with contextlib.suppress(NatsError):
                 await self._subscription.unsubscribe()
+
+    def _standing_pull(self, pull: JetStreamContext.PullSubscription) -> StandingPull | None:
+        """A pull request kept open on `pull`, where this nats-py allows it."""
+        return StandingPull(self._client, pull) if StandingPull.supported(pull) else None
 
     def _delivery(self, msg: Msg) -> Delivery:
         metadata = msg.metadata

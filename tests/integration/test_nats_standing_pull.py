@@ -1,0 +1,116 @@
+"""Billing's NATS subscriber keeps a pull request open: a message published while the
+consumer is busy is delivered before it asks, what was delivered and not fetched is given
+back when it closes, and a request that expired is renewed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import nats
+from nats.js import JetStreamContext
+
+from microservice_connector.messaging.nats import NatsSubscriber, ensure_stream
+from support.nats import NatsServer
+
+DEADLINE_S = 10.0
+
+
+@asynccontextmanager
+async def jetstream(server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(server.url)
+    try:
+        js = client.jetstream()
+        await ensure_stream(js, "CART", ["cart.events"])
+        yield js
+    finally:
+        await client.close()
+
+
+async def subscriber(js: JetStreamContext) -> NatsSubscriber:
+    return await NatsSubscriber.create(
+        js, stream="CART", subject="cart.events", durable="billing", ack_wait=30.0
+    )
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def delivered_unacked(js: JetStreamContext, count: int) -> bool:
+    """The broker sent `count` messages to the consumer, none left to send, none acked."""
+    info = await js.consumer_info("CART", "billing")
+    return info.num_ack_pending == count and info.num_pending == 0
+
+
+async def test_a_message_published_between_fetches_is_delivered_before_it_is_asked_for(
+    nats_server: NatsServer,
+) -> None:
+    async with jetstream(nats_server) as js:
+        consumer = await subscriber(js)
+        assert await consumer.fetch(10, wait=0.05) == []  # opens the standing request
+        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "one"})
+
+        # No fetch runs: the broker sends it on the open request all the same.
+        await until(lambda: delivered_unacked(js, 1), "the message sent before a fetch")
+        started = time.monotonic()
+        [delivery] = await consumer.fetch(10, wait=5.0)
+        assert delivery.message.id == "one"
+        assert time.monotonic() - started < 1.0  # in hand, not waited for
+        await delivery.ack()
+        await consumer.close()
+
+
+async def test_what_arrived_and_was_not_fetched_is_given_back_on_close(
+    nats_server: NatsServer,
+) -> None:
+    async with jetstream(nats_server) as js:
+        first = await subscriber(js)
+        assert await first.fetch(10, wait=0.05) == []
+        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "one"})
+        await until(lambda: delivered_unacked(js, 1), "the message delivered to the first")
+        await first.close()
+
+        # Given back, it goes to the next consumer now, not after the 30 s ack wait.
+        second = await subscriber(js)
+        started = time.monotonic()
+        [delivery] = await second.fetch(10, wait=DEADLINE_S)
+        assert delivery.message.id == "one"
+        assert time.monotonic() - started < DEADLINE_S / 2
+        await delivery.ack()
+        await second.close()
+
+
+async def test_an_expired_request_is_renewed_while_a_fetch_waits(
+    nats_server: NatsServer,
+) -> None:
+    async with jetstream(nats_server) as js:
+        consumer = await subscriber(js)
+        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "first"})
+        # A short fetch that is answered at once leaves its request (living 0.2 s) open.
+        [first] = await consumer.fetch(10, wait=0.2)
+        await first.ack()
+        expired_at = time.monotonic() + 0.2
+
+        async def publish_once_expired() -> None:
+            # What is waited for here is the clock itself: the first request's expiry.
+            await until(lambda: _past(expired_at + 0.3), "the first request's expiry")
+            await js.publish("cart.events", b"2", headers={"Nats-Msg-Id": "late"})
+
+        publishing = asyncio.create_task(publish_once_expired())
+        started = time.monotonic()
+        deliveries = await consumer.fetch(10, wait=DEADLINE_S)  # outlives that request
+        await publishing
+        assert [d.message.id for d in deliveries] == ["late"]
+        assert time.monotonic() - started < DEADLINE_S / 2  # not at the fetch's deadline
+        await deliveries[0].ack()
+        await consumer.close()
+
+
+async def _past(moment: float) -> bool:
+    return time.monotonic() >= moment
