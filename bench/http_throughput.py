@@ -156,8 +156,9 @@ class Watched:
         cpu = cpu_seconds(self.cart_pid)
         load = wrk(self.url, args.seconds, args, script)
         cpu = cpu_seconds(self.cart_pid) - cpu
-        committed_after = committed_events(self.events_db)
+        # Billing first: what commits between the two reads counts as lag, never below 0.
         applied_after = applied_versions(self.billing_db)
+        committed_after = committed_events(self.events_db)
         if profiler is not None:
             profiler.wait()
         return SystemRun(

@@ -1,6 +1,7 @@
-"""`StandingPull` reads what the server says about its requests: an expired or cut request is
-renewed, an error is raised (after the messages that came before it), and a message of the
-stream is a message whatever its headers say."""
+"""`StandingPull` keeps what it asks for bounded and reads what the server says about its
+requests: an expired or cut request is asked for again (not in a tight loop), a refusal is
+raised (after the messages that came before it), a reconnect forgets the open requests, and
+a message of the stream is a message whatever its headers say."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import APIError, ServiceUnavailableError
 
-from microservice_connector.messaging.nats.standing_pull import StandingPull
+from microservice_connector.messaging.nats.standing_pull import RENEW_MARGIN_S, StandingPull
 
 NEXT = "$JS.API.CONSUMER.MSG.NEXT.CART.billing"
 INBOX = "_INBOX.pull"
@@ -38,111 +39,169 @@ class FakePull:
 
 
 class FakeClient:
-    """Records the pull requests sent."""
+    """Records the pull requests sent; `answer` (if set) is what the server says to each."""
 
-    def __init__(self) -> None:
+    def __init__(self, inbox: FakeInbox) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.asked_at: list[float] = []
+        self.is_connected = True
+        self.stats = {"reconnects": 0}
+        self.answer: Msg | None = None
+        self._inbox = inbox
 
     async def publish(self, subject: str, payload: bytes, reply: str) -> None:
         assert (subject, reply) == (NEXT, INBOX)
         self.requests.append(json.loads(payload))
+        self.asked_at.append(asyncio.get_running_loop().time())
+        if self.answer is not None:
+            self._inbox.arrive(self.answer)
 
 
 def message(data: bytes, headers: dict[str, str] | None = None) -> Msg:
-    return Msg(
-        None,
-        subject=INBOX,
-        reply=f"$JS.ACK.CART.billing.1.{len(data)}.1.0.0",
-        data=data,
-        headers=headers,
-    )  # type: ignore[arg-type]
+    reply = f"$JS.ACK.CART.billing.1.{len(data)}.1.0.0"
+    return Msg(None, subject=INBOX, reply=reply, data=data, headers=headers)  # type: ignore[arg-type]
 
 
-def status(code: str, description: str = "") -> Msg:
-    return Msg(
-        None,
-        subject=INBOX,
-        reply="",
-        data=b"",
-        headers={"Status": code, "Description": description},
-    )  # type: ignore[arg-type]
+def status(code: str, description: str = "", unfilled: int | None = None) -> Msg:
+    headers = {"Status": code, "Description": description}
+    if unfilled is not None:
+        headers["Nats-Pending-Messages"] = str(unfilled)
+    return Msg(None, subject=INBOX, reply="", data=b"", headers=headers)  # type: ignore[arg-type]
 
 
-def standing() -> tuple[StandingPull, FakePull, FakeClient]:
-    pull, client = FakePull(), FakeClient()
+def standing() -> tuple[StandingPull, FakeInbox, FakeClient]:
+    pull = FakePull()
+    client = FakeClient(pull._sub)
     assert StandingPull.supported(pull)  # type: ignore[arg-type]
-    return StandingPull(client, pull), pull, client  # type: ignore[arg-type]
+    return StandingPull(client, pull), pull._sub, client  # type: ignore[arg-type]
 
 
-async def test_a_request_is_opened_once_and_renewed_when_half_of_it_arrived() -> None:
-    pull_, pull, client = standing()
+async def test_it_asks_again_once_no_more_than_half_a_batch_is_asked_for() -> None:
+    pull, inbox, client = standing()
     for number in range(3):
-        pull._sub.arrive(message(b"%d" % number))
+        inbox.arrive(message(b"%d" % number))
 
-    assert [m.data for m in await pull_.take(4, wait=1.0)] == [b"0", b"1", b"2"]
+    assert [m.data for m in await pull.take(4, wait=1.0)] == [b"0", b"1", b"2"]
     assert client.requests == [{"batch": 4, "expires": 1_000_000_000}]
-    assert pull._sub._pending_size == 0
+    assert inbox._pending_size == 0
 
-    pull._sub.arrive(message(b"3"))
-    await pull_.take(4, wait=1.0)  # only 1 of 4 left open: ask for more first
+    inbox.arrive(message(b"3"))
+    await pull.take(4, wait=1.0)  # 1 of 4 still asked for: ask for 4 more first
     assert len(client.requests) == 2
 
 
-@pytest.mark.parametrize("code", ["408", "409"])
-async def test_an_expired_or_cut_request_is_renewed_on_the_next_take(code: str) -> None:
-    pull_, pull, client = standing()
-    pull._sub.arrive(status(code, "Request Timeout"))
-    pull._sub.arrive(message(b"after"))
+async def test_what_is_asked_for_and_not_taken_stays_within_two_batches() -> None:
+    pull, inbox, client = standing()
+    batch, taken = 10, 0
+    for _ in range(200):  # a trickle: one message a take
+        inbox.arrive(message(b"x"))
+        taken += len(await pull.take(batch, wait=1.0))
 
-    assert [m.data for m in await pull_.take(100, wait=1.0)] == [b"after"]
-    await pull_.take(100, wait=0.01)
-
-    assert len(client.requests) == 2
-
-
-async def test_heartbeats_and_no_messages_are_not_messages() -> None:
-    pull_, pull, _ = standing()
-    pull._sub.arrive(status("100", "Idle Heartbeat"))
-    pull._sub.arrive(status("404", "No Messages"))
-
-    assert await pull_.take(10, wait=0.01) == []
+    assert taken == 200
+    assert len(client.requests) * batch - taken <= 2 * batch
 
 
-async def test_an_error_is_raised_when_nothing_came_before_it() -> None:
-    pull_, pull, _ = standing()
-    pull._sub.arrive(status("503"))
+async def test_a_request_the_server_ended_is_asked_for_again_after_a_pause() -> None:
+    pull, inbox, client = standing()
+    inbox.arrive(message(b"first"))
+    await pull.take(100, wait=1.0)
+    inbox.arrive(status("408", "Request Timeout", unfilled=99))  # the rest never came
+    inbox.arrive(message(b"after"))
+
+    assert [m.data for m in await pull.take(100, wait=1.0)] == [b"after"]
+    assert len(client.requests) == 1  # not at once: a pause first
+    assert await pull.take(100, wait=0.5) == []  # nothing comes: it asks after the pause
+    assert len(client.requests) >= 2
+    assert client.asked_at[1] - client.asked_at[0] >= RENEW_MARGIN_S
+
+
+async def test_a_409_on_every_request_does_not_make_it_ask_in_a_tight_loop() -> None:
+    pull, _, client = standing()
+    client.answer = status("409", "Leadership Change")
+
+    assert await pull.take(10, wait=0.3) == []
+
+    assert 2 <= len(client.requests) <= 0.3 / RENEW_MARGIN_S + 1
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["Exceeded MaxRequestBatch of 5", "Exceeded MaxWaiting", "Consumer is push based"],
+)
+async def test_a_409_every_request_would_meet_is_raised(description: str) -> None:
+    pull, _, client = standing()
+    client.answer = status("409", description)
+
+    with pytest.raises(APIError, match=description):
+        await pull.take(10, wait=1.0)
+    assert len(client.requests) == 1
+
+
+async def test_no_such_consumer_is_raised_when_nothing_came_before_it() -> None:
+    pull, inbox, _ = standing()
+    inbox.arrive(status("503"))
 
     with pytest.raises(ServiceUnavailableError):
-        await pull_.take(10, wait=1.0)
+        await pull.take(10, wait=1.0)
 
 
 async def test_an_error_after_messages_hands_them_over_and_asks_again() -> None:
-    pull_, pull, client = standing()
-    pull._sub.arrive(message(b"kept"))
-    pull._sub.arrive(status("400", "Bad Request"))
+    pull, inbox, client = standing()
+    inbox.arrive(message(b"kept"))
+    inbox.arrive(status("400", "Bad Request"))
 
-    assert [m.data for m in await pull_.take(10, wait=1.0)] == [b"kept"]
-    pull._sub.arrive(status("400", "Bad Request"))
+    assert [m.data for m in await pull.take(10, wait=1.0)] == [b"kept"]
+    inbox.arrive(status("400", "Bad Request"))
     with pytest.raises(APIError):
-        await pull_.take(10, wait=1.0)
+        await pull.take(10, wait=1.0)
     assert len(client.requests) == 2  # the next take asked anew, and met the error
 
 
+async def test_after_a_reconnect_it_asks_again_at_once() -> None:
+    pull, inbox, client = standing()
+    inbox.arrive(message(b"one"))
+    await pull.take(10, wait=1.0)  # 9 still asked for: no need to ask
+    client.stats["reconnects"] += 1  # the server may have dropped the request
+    inbox.arrive(message(b"two"))
+
+    await pull.take(10, wait=1.0)
+
+    assert len(client.requests) == 2
+
+
+async def test_while_disconnected_it_asks_nothing_and_takes_nothing() -> None:
+    pull, inbox, client = standing()
+    client.is_connected = False
+    inbox.arrive(message(b"here"))
+
+    assert await pull.take(10, wait=1.0) == []
+    assert client.requests == []
+
+
+async def test_heartbeats_and_no_messages_are_not_messages() -> None:
+    pull, inbox, _ = standing()
+    inbox.arrive(status("100", "Idle Heartbeat"))
+    inbox.arrive(status("404", "No Messages"))
+
+    assert await pull.take(10, wait=0.01) == []
+
+
 async def test_a_stream_message_with_a_status_header_is_a_message() -> None:
-    pull_, pull, _ = standing()
-    pull._sub.arrive(message(b"mine", {"Status": "503"}))
+    pull, inbox, _ = standing()
+    inbox.arrive(message(b"mine", {"Status": "503"}))
 
-    assert [m.data for m in await pull_.take(10, wait=1.0)] == [b"mine"]
+    assert [m.data for m in await pull.take(10, wait=1.0)] == [b"mine"]
 
 
-async def test_a_take_with_nothing_to_take_returns_nothing_after_its_wait() -> None:
-    pull_, _, client = standing()
-    started = asyncio.get_running_loop().time()
+async def test_what_was_left_over_is_handed_back_without_statuses() -> None:
+    pull, inbox, _ = standing()
+    inbox.arrive(message(b"a"))
+    inbox.arrive(status("408"))
+    inbox.arrive(message(b"bb"))
 
-    assert await pull_.take(10, wait=0.05) == []
-
-    assert asyncio.get_running_loop().time() - started >= 0.05
-    assert client.requests[0]["batch"] == 10
+    assert [m.data for m in pull.left_over()] == [b"a", b"bb"]
+    assert inbox._pending_size == 0
+    assert inbox._pending_queue.empty()
 
 
 def test_a_pull_subscription_without_nats_pys_inbox_is_not_supported() -> None:

@@ -158,7 +158,10 @@ def build_billing_app(settings: Settings, *, events: EventRegistry | None = None
             recover,
         )
         background.start("consumer-lag", lambda stop: _track_lag(subscriber, metrics, lag, stop))
-        await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
+        try:
+            await Consumer(subscriber, pipeline, on_outcome=metrics.on_outcome).run(stop)
+        finally:
+            await subscriber.close()  # what was delivered and not handled goes back now
 
     async def relay(stop: asyncio.Event) -> None:
         publisher = await until_stopped(link.publisher(), stop)

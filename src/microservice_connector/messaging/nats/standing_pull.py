@@ -4,11 +4,14 @@ busy with the last batch.
 nats-py's `PullSubscription.fetch` asks for messages only once the consumer asks for its next
 batch: each batch waits for a round trip to the server (a no-wait probe, its answer, often a
 second request), on top of the handling of the batch before it. `StandingPull` keeps a
-request for up to a batch of messages open at all times, renewed when half of it has arrived
-or when it is about to expire, so the server sends each message as it is stored and the next
-`take` finds it already in hand. What it asks for stays bounded: at most one and a half
-batches, each request expiring after the `take`'s wait, so a request the server lost (a
-restart) is renewed within that wait.
+request for up to a batch open while the consumer takes batch after batch: it asks again
+once no more than half a batch is still asked for and not yet taken, or when the newest
+request is about to expire; each request lives as long as the `take` that sent it waits. So
+the server sends each message as it is stored, and the next `take` finds it in hand. It
+counts what it asked for and what arrived or was called off (the server's 408 and 409 say
+how many), so it never has more than two batches asked for and not taken. A reconnect
+forgets the requests (the server may have dropped them); a lost request otherwise lapses
+within the wait of the `take` that sent it.
 """
 
 from __future__ import annotations
@@ -21,30 +24,37 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, ServiceUnavailableError
 
 _STATUS = "Status"
+_DESCRIPTION = "Description"
+_UNFILLED = "Nats-Pending-Messages"  # on a 408/409: how many of the request never came
 # Statuses that end a pull request (it expired, or the server cut it short) or say nothing
 # (a heartbeat, "no messages"): not messages, and not errors either, as nats-py's fetch has it.
 _REQUEST_ENDED = {"408", "409"}
 _NOTHING = {"100", "404"}
+# A 409 that every request would meet again (the consumer's limits, a push consumer): an error.
+_REFUSALS = ("exceeded maxrequest", "exceeded maxwaiting", "push based")
+SERVICE_UNAVAILABLE = 503  # no such consumer (no responders)
 RENEW_MARGIN_S = 0.05  # a request this close to its expiry is renewed before waiting on it
 _PULL_ATTRIBUTES = ("_sub", "_nms", "_deliver")
 
 
 class StandingPull:
-    """Takes a pull subscription's messages from a request kept open (see the module). For
-    one consumer task at a time; `close` gives back what arrived and was not taken."""
+    """Takes a pull subscription's messages from requests kept open (see the module). For
+    one consumer task at a time; `left_over` hands what arrived and was not taken back."""
 
     def __init__(self, client: Client, pull: JetStreamContext.PullSubscription) -> None:
         self._client = client
         self._pull = pull
         self._inbox: Any = pull._sub
         self._queue: asyncio.Queue[Msg] = self._inbox._pending_queue
-        self._remaining = 0  # messages the open requests may still bring
+        self._asked = 0  # messages asked for by the open requests and not yet here
         self._expires_at = 0.0  # monotonic time the newest request expires
+        self._asked_at = 0.0  # when the newest request was sent
+        self._ended = False  # the server ended a request since the last ask
+        self._reconnects = self._client_reconnects()
 
     @staticmethod
     def supported(pull: JetStreamContext.PullSubscription) -> bool:
@@ -57,49 +67,68 @@ class StandingPull:
 
     async def take(self, max_messages: int, wait: float) -> list[Msg]:
         """Up to `max_messages` messages: those already here at once, else the first to come
-        within `wait` s (and any arriving with it); [] if none came. Raises `APIError` when
-        the server answers a request with an error (no such consumer: 503)."""
+        within `wait` s (and any arriving with it); [] if none came or the connection
+        dropped. Raises `APIError` when the server refuses a request (no such consumer: 503;
+        a request over the consumer's limits: 409)."""
         deadline = time.monotonic() + wait
         taken: list[Msg] = []
-        while True:
-            await self._renew_if_due(max_messages, wait)
+        while self._client.is_connected:
+            await self._ask_if_due(max_messages, wait)
             self._drain(taken, max_messages)
             now = time.monotonic()
             if taken or now >= deadline:
-                break
-            until = min(deadline, self._expires_at - RENEW_MARGIN_S)
+                return taken
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(until - now, 0.0)):
+                async with asyncio.timeout(max(min(deadline, self._due_at()) - now, 0.0)):
                     self._keep(await self._queue.get(), taken)
-        self._remaining = max(0, self._remaining - len(taken))
+        self.forget_requests()  # the server may drop them with the connection
         return taken
 
     def forget_requests(self) -> None:
-        """The open requests may be gone (the connection dropped): ask anew on the next take."""
-        self._remaining, self._expires_at = 0, 0.0
+        """The open requests may be gone: ask anew on the next take."""
+        self._asked, self._expires_at = 0, 0.0
 
-    async def close(self) -> None:
-        """Give back the messages that arrived and were not taken (a nak each, best effort:
-        what is not given back comes again after the consumer's ack wait)."""
+    def left_over(self) -> list[Msg]:
+        """What arrived and was not taken, taken now (statuses dropped): to give back."""
+        left: list[Msg] = []
         while not self._queue.empty():
             message = self._queue.get_nowait()
+            self._inbox._pending_size -= len(message.data)
             self._queue.task_done()
             if _status(message) is None:
-                with contextlib.suppress(NatsError, OSError):
-                    await message.nak()
+                left.append(message)
+        return left
 
-    async def _renew_if_due(self, max_messages: int, wait: float) -> None:
-        """Ask for another `max_messages` once half of the last request arrived, or once it
-        is about to expire; each request lives `wait` s."""
+    async def _ask_if_due(self, max_messages: int, wait: float) -> None:
+        """Ask for another `max_messages` once no more than half a batch is asked for, or
+        once the newest request is about to expire; each request lives `wait` s. After the
+        server ended a request, no sooner than `RENEW_MARGIN_S` after the last ask."""
+        reconnects = self._client_reconnects()
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self.forget_requests()
         now = time.monotonic()
-        if self._remaining > max_messages // 2 and now < self._expires_at - RENEW_MARGIN_S:
+        if self._ended and now < self._asked_at + RENEW_MARGIN_S:
+            return
+        if self._asked > max_messages // 2 and now < self._expires_at - RENEW_MARGIN_S:
             return
         life = max(wait, 2 * RENEW_MARGIN_S)
         request = {"batch": max_messages, "expires": int(life * 1e9)}
         await self._client.publish(
             self._pull._nms, json.dumps(request).encode(), reply=self._pull._deliver
         )
-        self._remaining, self._expires_at = max_messages, now + life
+        self._asked += max_messages
+        self._expires_at, self._asked_at, self._ended = now + life, now, False
+
+    def _due_at(self) -> float:
+        """When the next ask falls due, unless messages come first."""
+        if self._ended:
+            return self._asked_at + RENEW_MARGIN_S
+        return self._expires_at - RENEW_MARGIN_S
+
+    def _client_reconnects(self) -> int:
+        """How often the client reconnected so far."""
+        return int(self._client.stats.get("reconnects", 0))
 
     def _drain(self, taken: list[Msg], limit: int) -> None:
         """Move what is already here into `taken`, up to `limit` messages."""
@@ -113,13 +142,25 @@ class StandingPull:
         status = _status(message)
         if status is None:
             taken.append(message)
-        elif status in _REQUEST_ENDED:
-            self._remaining = 0  # renewed on the next look
-        elif status not in _NOTHING:
-            if taken:  # hand over what came; the next request meets the error again
+            self._asked = max(0, self._asked - 1)
+            return
+        if status in _NOTHING:
+            return
+        description = (message.headers or {}).get(_DESCRIPTION, "")
+        if status in _REQUEST_ENDED and not any(r in description.lower() for r in _REFUSALS):
+            unfilled = (message.headers or {}).get(_UNFILLED, "")
+            if unfilled.isdigit():
+                self._asked = max(0, self._asked - int(unfilled))
+            else:
                 self.forget_requests()
-                return
-            APIError.from_msg(message)
+            self._ended = True
+            return
+        self.forget_requests()
+        if not taken:  # with messages in hand, the next request meets the error again
+            code = int(status) if status.isdigit() else None
+            if code == SERVICE_UNAVAILABLE:
+                raise ServiceUnavailableError(code=code, description=description)
+            raise APIError(code=code, description=description)
 
 
 def _status(message: Msg) -> str | None:

@@ -144,10 +144,14 @@ class NatsSubscriber:
         whoever fetches next, after `ack_wait`."""
         if not self._closed:
             self._closed = True
-            if self._standing is not None:
-                await self._standing.close()
+            left = [] if self._standing is None else self._standing.left_over()
             with contextlib.suppress(NatsError):
                 await self._subscription.unsubscribe()
+            # Given back once the server no longer sends to this inbox (the unsubscribe
+            # went first), so they go to another consumer at once instead of after ack_wait.
+            for message in left:
+                with contextlib.suppress(NatsError, OSError):
+                    await message.nak()
 
     def _standing_pull(self, pull: JetStreamContext.PullSubscription) -> StandingPull | None:
         """A pull request kept open on `pull`, where this nats-py allows it."""

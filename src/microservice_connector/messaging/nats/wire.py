@@ -94,10 +94,12 @@ def write_now(client: Client) -> bool:
     transport = client._transport
     if transport is None or _unsent(transport) > WRITE_NOW_LIMIT:
         return False
-    pending = client._pending
+    try:
+        transport.writelines(client._pending)
+    except (OSError, RuntimeError, AttributeError):  # a closing transport: as the flusher
+        return False  # does, nats-py's error handling takes it from here
     client._pending = []
     client._pending_data_size = 0
-    transport.writelines(pending)
     return True
 
 
