@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -113,6 +114,19 @@ async def test_a_request_the_server_ended_is_asked_for_again_after_a_pause() -> 
     assert await pull.take(100, wait=0.5) == []  # nothing comes: it asks after the pause
     assert len(client.requests) >= 2
     assert client.asked_at[1] - client.asked_at[0] >= RENEW_MARGIN_S
+
+
+async def test_a_request_that_ended_with_enough_still_asked_for_is_waited_on_idly() -> None:
+    pull, inbox, client = standing()
+    inbox.arrive(message(b"first"))
+    await pull.take(100, wait=1.0)  # its request lives 1 s
+    inbox.arrive(status("408", "Request Timeout", unfilled=10))  # 89 still asked for
+    cpu = time.process_time()
+
+    assert await pull.take(100, wait=0.3) == []
+
+    assert time.process_time() - cpu < 0.1  # waited on the queue, not in a busy loop
+    assert len(client.requests) == 1
 
 
 async def test_a_409_on_every_request_does_not_make_it_ask_in_a_tight_loop() -> None:

@@ -110,6 +110,7 @@ class StandingPull:
         now = time.monotonic()
         if self._ended and now < self._asked_at + RENEW_MARGIN_S:
             return
+        self._ended = False  # past the pause, the usual rules decide
         if self._asked > max_messages // 2 and now < self._expires_at - RENEW_MARGIN_S:
             return
         life = max(wait, 2 * RENEW_MARGIN_S)
@@ -118,7 +119,7 @@ class StandingPull:
             self._pull._nms, json.dumps(request).encode(), reply=self._pull._deliver
         )
         self._asked += max_messages
-        self._expires_at, self._asked_at, self._ended = now + life, now, False
+        self._expires_at, self._asked_at = now + life, now
 
     def _due_at(self) -> float:
         """When the next ask falls due, unless messages come first."""
