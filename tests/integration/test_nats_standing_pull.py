@@ -48,22 +48,33 @@ async def delivered_unacked(js: JetStreamContext, count: int) -> bool:
     return info.num_ack_pending == count and info.num_pending == 0
 
 
+async def sent_before_asked(js: JetStreamContext, consumer: NatsSubscriber) -> None:
+    """Open the consumer's standing request with a fetch that finds nothing, publish "one",
+    and wait until the broker sent it on that request, while no fetch runs."""
+    assert await consumer.fetch(10, wait=0.05) == []
+    await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "one"})
+    await until(lambda: delivered_unacked(js, 1), "the message sent before a fetch")
+
+
+async def fetched_one(consumer: NatsSubscriber, wait: float) -> float:
+    """Fetch "one" (and ack it), then close the consumer; the seconds the fetch took."""
+    started = time.monotonic()
+    [delivery] = await consumer.fetch(10, wait=wait)
+    took = time.monotonic() - started
+    assert delivery.message.id == "one"
+    await delivery.ack()
+    await consumer.close()
+    return took
+
+
 async def test_a_message_published_between_fetches_is_delivered_before_it_is_asked_for(
     nats_server: NatsServer,
 ) -> None:
     async with jetstream(nats_server) as js:
         consumer = await subscriber(js)
-        assert await consumer.fetch(10, wait=0.05) == []  # opens the standing request
-        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "one"})
+        await sent_before_asked(js, consumer)
 
-        # No fetch runs: the broker sends it on the open request all the same.
-        await until(lambda: delivered_unacked(js, 1), "the message sent before a fetch")
-        started = time.monotonic()
-        [delivery] = await consumer.fetch(10, wait=5.0)
-        assert delivery.message.id == "one"
-        assert time.monotonic() - started < 1.0  # in hand, not waited for
-        await delivery.ack()
-        await consumer.close()
+        assert await fetched_one(consumer, wait=5.0) < 1.0  # in hand, not waited for
 
 
 async def test_what_arrived_and_was_not_fetched_is_given_back_on_close(
@@ -71,19 +82,12 @@ async def test_what_arrived_and_was_not_fetched_is_given_back_on_close(
 ) -> None:
     async with jetstream(nats_server) as js:
         first = await subscriber(js)
-        assert await first.fetch(10, wait=0.05) == []
-        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "one"})
-        await until(lambda: delivered_unacked(js, 1), "the message delivered to the first")
+        await sent_before_asked(js, first)
         await first.close()
 
         # Given back, it goes to the next consumer now, not after the 30 s ack wait.
         second = await subscriber(js)
-        started = time.monotonic()
-        [delivery] = await second.fetch(10, wait=DEADLINE_S)
-        assert delivery.message.id == "one"
-        assert time.monotonic() - started < DEADLINE_S / 2
-        await delivery.ack()
-        await second.close()
+        assert await fetched_one(second, wait=DEADLINE_S) < DEADLINE_S / 2
 
 
 async def test_an_expired_request_is_renewed_while_a_fetch_waits(

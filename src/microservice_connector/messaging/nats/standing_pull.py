@@ -50,7 +50,7 @@ class StandingPull:
         self._pull = pull
         self._inbox: Any = pull._sub
         self._queue: asyncio.Queue[Msg] = self._inbox._pending_queue
-        self._asked = 0  # messages asked for by the open requests and not yet here
+        self._asked = 0  # messages asked for by the open requests and not yet taken
         self._expires_at = 0.0  # monotonic time the newest request expires
         self._asked_at = 0.0  # when the newest request was sent
         self._ended = False  # the server ended a request since the last ask
@@ -92,9 +92,7 @@ class StandingPull:
         """What arrived and was not taken, taken now (statuses dropped): to give back."""
         left: list[Msg] = []
         while not self._queue.empty():
-            message = self._queue.get_nowait()
-            self._inbox._pending_size -= len(message.data)
-            self._queue.task_done()
+            message = self._taken_off(self._queue.get_nowait())
             if _status(message) is None:
                 left.append(message)
         return left
@@ -136,11 +134,16 @@ class StandingPull:
         while len(taken) < limit and not self._queue.empty():
             self._keep(self._queue.get_nowait(), taken)
 
-    def _keep(self, message: Msg, taken: list[Msg]) -> None:
-        """A message goes into `taken`; a status is read: a request ended, or an error."""
+    def _taken_off(self, message: Msg) -> Msg:
+        """`message`, just taken off the inbox's queue, with nats-py's bookkeeping of the
+        inbox (bytes pending, tasks done) brought up to date."""
         self._inbox._pending_size -= len(message.data)
         self._queue.task_done()
-        status = _status(message)
+        return message
+
+    def _keep(self, message: Msg, taken: list[Msg]) -> None:
+        """A message goes into `taken`; a status is read: a request ended, or an error."""
+        status = _status(self._taken_off(message))
         if status is None:
             taken.append(message)
             self._asked = max(0, self._asked - 1)

@@ -86,8 +86,6 @@ class NatsSubscriber:
             raise BrokerUnavailable("the NATS connection is closed")
         if not self._client.is_connected:
             # A pull request sent now would be buffered and linger after the reconnect.
-            if self._standing is not None:
-                self._standing.forget_requests()  # the server may have dropped them
             await asyncio.sleep(wait)
             raise BrokerUnavailable(f"disconnected from NATS; nothing fetched in {wait:g} s")
         try:

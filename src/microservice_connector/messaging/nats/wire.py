@@ -89,7 +89,7 @@ def write_now(client: Client) -> bool:
     the queued commands go out once and in order."""
     if not all(hasattr(client, name) for name in _WRITE_ATTRIBUTES):
         return False
-    if not client._pending_data_size or not client.is_connected or client.is_closed:
+    if not client._pending_data_size or not client.is_connected:
         return False
     transport = client._transport
     if transport is None or _unsent(transport) > WRITE_NOW_LIMIT:
