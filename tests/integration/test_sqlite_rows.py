@@ -64,3 +64,32 @@ def test_text_timestamps_match_sqlalchemys_format() -> None:
     assert bind is not None
     for moment in (AT, AT.replace(microsecond=0), datetime.now(UTC)):
         assert sqlite_time(moment) == bind(moment)
+
+
+def test_an_append_does_not_read_the_aggregates_history(tmp_path: Path) -> None:
+    """The version check probes the index once per aggregate: appending to a cart with 2,000
+    events costs the database about what appending to a new one does (counted in SQLite's
+    virtual-machine steps, not in time)."""
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    try:
+        long_history = [added("cart-long", 1) for _ in range(2_000)]
+        store.append(AppendRequest("cart-long", "ShoppingCart", 0, long_history))
+        store.append(AppendRequest("cart-short", "ShoppingCart", 0, [added("cart-short", 1)]))
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0  # go on
+
+        with store.writer.connect() as connection:  # the writer's one pooled connection
+            connection.connection.driver_connection.set_progress_handler(count, 100)
+
+        def cost(cart: str, version: int) -> int:
+            steps[0] = 0
+            store.append(AppendRequest(cart, "ShoppingCart", version, [added(cart, 1)]))
+            return steps[0]
+
+        short, long = cost("cart-short", 1), cost("cart-long", 2_000)
+        assert long <= 2 * short + 2, (short, long)  # reading 2,000 versions took 100 times more
+    finally:
+        store.close()

@@ -32,6 +32,7 @@ from microservice_connector.eventstore.sql import (
     EVENT_COLUMNS,
     Appended,
     SqlEventStore,
+    found_versions,
     judge,
 )
 
@@ -70,7 +71,7 @@ class PostgresEventStore(SqlEventStore):
             versions = postgres_sql.driver(connection).cursor()
             versions.execute(postgres_sql.VERSIONS, [list({r.aggregate_id for r in requests})])
             keys = KeyLedger(connection, requests, self._key_statements)
-            current = found_versions(versions)
+            current = found_versions(versions.fetchall())
             results, accepted = judge(requests, current, keys)
             # Recorded at position 0 here, and at the positions the insert took once it ran.
             appended = self._recorded(accepted, results, itertools.repeat(0))
@@ -119,7 +120,9 @@ class PostgresEventStore(SqlEventStore):
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
         with postgres_sql.sqlalchemy_errors():
             cursor = postgres_sql.driver(connection).cursor()
-            return found_versions(cursor.execute(postgres_sql.VERSIONS, [list(aggregate_ids)]))
+            return found_versions(
+                cursor.execute(postgres_sql.VERSIONS, [list(aggregate_ids)]).fetchall()
+            )
 
     def _positions(self, connection: Connection, count: int) -> list[int]:
         if count == 0:
@@ -154,10 +157,3 @@ class PostgresEventStore(SqlEventStore):
             end = connection.execute(feed_horizon.FEED_END).scalar_one()
             page = self._feed(after_position, limit).where(events.c.id < end)
             return [from_row(row) for row in connection.execute(page).all()]
-
-
-def found_versions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
-    """The versions `postgres_statements.VERSIONS` found, by aggregate; none for those
-    without events."""
-    rows = cursor.fetchall()
-    return {aggregate_id: version for aggregate_id, version in rows if version is not None}

@@ -4,7 +4,7 @@ each dialect's adapter supplies its engines, versions, positions, inserts and lo
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,6 +65,12 @@ def judge(
         accepted.append((len(results), request))
         results.append([])
     return results, accepted
+
+
+def found_versions(rows: Iterable[tuple[str, int | None]]) -> dict[str, int]:
+    """Each aggregate's version from (aggregate id, highest version or None) rows; none for
+    those without events."""
+    return {aggregate_id: version for aggregate_id, version in rows if version is not None}
 
 
 def event_count(accepted: Sequence[tuple[int, AppendRequest]]) -> int:

@@ -18,9 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 
+# One index probe per aggregate (SQLite's min/max optimisation of a correlated subquery): a
+# `GROUP BY aggregate_id` over `IN (...)` read every version of each aggregate instead.
 VERSIONS = (
-    "SELECT aggregate_id, max(version) FROM events WHERE aggregate_id IN ({marks})"
-    " GROUP BY aggregate_id"
+    "WITH asked(aggregate_id) AS (VALUES {rows})"
+    " SELECT aggregate_id,"
+    " (SELECT max(version) FROM events WHERE events.aggregate_id = asked.aggregate_id)"
+    " FROM asked"
 )
 LAST_POSITION = "SELECT coalesce(max(id), 0) FROM events"
 INSERT_EVENT = (

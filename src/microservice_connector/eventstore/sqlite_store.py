@@ -19,7 +19,7 @@ from microservice_connector.eventstore.event_rows import (
     sqlite_time,
 )
 from microservice_connector.eventstore.port import AppendRequest, AppendResult
-from microservice_connector.eventstore.sql import SqlEventStore
+from microservice_connector.eventstore.sql import SqlEventStore, found_versions
 from microservice_connector.eventstore.sqlite_keys import SqliteKeyStatements
 from microservice_connector.eventstore.sqlite_outbox import SqliteOutbox
 
@@ -47,9 +47,11 @@ class SqliteEventStore(SqlEventStore):
         return SqliteOutbox(self._writer, self._reader)
 
     def _versions(self, connection: Connection, aggregate_ids: set[str]) -> dict[str, int]:
+        if not aggregate_ids:
+            return {}
         ids = list(aggregate_ids)
-        sql = sqlite_sql.VERSIONS.format(marks=",".join("?" * len(ids)))
-        return dict(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
+        sql = sqlite_sql.VERSIONS.format(rows=",".join(["(?)"] * len(ids)))
+        return found_versions(sqlite_sql.cursor(connection).execute(sql, ids).fetchall())
 
     def _positions(self, connection: Connection, count: int) -> list[int]:
         # The transaction holds the write lock: nobody else takes positions meanwhile.
