@@ -3,7 +3,6 @@ back from them: for SQLAlchemy (dicts, datetimes) and for SQLite's own driver (t
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +11,7 @@ import msgspec
 
 from microservice_connector.events.codec import JSON_CONTENT_TYPE, Codec
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
+from microservice_connector.events.new_ids import new_event_id
 from microservice_connector.eventstore.outbox_rows import message_headers
 from microservice_connector.eventstore.port import AppendRequest
 
@@ -38,10 +38,10 @@ def recorded(
     request: AppendRequest, event: NewEvent, version: int, position: int, codec: Codec
 ) -> RecordedEvent:
     """`event` of `request` as it is stored at `version` and `position`, its payload encoded
-    by `codec`; an event without an id gets a new UUID."""
+    by `codec`; an event without an id gets a new time-ordered UUID."""
     return RecordedEvent(
         position=position,
-        event_id=event.event_id or str(uuid.uuid4()),
+        event_id=event.event_id or new_event_id(),
         aggregate_id=request.aggregate_id,
         aggregate_type=request.aggregate_type,
         version=version,

@@ -18,7 +18,6 @@ from microservice_connector.cart_service.application.cart_snapshots import (
 )
 from microservice_connector.cart_service.application.idempotency import pending_key
 from microservice_connector.cart_service.application.keyed_locks import KeyedLocks
-from microservice_connector.cart_service.application.new_ids import new_id
 from microservice_connector.cart_service.application.observer import (
     CommandObserver,
     NoObserver,
@@ -31,6 +30,7 @@ from microservice_connector.cart_service.domain import (
 )
 from microservice_connector.events.cart import CartEvent
 from microservice_connector.events.envelope import NewEvent, RecordedEvent
+from microservice_connector.events.new_ids import new_event_id, new_id
 from microservice_connector.events.registry import EventRegistry, default_registry
 from microservice_connector.eventstore.errors import ConcurrencyError
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed
@@ -293,5 +293,5 @@ def _new_event(
         causation_id=correlation_id,
         traceparent=trace.get("traceparent"),
         tracestate=trace.get("tracestate"),
-        event_id=new_id(),
+        event_id=new_event_id(),
     )

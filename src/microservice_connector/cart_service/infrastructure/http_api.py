@@ -13,7 +13,6 @@ from microservice_connector.cart_service.application import (
     CartService,
     RetriesExhausted,
 )
-from microservice_connector.cart_service.application.new_ids import new_id
 from microservice_connector.cart_service.domain import (
     MAX_QUANTITY,
     CartRuleViolation,
@@ -31,6 +30,7 @@ from microservice_connector.cart_service.infrastructure.schemas import (
     Feed,
     cart_response,
 )
+from microservice_connector.events.new_ids import new_id
 from microservice_connector.web.errors import ERROR_RESPONSES, install_error_handlers
 from microservice_connector.web.health import Check, health_router
 from microservice_connector.web.ids import ID_PATTERN, id_path
