@@ -82,7 +82,7 @@ def test_an_append_does_not_read_the_aggregates_history(tmp_path: Path) -> None:
             return 0  # go on
 
         with store.writer.connect() as connection:  # the writer's one pooled connection
-            connection.connection.driver_connection.set_progress_handler(count, 100)
+            connection.connection.driver_connection.set_progress_handler(count, 1)
 
         def cost(cart: str, version: int) -> int:
             steps[0] = 0
@@ -90,6 +90,7 @@ def test_an_append_does_not_read_the_aggregates_history(tmp_path: Path) -> None:
             return steps[0]
 
         short, long = cost("cart-short", 1), cost("cart-long", 2_000)
-        assert long <= 2 * short + 2, (short, long)  # reading 2,000 versions took 100 times more
+        assert short > 0, "the step counter must see the writer's statements"
+        assert long - short < 50, (short, long)  # reading 2,000 versions took 22,000 more
     finally:
         store.close()

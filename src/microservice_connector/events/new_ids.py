@@ -19,9 +19,10 @@ def new_id() -> str:
 
 def new_event_id() -> str:
     """A version-7 UUID (RFC 9562): the Unix time in milliseconds, then 74 random bits, so
-    ids made later sort later. Stored ids are indexed (`events.event_id`, `outbox.event_id`):
-    a random one lands on a random page of each index, one page written per event, while
-    these land on the last pages, shared by the events committed together."""
+    an id made in a later millisecond sorts later (within one, in no order). Stored ids are
+    indexed (`events.event_id`, `outbox.event_id`): a random one lands on a random page of
+    each index, one page written per event, while these land on the last pages, shared by
+    the events committed together."""
     milliseconds = time_ns() // 1_000_000
     value = (milliseconds << 80) | int.from_bytes(urandom(10))
     return _canonical(value & _KEEP | _VERSION_7 | _VARIANT_RFC_4122)
