@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -15,6 +16,7 @@ from microservice_connector.eventstore import (
     AppendRequest,
     DatabaseUnavailable,
     SqlEventStore,
+    postgres_statements,
 )
 from microservice_connector.eventstore.schema import outbox
 from support.postgres import with_options
@@ -24,6 +26,59 @@ AT = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
 def added(cart: str, count: int) -> list[NewEvent]:
     return [NewEvent("ItemAdded", ItemAdded(cart, f"item-{n}", 1, AT), AT) for n in range(count)]
+
+
+def rows_scanned(node: dict[str, Any]) -> int:
+    """Rows the table and index scans of an `EXPLAIN (ANALYZE, FORMAT JSON)` plan node and
+    its children returned or filtered out, over all their loops."""
+    scanned = 0
+    if node["Node Type"].endswith("Scan") and node["Node Type"] != "Function Scan":
+        scanned += node["Actual Rows"] * node["Actual Loops"]
+        scanned += node.get("Rows Removed by Filter", 0) + node.get(
+            "Rows Removed by Index Recheck", 0
+        )
+    return scanned + sum(rows_scanned(child) for child in node.get("Plans", []))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("plans", ["force_custom_plan", "force_generic_plan"])
+def test_the_version_check_reads_one_row_a_cart_whatever_the_statistics_say(
+    postgres_url: str, plans: str
+) -> None:
+    # Statistics taken while every cart had one event, as a young store's may be, and the
+    # plan cached then (generic) or made from them later (custom); then one cart's history
+    # grows to 2,000 events. The old `max(version)` statement read 3,398 rows in the generic
+    # case here: the whole table.
+    store = SqlEventStore(postgres_url)
+    checked = postgres_statements.VERSIONS.replace("%b", "$1")
+    try:
+        store.append_batch(
+            [
+                AppendRequest(f"cart-{n}", "ShoppingCart", 0, added(f"cart-{n}", 1))
+                for n in range(64)
+            ]
+        )
+        with store.writer.connect() as connection:
+            driver = postgres_statements.driver(connection)
+            driver.execute("ANALYZE events")
+            driver.execute(f"SET plan_cache_mode = {plans}")
+            driver.execute(f"PREPARE versions (text[]) AS {checked}")
+            driver.execute("EXPLAIN EXECUTE versions (ARRAY['cart-1'])")  # plan it now
+            for version in range(1, 2_000, 100):
+                store.append(AppendRequest("cart-1", "ShoppingCart", version, added("cart-1", 100)))
+            asked = "versions (ARRAY['cart-1', 'cart-2', 'none'])"
+            explained = driver.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {asked}").fetchone()
+            answered = driver.execute(f"EXECUTE {asked}").fetchall()
+            driver.execute("DEALLOCATE versions")
+            connection.rollback()
+    finally:
+        store.close()
+
+    assert explained is not None
+    assert sorted(answered, key=str) == [("cart-1", 2_001), ("cart-2", 1), ("none", None)]
+    assert (
+        rows_scanned(explained[0][0]["Plan"]) == 3
+    )  # one a cart asked: its newest, or a neighbour
 
 
 @pytest.mark.postgres

@@ -22,11 +22,20 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from microservice_connector.eventstore.postgres_connections import HeldConnection
 
-# One index probe per aggregate (the newest row of its `(aggregate_id, version)` key): a
-# `GROUP BY aggregate_id` over the aggregates' rows read every version of each, so an append
-# cost more the longer its aggregate's history. NULL for an aggregate without events.
-VERSIONS = """SELECT asked.aggregate_id,
-    (SELECT max(version) FROM events WHERE events.aggregate_id = asked.aggregate_id)
+# One index probe per aggregate, whatever the planner believes: the newest row at or below
+# (aggregate, the largest version) in the `(aggregate_id, version)` key, and NULL when that row
+# is another aggregate's (this one has no events). `max(version) WHERE aggregate_id = ...`
+# left the planner a choice: with statistics from when each aggregate had a few events (a
+# young store's), or a plan cached then, it read every version of each aggregate through
+# `idx_events_aggregate_id`, so an append cost more the longer its aggregate's history. A
+# row comparison can only be an index condition on the two-column key; other indexes would
+# have to read the whole table below it.
+VERSIONS = """SELECT asked.aggregate_id, (
+    SELECT CASE WHEN newest.aggregate_id = asked.aggregate_id THEN newest.version END
+    FROM events AS newest
+    WHERE (newest.aggregate_id, newest.version) <= (asked.aggregate_id, 2147483647)
+    ORDER BY newest.aggregate_id DESC, newest.version DESC
+    LIMIT 1)
 FROM unnest(%b::text[]) AS asked(aggregate_id)"""
 # Positions come from `msc_take_positions` (feed_horizon), called once for the statement (a
 # materialized CTE: a function scan inside a join may be run again), matched to the rows in
