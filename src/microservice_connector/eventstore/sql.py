@@ -266,10 +266,7 @@ class SqlEventStore:
         keys = KeyLedger(connection, [request], self._key_statements)
         if used := keys.used(request):
             return used
-        current = connection.execute(
-            select(func.max(events.c.version)).where(events.c.aggregate_id == request.aggregate_id)
-        ).scalar_one()
-        current = current or 0
+        current = self._versions(connection, {request.aggregate_id}).get(request.aggregate_id, 0)
         if current != request.expected_version:
             return ConcurrencyError(request.aggregate_id, request.expected_version, current)
         if not request.events and request.idempotency is None:
