@@ -113,6 +113,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """The machine's busy and total CPU time so far, from /proc/stat (all programs)."""
+    fields = [float(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_between(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The fraction of the machine's CPU that was busy between two `machine_busy()`."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def load_average() -> str:
     """The machine's 1, 5 and 15 minute load averages, for the record of a run."""
     one, five, fifteen = os.getloadavg()

@@ -14,9 +14,10 @@ configuration on a fresh schema of `--postgres` for `--seconds` s):
 
 Prints appends/s per configuration and round with the 1-minute load average while it ran,
 and each comparison's ratio round by round with their median: the machine is shared, so
-read the ratios, not the rates. With the server on this machine it also prints the cores
-each configuration kept busy (this process's CPU and every `postgres` process's, over the
-run): a fixed-load ratio cannot exceed the machine's cores over what one store keeps busy.
+read the ratios, not the rates. It also prints the cores of the machine each configuration
+kept busy (`/proc/stat`: run it with nothing else running, the server on this machine):
+three stores cannot get much more than the machine's cores over what one store keeps busy
+times its rate, so it prints that ceiling for the fixed-load ratio.
 `--one-per-transaction` adds the rate of `SqlEventStore.append` in a loop, one commit each.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing
 import os
 import statistics
@@ -42,7 +42,7 @@ from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-from _support import cpu_seconds
+from _support import busy_between, machine_busy
 from microservice_connector.events.cart import ItemAdded
 from microservice_connector.events.envelope import NewEvent
 from microservice_connector.eventstore import AppendRequest, GroupCommitStore, SqlEventStore
@@ -57,15 +57,15 @@ def request(cart: str, version: int) -> AppendRequest:
     return AppendRequest(cart, "ShoppingCart", version, [event])
 
 
-def one_per_transaction(url: str, seconds: float) -> tuple[float, None]:
+def one_per_transaction(url: str, seconds: float) -> tuple[float, float]:
     store = SqlEventStore(url)
     try:
         done, deadline = 0, time.perf_counter() + seconds
-        started = time.perf_counter()
+        busy_before, started = machine_busy(), time.perf_counter()
         while time.perf_counter() < deadline:
             store.append(request(f"solo-{done}", 0))
             done += 1
-        return done / (time.perf_counter() - started), None
+        return done / (time.perf_counter() - started), busy_cores(busy_before)
     finally:
         store.close()
 
@@ -100,23 +100,22 @@ async def in_one_process(
     url: str, stores: int, callers: int, seconds: float
 ) -> tuple[float, float | None]:
     """Appends/s of `callers` over `stores` stores in this process (sharing its interpreter
-    lock), and the cores kept busy meanwhile."""
+    lock), and the machine's cores kept busy meanwhile."""
     opened = await warmed(url, stores)
-    cpu_before, started = busy_cpu_seconds(), time.perf_counter()
+    busy_before, started = machine_busy(), time.perf_counter()
     count = await appended(opened, callers, seconds)
-    cpu_after, elapsed = busy_cpu_seconds(), time.perf_counter() - started
-    for store in opened:  # after the count: a closed connection's server process is gone
+    elapsed, busy = time.perf_counter() - started, busy_cores(busy_before)
+    for store in opened:
         store.close()
-    busy = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / elapsed
     return count / elapsed, busy
 
 
 def in_processes(url: str, stores: int, callers: int, seconds: float) -> tuple[float, float | None]:
     """Appends/s of `callers` over `stores` stores, each store in a process of its own as
-    an instance runs it, all started together; and the cores kept busy meanwhile."""
+    an instance runs it, all started together; and the machine's cores kept busy meanwhile."""
     context = multiprocessing.get_context("spawn")
     started, finished = context.Barrier(stores + 1), context.Barrier(stores + 1)
-    results: multiprocessing.Queue[tuple[int, float, float]] = context.Queue()
+    results: multiprocessing.Queue[tuple[int, float]] = context.Queue()
     shares = [callers // stores + (i < callers % stores) for i in range(stores)]
     processes = [
         context.Process(
@@ -128,19 +127,16 @@ def in_processes(url: str, stores: int, callers: int, seconds: float) -> tuple[f
         process.start()
     try:
         started.wait(timeout=STARTUP_TIMEOUT_S)
-        server_before, clock = postgres_cpu_seconds(), time.perf_counter()
+        busy_before = machine_busy()
         outcomes = [results.get(timeout=seconds + STARTUP_TIMEOUT_S) for _ in processes]
-        server_after, elapsed = postgres_cpu_seconds(), time.perf_counter() - clock
+        busy = busy_cores(busy_before)
         finished.wait(timeout=STARTUP_TIMEOUT_S)
     finally:
         for process in processes:
             process.join(timeout=STARTUP_TIMEOUT_S)
             process.kill()
-    rate = sum(count / taken for count, taken, _ in outcomes)
-    if server_before is None or server_after is None:
-        return rate, None
-    clients = sum(cpu / taken for _, taken, cpu in outcomes)
-    return rate, clients + (server_after - server_before) / elapsed
+            process.join()
+    return sum(count / taken for count, taken in outcomes), busy
 
 
 def instance(
@@ -149,17 +145,17 @@ def instance(
     seconds: float,
     started: BarrierType,
     finished: BarrierType,
-    results: multiprocessing.Queue[tuple[int, float, float]],
+    results: multiprocessing.Queue[tuple[int, float]],
 ) -> None:
     """One instance's process: a warmed store, `callers` appending once all are `started`;
-    puts (appends, seconds, CPU seconds), and closes the store once all are `finished`."""
+    puts (appends, seconds), and closes the store once all are `finished`."""
 
     async def run() -> None:
         (store,) = await warmed(url, 1)
         await asyncio.to_thread(started.wait, STARTUP_TIMEOUT_S)
-        cpu, clock = time.process_time(), time.perf_counter()
+        clock = time.perf_counter()
         count = await appended([store], callers, seconds)
-        results.put((count, time.perf_counter() - clock, time.process_time() - cpu))
+        results.put((count, time.perf_counter() - clock))
         await asyncio.to_thread(finished.wait, STARTUP_TIMEOUT_S)
         store.close()
 
@@ -169,7 +165,7 @@ def instance(
 @dataclass
 class Configuration:
     label: str
-    run: Callable[[str], tuple[float, float | None]]
+    run: Callable[[str], tuple[float, float]]
     rates: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
@@ -180,35 +176,20 @@ class Configuration:
             rate, busy = self.run(url)
             self.rates.append(rate)
             self.loads.append(os.getloadavg()[0])
-            if busy is not None:
-                self.busy.append(busy)
+            self.busy.append(busy)
         finally:
             drop_schema(server, schema)
-        cores = "" if busy is None else f", {busy:.2f} of {os.cpu_count()} cores busy"
         print(
             f"  {self.label:42} {self.rates[-1]:>9,.0f} appends/s"
-            f"  (load {self.loads[-1]:.1f}{cores})",
+            f"  (load {self.loads[-1]:.1f}, {busy:.2f} of {os.cpu_count()} cores busy)",
             flush=True,
         )
 
 
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds used so far by this process (every thread) and the database server;
-    None when the server's cannot be read."""
-    server = postgres_cpu_seconds()
-    return None if server is None else time.process_time() + server
-
-
-def postgres_cpu_seconds() -> float | None:
-    """CPU seconds used so far by every `postgres` process of this machine; None when there
-    is none to read (a server elsewhere, or no `/proc`), so that no figure leaves it out."""
-    total, found = 0.0, False
-    for name in Path("/proc").glob("[0-9]*/comm"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if name.read_text().strip() == "postgres":
-                total += cpu_seconds(int(name.parent.name))
-                found = True
-    return total if found else None
+def busy_cores(before: tuple[float, float]) -> float:
+    """How many of the machine's cores were busy, on average, since `machine_busy()` gave
+    `before`."""
+    return busy_between(before, machine_busy()) * (os.cpu_count() or 1)
 
 
 def fresh_schema(server: str) -> tuple[str, str]:
@@ -283,14 +264,13 @@ def main() -> None:
             f"  {label}, {many.label} / {one.label}: {rounds};"
             f" median {median:.2f}x ({verdict} the target >= {target:g}x)"
         )
-    if one_fixed.busy:
-        one_store = statistics.median(one_fixed.busy)
-        print(
-            f"ceiling: 1 store with {args.per_store} callers kept {one_store:.2f} cores busy"
-            f" (median), so {args.stores} stores can reach at most"
-            f" {min(args.stores, (os.cpu_count() or 1) / one_store):.2f}x of it on"
-            f" {os.cpu_count()} cores"
-        )
+    one_store = statistics.median(one_fixed.busy)
+    print(
+        f"ceiling: 1 store with {args.per_store} callers kept {one_store:.2f} cores busy"
+        f" (median), so {args.stores} stores can reach about"
+        f" {min(args.stores, (os.cpu_count() or 1) / one_store):.2f}x of it on"
+        f" {os.cpu_count()} cores at the same CPU an append"
+    )
 
 
 if __name__ == "__main__":

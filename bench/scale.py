@@ -59,7 +59,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from _support import NatsServer
+from _support import NatsServer, busy_between, machine_busy
 from cart_events import check_bills
 from consume import publish_events
 from latency import RawClient, cpu_seconds
@@ -158,19 +158,6 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {START_TIMEOUT_S:g} s")
-
-
-def machine_busy() -> tuple[float, float]:
-    """The machine's busy and total CPU time so far, from /proc/stat (all programs)."""
-    fields = [float(value) for value in Path("/proc/stat").read_text().split()[1:9]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_between(before: tuple[float, float], after: tuple[float, float]) -> float:
-    """The fraction of the machine's CPU that was busy between two `machine_busy()`."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 class AppliedWatch(threading.Thread):

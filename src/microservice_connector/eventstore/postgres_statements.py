@@ -22,14 +22,15 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from microservice_connector.eventstore.postgres_connections import HeldConnection
 
-# One index probe per aggregate, whatever the planner believes: the newest row at or below
-# (aggregate, the largest version) in the `(aggregate_id, version)` key, and NULL when that row
-# is another aggregate's (this one has no events). `max(version) WHERE aggregate_id = ...`
-# left the planner a choice: with statistics from when each aggregate had a few events (a
-# young store's), or a plan cached then, it read every version of each aggregate through
-# `idx_events_aggregate_id`, so an append cost more the longer its aggregate's history. A
-# row comparison can only be an index condition on the two-column key; other indexes would
-# have to read the whole table below it.
+# One index probe per aggregate, whatever the statistics say: the newest row at or below
+# (aggregate, the largest `integer`, the column's type) in the `(aggregate_id, version)` key,
+# and NULL when that row is another aggregate's (this one has no events). `max(version)
+# WHERE aggregate_id = ...` left the planner a choice: with statistics that give an aggregate
+# a few events (a young store's, or one whose aggregates are mostly short), or a plan cached
+# from them, it read every version of a long aggregate through `idx_events_aggregate_id`, or
+# the whole table. The row comparison is an index condition of the two-column key, which
+# returns its rows in the order asked; any other index would have to read at least all of
+# the aggregate's rows and sort them (tests/integration/test_postgres_appends.py).
 VERSIONS = """SELECT asked.aggregate_id, (
     SELECT CASE WHEN newest.aggregate_id = asked.aggregate_id THEN newest.version END
     FROM events AS newest
