@@ -5,9 +5,11 @@ back when it closes, and a request that expired is renewed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import nats
 from nats.js import JetStreamContext
@@ -88,6 +90,56 @@ async def test_what_arrived_and_was_not_fetched_is_given_back_on_close(
         # Given back, it goes to the next consumer now, not after the 30 s ack wait.
         second = await subscriber(js)
         assert await fetched_one(second, wait=DEADLINE_S) < DEADLINE_S / 2
+
+
+def delivered_while_this_loop_waits(server: NatsServer, message_id: str) -> None:
+    """Publish `message_id` from a client of its own, on an event loop of its own in another
+    thread, and return once the broker has sent it to the consumer: this thread's event loop
+    is blocked meanwhile, so the message waits unread in its clients' sockets."""
+
+    async def publish_and_see_it_sent() -> None:
+        async with jetstream(server) as js:
+            await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": message_id})
+            await until(lambda: delivered_unacked(js, 1), "the message on the open request")
+
+    failures: list[BaseException] = []
+    thread = threading.Thread(
+        target=lambda: _run_collecting(publish_and_see_it_sent, failures), daemon=True
+    )
+    thread.start()
+    thread.join()
+    assert not failures, failures
+
+
+def _run_collecting(
+    run: Callable[[], Coroutine[Any, Any, None]], failures: list[BaseException]
+) -> None:
+    try:
+        asyncio.run(run())
+    except BaseException as exc:  # reported by the caller's thread
+        failures.append(exc)
+
+
+async def test_a_message_in_flight_to_an_open_request_when_closing_is_given_back(
+    nats_server: NatsServer,
+) -> None:
+    async with jetstream(nats_server) as js:
+        first = await subscriber(js)
+        await js.publish("cart.events", b"0", headers={"Nats-Msg-Id": "zero"})
+        [zero] = await first.fetch(10, wait=DEADLINE_S)  # its request stays open, 9 to come
+        await zero.ack()
+        await until(lambda: delivered_unacked(js, 0), "the ack of the first message")
+        delivered_while_this_loop_waits(nats_server, "one")
+        await first.close()  # "one" is in the socket, not yet read
+
+        # Given back, it goes to the next consumer now, not after the 30 s ack wait. An
+        # unsubscribe alone dropped it as it was read, for a subscription already gone.
+        second = await subscriber(js)
+        [delivery] = await second.fetch(10, wait=DEADLINE_S)
+        assert delivery.message.id == "one"
+        assert delivery.attempt == 2  # given back once
+        await delivery.ack()
+        await second.close()
 
 
 async def test_an_expired_request_is_renewed_while_a_fetch_waits(

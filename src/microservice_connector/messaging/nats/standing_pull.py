@@ -97,6 +97,27 @@ class StandingPull:
                 left.append(message)
         return left
 
+    async def drained(self) -> list[Msg]:
+        """End the subscription so that the server sends nothing more to this inbox, and
+        return everything it sent and was not taken (statuses dropped): to give back. A
+        request still open would otherwise receive a message after an unsubscribe and leave
+        it unacknowledged until the consumer's ack wait. nats-py's drain tells the server
+        first, makes a round trip (what was sent before it arrives before its answer), then
+        waits until the inbox's queue is taken."""
+        draining = asyncio.ensure_future(self._inbox.drain())
+        left = self.left_over()
+        while not draining.done():
+            arriving = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({draining, arriving}, return_when=asyncio.FIRST_COMPLETED)
+            if not arriving.done():
+                arriving.cancel()  # an item it did not get stays queued, for left_over
+                continue
+            message = self._taken_off(arriving.result())
+            if _status(message) is None:
+                left.append(message)
+        draining.result()  # the drain's own failure (a closed connection), for the caller
+        return left + self.left_over()
+
     async def _ask_if_due(self, max_messages: int, wait: float) -> None:
         """Ask for another `max_messages` once no more than half a batch is asked for, or
         once the newest request is about to expire; each request lives `wait` s. After the

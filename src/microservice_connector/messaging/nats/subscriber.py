@@ -142,14 +142,25 @@ class NatsSubscriber:
         whoever fetches next, after `ack_wait`."""
         if not self._closed:
             self._closed = True
-            left = [] if self._standing is None else self._standing.left_over()
-            with contextlib.suppress(NatsError):
-                await self._subscription.unsubscribe()
-            # Given back once the server no longer sends to this inbox (the unsubscribe
-            # went first), so they go to another consumer at once instead of after ack_wait.
+            left = await self._end_subscription()
+            # Given back once the server no longer sends to this inbox, so they go to
+            # another consumer at once instead of after ack_wait.
             for message in left:
                 with contextlib.suppress(NatsError, OSError):
                     await message.nak()
+
+    async def _end_subscription(self) -> list[Msg]:
+        """Unsubscribe; what arrived and was not fetched, with the standing pull's, until the
+        server stopped sending (its drain), else what is in hand when it fails."""
+        left: list[Msg] = []
+        if self._standing is not None:
+            try:
+                return await self._standing.drained()
+            except NatsError:
+                left = self._standing.left_over()
+        with contextlib.suppress(NatsError):
+            await self._subscription.unsubscribe()
+        return left
 
     def _standing_pull(self, pull: JetStreamContext.PullSubscription) -> StandingPull | None:
         """A pull request kept open on `pull`, where this nats-py allows it."""
