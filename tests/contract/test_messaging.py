@@ -445,7 +445,9 @@ class TestDelivery:
         resumed = await receive(successor, 1)
 
         assert ids(resumed) == [messages[2].id]
-        assert resumed[0].attempt == 1
+        # Never handed out before; sent ahead to the first one and given back, at most.
+        given_back = adapter.features.gives_back_sent_ahead and resumed[0].attempt == 2
+        assert resumed[0].attempt == 1 or given_back
 
     async def test_durables_each_get_every_message(self, adapter: Adapter) -> None:
         publisher = await adapter.publisher()

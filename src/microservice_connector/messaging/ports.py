@@ -16,6 +16,9 @@ class Features:
     persistent: bool  # messages survive a restart of the consumer (and of the broker)
     ordered_per_key: bool  # first deliveries of one key arrive in publish order
     broker_dedupe: bool  # the broker drops a message whose id it has already stored
+    # A closing subscriber gives back what the broker sent it ahead and it did not hand out,
+    # which counts as a delivery: the next consumer may see that message as attempt 2.
+    gives_back_sent_ahead: bool = False
 
 
 class Publisher(Protocol):

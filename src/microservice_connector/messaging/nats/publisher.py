@@ -23,7 +23,9 @@ from microservice_connector.messaging.nats.wire import (
 )
 from microservice_connector.messaging.ports import Features
 
-NATS_FEATURES = Features(persistent=True, ordered_per_key=True, broker_dedupe=True)
+NATS_FEATURES = Features(
+    persistent=True, ordered_per_key=True, broker_dedupe=True, gives_back_sent_ahead=True
+)
 
 DISCONNECTED = "disconnected from NATS"
 # JetStream's answer to a message over its stream's `max_msg_size`: the message's own refusal.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ _REFUSALS = ("exceeded maxrequest", "exceeded maxwaiting", "push based")
 SERVICE_UNAVAILABLE = 503  # no such consumer (no responders)
 RENEW_MARGIN_S = 0.05  # a request this close to its expiry is renewed before waiting on it
 _PULL_ATTRIBUTES = ("_sub", "_nms", "_deliver")
+
+log = logging.getLogger(__name__)
 
 
 class StandingPull:
@@ -97,25 +100,32 @@ class StandingPull:
                 left.append(message)
         return left
 
-    async def drained(self) -> list[Msg]:
+    async def drained(self, give_up_after: float) -> list[Msg]:
         """End the subscription so that the server sends nothing more to this inbox, and
         return everything it sent and was not taken (statuses dropped): to give back. A
         request still open would otherwise receive a message after an unsubscribe and leave
         it unacknowledged until the consumer's ack wait. nats-py's drain tells the server
         first, makes a round trip (what was sent before it arrives before its answer), then
-        waits until the inbox's queue is taken."""
+        waits until the inbox's queue is taken. Given up after `give_up_after` s, or on the drain's
+        failure (a lost connection), returning what arrived until then."""
         draining = asyncio.ensure_future(self._inbox.drain())
         left = self.left_over()
-        while not draining.done():
+        deadline = time.monotonic() + give_up_after
+        while not draining.done() and (remaining := deadline - time.monotonic()) > 0:
             arriving = asyncio.ensure_future(self._queue.get())
-            await asyncio.wait({draining, arriving}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {draining, arriving}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
             if not arriving.done():
                 arriving.cancel()  # an item it did not get stays queued, for left_over
                 continue
             message = self._taken_off(arriving.result())
             if _status(message) is None:
                 left.append(message)
-        draining.result()  # the drain's own failure (a closed connection), for the caller
+        if not draining.done():
+            draining.cancel()
+        elif not draining.cancelled() and draining.exception() is not None:
+            log.warning("could not drain the pull subscription: %r", draining.exception())
         return left + self.left_over()
 
     async def _ask_if_due(self, max_messages: int, wait: float) -> None:

@@ -21,6 +21,7 @@ from microservice_connector.messaging.nats.standing_pull import StandingPull
 
 log = logging.getLogger(__name__)
 EVENT_ID_HEADER = "event-id"
+DRAIN_TIMEOUT_S = 2.0  # the longest a close waits for what the server already sent
 
 
 class NatsSubscriber:
@@ -150,15 +151,14 @@ class NatsSubscriber:
                     await message.nak()
 
     async def _end_subscription(self) -> list[Msg]:
-        """Unsubscribe; what arrived and was not fetched, with the standing pull's, until the
-        server stopped sending (its drain), else what is in hand when it fails."""
+        """Unsubscribe; what arrived and was not fetched: with a standing pull, everything
+        until the server stopped sending (its drain), else what is in hand."""
         left: list[Msg] = []
-        if self._standing is not None:
-            try:
-                return await self._standing.drained()
-            except NatsError:
-                left = self._standing.left_over()
-        with contextlib.suppress(NatsError):
+        if self._standing is not None and self._client.is_connected:
+            left = await self._standing.drained(DRAIN_TIMEOUT_S)
+        elif self._standing is not None:  # a round trip now would wait for the reconnect
+            left = self._standing.left_over()
+        with contextlib.suppress(NatsError):  # after a drain: already unsubscribed
             await self._subscription.unsubscribe()
         return left
 
