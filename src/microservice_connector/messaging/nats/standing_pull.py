@@ -100,31 +100,33 @@ class StandingPull:
                 left.append(message)
         return left
 
-    async def drained(self, give_up_after: float) -> list[Msg]:
+    async def drained(self) -> list[Msg]:
         """End the subscription so that the server sends nothing more to this inbox, and
-        return everything it sent and was not taken (statuses dropped): to give back. A
-        request still open would otherwise receive a message after an unsubscribe and leave
-        it unacknowledged until the consumer's ack wait. nats-py's drain tells the server
-        first, makes a round trip (what was sent before it arrives before its answer), then
-        waits until the inbox's queue is taken. Given up after `give_up_after` s, or on the drain's
-        failure (a lost connection), returning what arrived until then."""
+        return what it sent and was not taken (statuses dropped): to give back. A request
+        still open would otherwise receive a message after an unsubscribe and leave it
+        unacknowledged until the consumer's ack wait. nats-py's drain tells the server,
+        makes a round trip (what the server sent before it arrives first), then waits until
+        the inbox's queue is taken; a round trip that does not come back within nats-py's
+        flush timeout (10 s) fails it, and what arrived until then is returned. Never given
+        up on early: cancelling nats-py's round trip would break its connection when the
+        answer came."""
         draining = asyncio.ensure_future(self._inbox.drain())
         left = self.left_over()
-        deadline = time.monotonic() + give_up_after
-        while not draining.done() and (remaining := deadline - time.monotonic()) > 0:
-            arriving = asyncio.ensure_future(self._queue.get())
-            await asyncio.wait(
-                {draining, arriving}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            if not arriving.done():
+        arriving: asyncio.Future[Msg] | None = None
+        try:
+            while not draining.done():
+                arriving = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait({draining, arriving}, return_when=asyncio.FIRST_COMPLETED)
+                if arriving.done():
+                    message = self._taken_off(arriving.result())
+                    if _status(message) is None:
+                        left.append(message)
+        finally:
+            if arriving is not None and not arriving.done():
                 arriving.cancel()  # an item it did not get stays queued, for left_over
-                continue
-            message = self._taken_off(arriving.result())
-            if _status(message) is None:
-                left.append(message)
-        if not draining.done():
-            draining.cancel()
-        elif not draining.cancelled() and draining.exception() is not None:
+            if not draining.done():  # this close was cancelled: so is the drain
+                draining.cancel()
+        if not draining.cancelled() and draining.exception() is not None:
             log.warning("could not drain the pull subscription: %r", draining.exception())
         return left + self.left_over()
 

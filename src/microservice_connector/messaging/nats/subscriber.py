@@ -21,7 +21,6 @@ from microservice_connector.messaging.nats.standing_pull import StandingPull
 
 log = logging.getLogger(__name__)
 EVENT_ID_HEADER = "event-id"
-DRAIN_TIMEOUT_S = 2.0  # the longest a close waits for what the server already sent
 
 
 class NatsSubscriber:
@@ -155,7 +154,7 @@ class NatsSubscriber:
         until the server stopped sending (its drain), else what is in hand."""
         left: list[Msg] = []
         if self._standing is not None and self._client.is_connected:
-            left = await self._standing.drained(DRAIN_TIMEOUT_S)
+            left = await self._standing.drained()
         elif self._standing is not None:  # a round trip now would wait for the reconnect
             left = self._standing.left_over()
         with contextlib.suppress(NatsError):  # after a drain: already unsubscribed
