@@ -98,7 +98,7 @@ async def warmed(url: str, stores: int) -> list[GroupCommitStore]:
 
 async def in_one_process(
     url: str, stores: int, callers: int, seconds: float
-) -> tuple[float, float | None]:
+) -> tuple[float, float]:
     """Appends/s of `callers` over `stores` stores in this process (sharing its interpreter
     lock), and the machine's cores kept busy meanwhile."""
     opened = await warmed(url, stores)
@@ -110,7 +110,7 @@ async def in_one_process(
     return count / elapsed, busy
 
 
-def in_processes(url: str, stores: int, callers: int, seconds: float) -> tuple[float, float | None]:
+def in_processes(url: str, stores: int, callers: int, seconds: float) -> tuple[float, float]:
     """Appends/s of `callers` over `stores` stores, each store in a process of its own as
     an instance runs it, all started together; and the machine's cores kept busy meanwhile."""
     context = multiprocessing.get_context("spawn")

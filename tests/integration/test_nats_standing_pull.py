@@ -58,6 +58,17 @@ async def sent_before_asked(js: JetStreamContext, consumer: NatsSubscriber) -> N
     await until(lambda: delivered_unacked(js, 1), "the message sent before a fetch")
 
 
+async def acked_at_once(
+    js: JetStreamContext, consumer: NatsSubscriber, message_id: str, wait: float
+) -> None:
+    """Publish `message_id` and fetch it (and ack it) with a fetch of up to 10 that waits
+    `wait` s: answered at once, it leaves its request open for the rest."""
+    await js.publish("cart.events", b"0", headers={"Nats-Msg-Id": message_id})
+    [delivery] = await consumer.fetch(10, wait=wait)
+    assert delivery.message.id == message_id
+    await delivery.ack()
+
+
 async def fetched_one(consumer: NatsSubscriber, wait: float) -> float:
     """Fetch "one" (and ack it), then close the consumer; the seconds the fetch took."""
     started = time.monotonic()
@@ -125,9 +136,7 @@ async def test_a_message_in_flight_to_an_open_request_when_closing_is_given_back
 ) -> None:
     async with jetstream(nats_server) as js:
         first = await subscriber(js)
-        await js.publish("cart.events", b"0", headers={"Nats-Msg-Id": "zero"})
-        [zero] = await first.fetch(10, wait=DEADLINE_S)  # its request stays open, 9 to come
-        await zero.ack()
+        await acked_at_once(js, first, "zero", wait=DEADLINE_S)  # 9 still asked for
         await until(lambda: delivered_unacked(js, 0), "the ack of the first message")
         delivered_while_this_loop_waits(nats_server, "one")
         await first.close()  # "one" is in the socket, not yet read
@@ -147,10 +156,7 @@ async def test_an_expired_request_is_renewed_while_a_fetch_waits(
 ) -> None:
     async with jetstream(nats_server) as js:
         consumer = await subscriber(js)
-        await js.publish("cart.events", b"1", headers={"Nats-Msg-Id": "first"})
-        # A short fetch that is answered at once leaves its request (living 0.2 s) open.
-        [first] = await consumer.fetch(10, wait=0.2)
-        await first.ack()
+        await acked_at_once(js, consumer, "first", wait=0.2)  # its request lives 0.2 s
         expired_at = time.monotonic() + 0.2
 
         async def publish_once_expired() -> None:

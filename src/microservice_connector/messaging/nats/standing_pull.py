@@ -95,9 +95,7 @@ class StandingPull:
         """What arrived and was not taken, taken now (statuses dropped): to give back."""
         left: list[Msg] = []
         while not self._queue.empty():
-            message = self._taken_off(self._queue.get_nowait())
-            if _status(message) is None:
-                left.append(message)
+            self._give_back_later(self._queue.get_nowait(), left)
         return left
 
     async def drained(self) -> list[Msg]:
@@ -118,9 +116,7 @@ class StandingPull:
                 arriving = asyncio.ensure_future(self._queue.get())
                 await asyncio.wait({draining, arriving}, return_when=asyncio.FIRST_COMPLETED)
                 if arriving.done():
-                    message = self._taken_off(arriving.result())
-                    if _status(message) is None:
-                        left.append(message)
+                    self._give_back_later(arriving.result(), left)
         finally:
             if arriving is not None and not arriving.done():
                 arriving.cancel()  # an item it did not get stays queued, for left_over
@@ -166,6 +162,11 @@ class StandingPull:
         """Move what is already here into `taken`, up to `limit` messages."""
         while len(taken) < limit and not self._queue.empty():
             self._keep(self._queue.get_nowait(), taken)
+
+    def _give_back_later(self, message: Msg, left: list[Msg]) -> None:
+        """`message`, just taken off the inbox's queue, goes into `left` unless a status."""
+        if _status(self._taken_off(message)) is None:
+            left.append(message)
 
     def _taken_off(self, message: Msg) -> Msg:
         """`message`, just taken off the inbox's queue, with nats-py's bookkeeping of the
