@@ -41,7 +41,7 @@ from microservice_connector.eventstore import (
 from microservice_connector.eventstore.port import AppendResult
 from microservice_connector.eventstore.schema import events as events_table
 from microservice_connector.eventstore.schema import outbox
-from support.postgres import with_options
+from support.postgres import fresh_schema, with_options
 from support.threads import outcome, race
 
 T = TypeVar("T")
@@ -679,6 +679,34 @@ class TestPostgresEventStore:
 
         assert while_open == []
         assert after == slow.result(timeout=30) + [event for events_ in fast for event in events_]
+
+    def test_a_store_in_another_schema_of_the_database_does_not_hold_this_feed_back(
+        self, postgres_url: str, postgres_server_url: str
+    ) -> None:
+        # Both stores' positions start at 1: the other store's open append holds its own
+        # position 1, which must not hide this store's events at positions 1 to 3.
+        store = SqlEventStore(postgres_url)
+        with fresh_schema(postgres_server_url) as other_url:
+            other = SqlEventStore(other_url)
+            try:
+                stored = [
+                    event
+                    for n in range(3)
+                    for event in store.append(append(f"cart-{n}", 0, items(f"cart-{n}", 1)))
+                ]
+                with slow_writer(other, "cart-other") as slow:
+                    assert not slow.done()
+                    seen_while_open = store.read_all()
+                    other_while_open = other.read_all()
+                other_after = other.read_all()
+            finally:
+                other.close()
+                store.close()
+
+        assert [event.position for event in stored] == [1, 2, 3]
+        assert seen_while_open == stored
+        assert other_while_open == []  # its own feed still waits for its open append
+        assert other_after == slow.result(timeout=30)
 
 
 @contextmanager

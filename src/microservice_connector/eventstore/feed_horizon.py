@@ -12,9 +12,11 @@ one function call, never through a commit), so a reader sees every allocation ei
 or as in flight. The reader's next statement, whose snapshot is taken after that answer, then
 sees every event below it that will ever commit.
 
-Only transactions that take positions hold the feed back, and only until they end; other
-transactions, in this database or another, do not (a horizon from `pg_snapshot_xmin` would
-wait for every writing transaction of the whole cluster).
+Only transactions that take positions of this store hold its feed back, and only until they
+end; other transactions, and other stores' (in other schemas of the same database), do not: a
+horizon from `pg_snapshot_xmin` would wait for every writing transaction of the whole cluster.
+Each store's keys lie in a range of its own, chosen by its sequence's object id; two stores
+whose ids share a range (ids 2**21 apart) only hold each other back, never skip an event.
 """
 
 from __future__ import annotations
@@ -25,32 +27,38 @@ from sqlalchemy.exc import SQLAlchemyError
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 
-# Fixed 64-bit numbers, the same for every event store writing to one PostgreSQL database:
-# the critical section's lock, and the start of the key range marking positions in flight
-# (2**40 positions; other advisory keys of this project lie outside it).
-_SECTION_KEY = 0x6D73_635F_666E_6472  # "msc_fndr"
-_IN_FLIGHT_KEYS = 0x6D73_7000_0000_0000
-_IN_FLIGHT_KEYS_END = _IN_FLIGHT_KEYS + 2**40
+# Advisory keys, the same for every event store writing to one PostgreSQL database. A store's
+# slot is its sequence's object id modulo 2**21; it names the store's critical section (a
+# lock of two 32-bit keys, never counted as in flight) and its range of 2**40 in-flight keys
+# from _IN_FLIGHT_KEYS + slot * 2**40, all of them below 2**63 and apart from the project's
+# other keys.
+_SECTION_CLASS = 0x6D73_6664  # "msfd"
+_SLOTS = 2**21
+_SLOT_SIZE = 2**40
+_IN_FLIGHT_KEYS = 2**62
 _SEQUENCE = "pg_get_serial_sequence('events', 'id')"
+_DECLARE_SLOT = f"""
+    slot bigint := mod({_SEQUENCE}::regclass::oid::bigint, {_SLOTS});
+    first_key bigint := {_IN_FLIGHT_KEYS} + slot * {_SLOT_SIZE};"""
 _LEAVE_ON_ERROR = f"""
     EXCEPTION WHEN others OR query_canceled THEN
         -- A session lock outlives the transaction: release it on every way out.
-        PERFORM pg_advisory_unlock({_SECTION_KEY});
+        PERFORM pg_advisory_unlock({_SECTION_CLASS}, slot::integer);
         RAISE;
     END;
-    PERFORM pg_advisory_unlock({_SECTION_KEY});"""
+    PERFORM pg_advisory_unlock({_SECTION_CLASS}, slot::integer);"""
 
 _INSTALL = [
     f"""
 CREATE OR REPLACE FUNCTION msc_take_positions(how_many integer) RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
-DECLARE
+DECLARE{_DECLARE_SLOT}
     first_position bigint;
 BEGIN
-    PERFORM pg_advisory_lock({_SECTION_KEY});
+    PERFORM pg_advisory_lock({_SECTION_CLASS}, slot::integer);
     BEGIN
         first_position := nextval({_SEQUENCE});
-        PERFORM pg_advisory_xact_lock_shared({_IN_FLIGHT_KEYS} + first_position);
+        PERFORM pg_advisory_xact_lock_shared(first_key + first_position);
         RETURN NEXT first_position;
         RETURN QUERY SELECT nextval({_SEQUENCE}) FROM generate_series(2, how_many);
     {_LEAVE_ON_ERROR}
@@ -60,21 +68,21 @@ $$
     f"""
 CREATE OR REPLACE FUNCTION msc_feed_end() RETURNS bigint
 LANGUAGE plpgsql AS $$
-DECLARE
+DECLARE{_DECLARE_SLOT}
     newest bigint;
     oldest_in_flight bigint;
 BEGIN
-    PERFORM pg_advisory_lock({_SECTION_KEY});
+    PERFORM pg_advisory_lock({_SECTION_CLASS}, slot::integer);
     BEGIN
         newest := coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0);
-        SELECT min(key) - {_IN_FLIGHT_KEYS} INTO oldest_in_flight
+        SELECT min(key) - first_key INTO oldest_in_flight
         FROM (
             SELECT (classid::bigint << 32) | objid::bigint AS key
             FROM pg_locks
             WHERE locktype = 'advisory' AND objsubid = 1 AND granted
               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         ) AS held
-        WHERE key >= {_IN_FLIGHT_KEYS} AND key < {_IN_FLIGHT_KEYS_END};
+        WHERE key >= first_key AND key < first_key + {_SLOT_SIZE};
     {_LEAVE_ON_ERROR}
     RETURN least(newest + 1, oldest_in_flight);
 END
