@@ -3,6 +3,7 @@ the reliability and scale-out suites' summary tables at the end of the session."
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ from support import postgres
 from support.figures import FIGURES_PROPERTY, HEADER, RULE, SHOWN, take_reported
 from support.nats import NatsServer
 from support.tansu import TansuServer, tansu_or_skip
+
+# A shell without job control starts background commands with Ctrl-C's SIGINT ignored, and
+# processes inherit that: `msc up` started by a test would then ignore the SIGINT the test
+# sends it, as a user's Ctrl-C. The suite's processes take SIGINT as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
