@@ -38,7 +38,8 @@ _SLOT_SIZE = 2**40
 _IN_FLIGHT_KEYS = 2**62
 _SEQUENCE = "pg_get_serial_sequence('events', 'id')"
 _DECLARE_SLOT = f"""
-    slot bigint := mod({_SEQUENCE}::regclass::oid::bigint, {_SLOTS});
+    position_sequence regclass := {_SEQUENCE}::regclass;
+    slot bigint := mod(position_sequence::oid::bigint, {_SLOTS});
     first_key bigint := {_IN_FLIGHT_KEYS} + slot * {_SLOT_SIZE};"""
 _LEAVE_ON_ERROR = f"""
     EXCEPTION WHEN others OR query_canceled THEN
@@ -57,10 +58,10 @@ DECLARE{_DECLARE_SLOT}
 BEGIN
     PERFORM pg_advisory_lock({_SECTION_CLASS}, slot::integer);
     BEGIN
-        first_position := nextval({_SEQUENCE});
+        first_position := nextval(position_sequence);
         PERFORM pg_advisory_xact_lock_shared(first_key + first_position);
         RETURN NEXT first_position;
-        RETURN QUERY SELECT nextval({_SEQUENCE}) FROM generate_series(2, how_many);
+        RETURN QUERY SELECT nextval(position_sequence) FROM generate_series(2, how_many);
     {_LEAVE_ON_ERROR}
 END
 $$
@@ -74,7 +75,7 @@ DECLARE{_DECLARE_SLOT}
 BEGIN
     PERFORM pg_advisory_lock({_SECTION_CLASS}, slot::integer);
     BEGIN
-        newest := coalesce(pg_sequence_last_value({_SEQUENCE}::regclass), 0);
+        newest := coalesce(pg_sequence_last_value(position_sequence), 0);
         SELECT min(key) - first_key INTO oldest_in_flight
         FROM (
             SELECT (classid::bigint << 32) | objid::bigint AS key
