@@ -25,6 +25,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from support import diagnosis
 from support.nats import NatsServer
 from support.processes import free_port, wait_for
 from support.reliability import Service, System
@@ -43,6 +44,17 @@ class ScaledSystem:
     cart_db: str
     billing_db: str
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60))
+
+    @contextmanager
+    def diagnosed(self) -> Iterator[None]:
+        """On a failure inside the block, print every instance's stacks and the database's
+        sessions (pytest shows them with the failure): what a stuck instance waits on."""
+        try:
+            yield
+        except AssertionError:
+            print(f"instances' stacks:\n{diagnosis.stacks(self.carts + self.billings)}")
+            print(f"database sessions:\n{diagnosis.database_sessions(self.cart_db)}")
+            raise
 
     @property
     def cart_urls(self) -> list[str]:

@@ -114,7 +114,7 @@ def run_and_check(
     """Load through every cart instance; SIGKILL cart 2, billing 2 (and a broker node) midway;
     check the survivors bill everything stored while those are down; restart them; audit."""
     cart, billing = system.carts[1], system.billings[1]
-    with Load(system.cart_urls, CARTS, clients=CLIENTS, seed=9) as load:
+    with system.diagnosed(), Load(system.cart_urls, CARTS, clients=CLIENTS, seed=9) as load:
         load.wait_for_answers(200, 150)
         wait_for(
             lambda: all(system.applied_by_instance().values()),
@@ -137,7 +137,8 @@ def run_and_check(
         if restart_broker_node is not None:
             restart_broker_node()
         load.wait_for_answers(200, 150)
-    result = audit(system.view(), load)
+    with system.diagnosed():
+        result = audit(system.view(), load)
     served = system.commands_served()  # since each instance last started
 
     stored = system.stored_event_ids()

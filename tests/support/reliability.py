@@ -99,7 +99,8 @@ class Service:
                 [MSC, *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
+                # Its PostgreSQL sessions are named after it (libpq reads PGAPPNAME).
+                env={**os.environ, "PGAPPNAME": f"{self.name}:{self.port}", **self.env},
             )
         process = self.process
 
