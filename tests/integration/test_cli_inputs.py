@@ -6,6 +6,7 @@ reach the terminal whole, `msc up` listens where MSC_CART_PORT/MSC_BILLING_PORT 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -410,3 +411,32 @@ def test_the_nats_check_knocks_where_the_client_would_connect(
     monkeypatch.setattr(system.socket, "create_connection", connect)
     system.reachable_nats(url)
     assert knocked == [address]
+
+
+def test_msc_up_stops_everything_cleanly_on_a_signal_while_it_prints_its_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The signal handler turns SIGTERM into KeyboardInterrupt: here it lands in the printing.
+    class StartedSystem:
+        data_dir = Path("unused")
+        stopped = False
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    def interrupted(_system: object) -> None:
+        raise KeyboardInterrupt
+
+    system = StartedSystem()
+    monkeypatch.setattr(services, "_print_addresses", interrupted)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        services._run_until_signalled(system)  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        pytest.fail("the signal escaped `msc up`: it exits 130 and leaves its parts to die")
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert system.stopped

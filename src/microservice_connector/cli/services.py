@@ -228,8 +228,8 @@ def _run_until_signalled(system: System) -> None:
     except KeyboardInterrupt:
         console.print("stopped before it was up")
         return
-    _print_addresses(system)
     try:
+        _print_addresses(system)  # a signal while it prints stops everything as one later
         while (failed := system.failed_part()) is None:
             time.sleep(0.5)
         console.print(f"[red]{failed.name} exited unexpectedly:[/]\n{failed.tail()}")
