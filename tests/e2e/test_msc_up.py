@@ -24,6 +24,19 @@ def test_msc_demo_prints_an_invoice() -> None:
     assert "50.98" in result.stdout
 
 
+def _stopped(up: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Send `sig` and return what `msc up` printed once it exited; killed (its parts die with
+    it) if it has not exited within 60 s, so a failing test leaves nothing running."""
+    up.send_signal(sig)
+    try:
+        output, _ = up.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        up.communicate()
+        raise
+    return output
+
+
 def _up(data_dir: Path, cart_port: int, billing_port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -60,8 +73,7 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
         assert added.status_code == 200
         wait_for(lambda: _answers(f"{billing}/billing/carts/c-1"), 30, "billing to see c-1")
     finally:
-        up.send_signal(signal.SIGINT)
-        output, _ = up.communicate(timeout=60)
+        output = _stopped(up, signal.SIGINT)
     assert up.returncode == 0, output
     assert "stopped cleanly" in output
     assert f"http://127.0.0.1:{cart_port}" in output  # it said where it listens
@@ -78,8 +90,7 @@ def test_msc_up_runs_everything_stops_cleanly_and_carries_on(tmp_path: Path) -> 
         invoice = httpx.get(f"{billing}/invoices/c-1").json()
         assert invoice["total_cents"] == 2 * 1999
     finally:
-        again.send_signal(signal.SIGTERM)
-        output, _ = again.communicate(timeout=60)
+        output = _stopped(again, signal.SIGTERM)
     assert again.returncode == 0, output
     status = run_msc("outbox", "status", "--data-dir", str(tmp_path))
     assert "pending:   0" in status.stdout
@@ -100,8 +111,7 @@ def test_msc_up_with_kafka_embeds_tansu_and_carries_on_after_losing_it(tmp_path:
         assert added.status_code == 200
         wait_for(lambda: _answers(f"{billing}/billing/carts/c-1"), 30, "billing to see c-1")
     finally:
-        up.send_signal(signal.SIGINT)
-        output, _ = up.communicate(timeout=60)
+        output = _stopped(up, signal.SIGINT)
     assert up.returncode == 0, output
     assert "Kafka" in output
 
@@ -113,8 +123,7 @@ def test_msc_up_with_kafka_embeds_tansu_and_carries_on_after_losing_it(tmp_path:
         wait_for(lambda: _answers(f"{billing}/invoices/c-1"), 30, "the invoice after a restart")
         assert httpx.get(f"{billing}/invoices/c-1").json()["total_cents"] == 2 * 1999
     finally:
-        again.send_signal(signal.SIGTERM)
-        output, _ = again.communicate(timeout=60)
+        output = _stopped(again, signal.SIGTERM)
     assert again.returncode == 0, output
 
 
@@ -147,5 +156,4 @@ def test_the_readmes_curl_examples_work(tmp_path: Path) -> None:
             # The invoice appears once billing has applied the checkout: poll, don't sleep.
             wait_for(succeeds, 10, command)
     finally:
-        up.send_signal(signal.SIGTERM)
-        up.communicate(timeout=60)
+        _stopped(up, signal.SIGTERM)
