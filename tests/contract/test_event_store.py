@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import Connection, create_engine, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from microservice_connector.events import CartCheckedOut, ItemAdded, NewEvent, RecordedEvent
@@ -37,6 +37,7 @@ from microservice_connector.eventstore import (
     GroupCommitStore,
     InMemoryEventStore,
     SqlEventStore,
+    feed_horizon,
 )
 from microservice_connector.eventstore.port import AppendResult
 from microservice_connector.eventstore.schema import events as events_table
@@ -708,6 +709,38 @@ class TestPostgresEventStore:
         assert other_while_open == []  # its own feed still waits for its open append
         assert other_after == slow.result(timeout=30)
 
+    def test_a_reader_on_a_server_that_defaults_to_repeatable_read_skips_no_late_commit(
+        self, postgres_url: str
+    ) -> None:
+        # Position 1 is in flight and 2 committed when the reader starts; it then waits for the
+        # horizon's critical section while 1 commits. Under repeatable read its page would be
+        # read in the snapshot of its first statement, without 1, and its cursor pass 1.
+        url = with_options(postgres_url, r"-cdefault_transaction_isolation=repeatable\ read")
+        store = SqlEventStore(url)
+        section_lock = text("SELECT pg_advisory_lock(:class, :slot)")
+        try:
+            with (
+                store.writer.connect() as late,
+                Monitor(url) as monitor,
+                monitor.engine.connect() as section,
+                ThreadPoolExecutor(1) as pool,
+            ):
+                late.execute(text("SELECT msc_take_positions(1)")).scalar_one()
+                late.execute(insert(events_table).values(gate_row(1)))
+                early = store.append(append("cart-early", 0, items("cart-early", 1)))
+                key = {"class": feed_horizon._SECTION_CLASS, "slot": slot_of_this_store(section)}
+                section.execute(section_lock, key)
+                reading = pool.submit(store.read_all)
+                monitor.wait_for_lock_waiters(1, reading)
+                late.commit()
+                section.execute(text("SELECT pg_advisory_unlock(:class, :slot)"), key)
+                page = reading.result(timeout=30)
+        finally:
+            store.close()
+
+        assert [event.position for event in early] == [2]
+        assert [event.position for event in page] == [1, 2]
+
 
 @contextmanager
 def slow_writer(store: SqlEventStore, cart_id: str) -> Iterator[Future[list[RecordedEvent]]]:
@@ -745,6 +778,13 @@ def outbox_row_for(event_id: str) -> dict[str, Any]:
         "created_at": AT,
         "attempts": 0,
     }
+
+
+def slot_of_this_store(connection: Connection) -> int:
+    """The feed horizon's slot of the store in `connection`'s schema."""
+    sequence, slots = feed_horizon._SEQUENCE, feed_horizon._SLOTS
+    slot = connection.execute(text(f"SELECT mod({sequence}::regclass::oid::bigint, {slots})"))
+    return int(slot.scalar_one())
 
 
 def gate_row(position: int) -> dict[str, Any]:

@@ -154,6 +154,8 @@ class PostgresEventStore(SqlEventStore):
         before the first position whose transaction may still commit: an event committed
         late is never skipped by a reader that paged past its position."""
         with self._reading() as connection:
+            # Whatever the server's default: the page needs a snapshot newer than `end`.
+            connection.execution_options(isolation_level="READ COMMITTED")
             end = connection.execute(feed_horizon.FEED_END).scalar_one()
             page = self._feed(after_position, limit).where(events.c.id < end)
             return [from_row(row) for row in connection.execute(page).all()]
