@@ -15,17 +15,24 @@ sees every event below it that will ever commit.
 Only transactions that take positions of this store hold its feed back, and only until they
 end; other transactions, and other stores' (in other schemas of the same database), do not: a
 horizon from `pg_snapshot_xmin` would wait for every writing transaction of the whole cluster.
-Each store's keys lie in a range of its own, chosen by its sequence's object id; two stores
-whose ids share a range (ids 2**21 apart) only hold each other back, never skip an event.
+Each store's keys lie in a range of its own, chosen by its sequence's object id. Two stores
+whose ids fall in one range (a multiple of 2**21 apart) hold each other's feeds back, as all
+stores of a database did before: for as long as the other has appends in flight, never a
+skip; `install` warns of it. The reader must run at READ COMMITTED (each statement a new
+snapshot), or its page could be read in a snapshot older than the horizon's answer.
 """
 
 from __future__ import annotations
+
+import logging
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 # Advisory keys, the same for every event store writing to one PostgreSQL database. A store's
 # slot is its sequence's object id modulo 2**21; it names the store's critical section (a
@@ -91,6 +98,16 @@ $$
 """,
 ]
 
+# Other stores of the database whose `events` sequence falls in this store's slot.
+_SHARING_THE_SLOT = text(
+    f"""
+SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND c.relname = 'events_id_seq'
+  AND c.oid <> {_SEQUENCE}::regclass
+  AND mod(c.oid::bigint, {_SLOTS}) = mod({_SEQUENCE}::regclass::oid::bigint, {_SLOTS})
+ORDER BY n.nspname"""
+)
+
 TAKE_POSITIONS = text("SELECT msc_take_positions(:count)")
 """The next `:count` positions, in order; they hold the feed back until the transaction ends."""
 
@@ -100,11 +117,21 @@ FEED_END = text("SELECT msc_feed_end()")
 
 def install(engine: Engine) -> None:
     """Create (or replace) the two functions; one instance at a time, so instances may start
-    together. `DatabaseUnavailable` if the database is not there."""
+    together. Warns if another store of the database shares this one's keys.
+    `DatabaseUnavailable` if the database is not there."""
     try:
         with engine.begin() as connection:
             engines.take_schema_turn(connection)
             for statement in _INSTALL:
                 connection.exec_driver_sql(statement)
+            sharing = list(connection.execute(_SHARING_THE_SLOT).scalars())
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(engines.describe_failure(engine, exc)) from exc
+    if sharing:
+        log.warning(
+            "%s: the event store in schema %s marks its writes in flight under the same keys"
+            " as this one, so each one's open appends hold back the other's feed (a delay,"
+            " never a skip); move one of them to another database to end it",
+            engines.describe(engine),
+            ", ".join(sharing),
+        )
