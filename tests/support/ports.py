@@ -32,14 +32,20 @@ def _worker_ports() -> Iterator[int]:
     """This process's slice of the ports below the kernel's range, endlessly, from a random
     place in it (runs that follow each other do not start on the same ports)."""
     end = _first_local_port()
-    if end - LOWEST < 1000:  # the kernel's range was moved down: use its upper end
+    if end - LOWEST < 1000:  # the kernel's range reaches down to here: take its picks
         return _kernel_ports()
-    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = max(1, _number(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"), 1))
+    worker = _number(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"), 0)
     size = (end - LOWEST) // workers
     first = LOWEST + (worker % workers) * size
     start = random.randrange(size)
     return (first + (start + step) % size for step in itertools.count())
+
+
+def _number(text: str, default: int) -> int:
+    """`text` as a whole number, else `default` (a worker named otherwise than gwN shares
+    gw0's slice, kept apart from it only by its random start)."""
+    return int(text) if text.isdigit() else default
 
 
 def _kernel_ports() -> Iterator[int]:

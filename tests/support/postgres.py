@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from support.ports import free_port
 
 ENV_VAR = "MSC_TEST_POSTGRES_URL"
 LOCAL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -202,7 +203,7 @@ class ThrowawayCluster:
             pg_ctl = find_binary("pg_ctl") or pg_ctl
         user = _unprivileged_user()
         folder = Path(tempfile.mkdtemp(prefix="msc-pg-"))
-        cluster = cls(folder=folder, pg_ctl=pg_ctl, port=_free_port(), user=user)
+        cluster = cls(folder=folder, pg_ctl=pg_ctl, port=free_port(), user=user)
         try:
             if user is not None:
                 os.chown(folder, user.pw_uid, user.pw_gid)
@@ -274,10 +275,3 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
         except KeyError:
             continue
     raise PostgresUnavailable("running as root and neither user 'postgres' nor 'nobody' exists")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
