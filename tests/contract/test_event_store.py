@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import pytest
-from sqlalchemy import Connection, create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.pool import NullPool
 
 from microservice_connector.events import CartCheckedOut, ItemAdded, NewEvent, RecordedEvent
@@ -728,7 +728,8 @@ class TestPostgresEventStore:
                 late.execute(text("SELECT msc_take_positions(1)")).scalar_one()
                 late.execute(insert(events_table).values(gate_row(1)))
                 early = store.append(append("cart-early", 0, items("cart-early", 1)))
-                key = {"class": feed_horizon._SECTION_CLASS, "slot": slot_of_this_store(section)}
+                slot = section.execute(feed_horizon.SLOT).scalar_one()
+                key = {"class": feed_horizon._SECTION_CLASS, "slot": slot}
                 section.execute(section_lock, key)
                 reading = pool.submit(store.read_all)
                 monitor.wait_for_lock_waiters(1, reading)
@@ -778,13 +779,6 @@ def outbox_row_for(event_id: str) -> dict[str, Any]:
         "created_at": AT,
         "attempts": 0,
     }
-
-
-def slot_of_this_store(connection: Connection) -> int:
-    """The feed horizon's slot of the store in `connection`'s schema."""
-    sequence, slots = feed_horizon._SEQUENCE, feed_horizon._SLOTS
-    slot = connection.execute(text(f"SELECT mod({sequence}::regclass::oid::bigint, {slots})"))
-    return int(slot.scalar_one())
 
 
 def gate_row(position: int) -> dict[str, Any]:

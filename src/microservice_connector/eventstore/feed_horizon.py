@@ -43,10 +43,17 @@ _SECTION_CLASS = 0x6D73_6664  # "msfd"
 _SLOTS = 2**21
 _SLOT_SIZE = 2**40
 _IN_FLIGHT_KEYS = 2**62
-_SEQUENCE = "pg_get_serial_sequence('events', 'id')"
+_SEQUENCE = "pg_get_serial_sequence('events', 'id')::regclass"
+
+
+def _slot_of(sequence: str) -> str:
+    """SQL for the slot of the store whose position sequence is `sequence` (its object id)."""
+    return f"mod({sequence}::oid::bigint, {_SLOTS})"
+
+
 _DECLARE_SLOT = f"""
-    position_sequence regclass := {_SEQUENCE}::regclass;
-    slot bigint := mod(position_sequence::oid::bigint, {_SLOTS});
+    position_sequence regclass := {_SEQUENCE};
+    slot bigint := {_slot_of("position_sequence")};
     first_key bigint := {_IN_FLIGHT_KEYS} + slot * {_SLOT_SIZE};"""
 _LEAVE_ON_ERROR = f"""
     EXCEPTION WHEN others OR query_canceled THEN
@@ -103,10 +110,12 @@ _SHARING_THE_SLOT = text(
     f"""
 SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND c.relname = 'events_id_seq'
-  AND c.oid <> {_SEQUENCE}::regclass
-  AND mod(c.oid::bigint, {_SLOTS}) = mod({_SEQUENCE}::regclass::oid::bigint, {_SLOTS})
+  AND c.oid <> {_SEQUENCE} AND {_slot_of("c.oid")} = {_slot_of(_SEQUENCE)}
 ORDER BY n.nspname"""
 )
+
+SLOT = text(f"SELECT {_slot_of(_SEQUENCE)}")
+"""The slot of the store in the connection's schema: its critical section's second key."""
 
 TAKE_POSITIONS = text("SELECT msc_take_positions(:count)")
 """The next `:count` positions, in order; they hold the feed back until the transaction ends."""
