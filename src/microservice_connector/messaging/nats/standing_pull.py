@@ -146,7 +146,9 @@ class StandingPull:
             self._pull._nms, json.dumps(request).encode(), reply=self._pull._deliver
         )
         self._asked += max_messages
-        self._expires_at, self._asked_at = now + life, now
+        # The pause after an ended request counts from when this one went, not from `now`:
+        # the process may be held between the two.
+        self._expires_at, self._asked_at = now + life, time.monotonic()
 
     def _due_at(self) -> float:
         """When the next ask falls due, unless messages come first."""
