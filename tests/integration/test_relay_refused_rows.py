@@ -154,9 +154,24 @@ def test_a_claim_neither_reads_nor_leases_the_rows_it_skips(
     first, held, last = add(store, "cart-1"), add(store, "cart-2"), add(store, "cart-3")
     ids = {row.event_id: row.id for row in store.outbox.pending()}
 
-    claimed = store.outbox.rows_to_publish("relay-1", 10, 60.0, skip=[ids[held]])
+    claimed = store.outbox.rows_to_publish("relay-1", 10, 60.0, skip=[(ids[held], ids[held])])
     by_another = store.outbox.rows_to_publish("relay-2", 10, 60.0)
 
     assert [row.event_id for row in claimed] == [first, last]
     # Not leased by relay-1: where relays share the outbox, another may try it meanwhile.
     assert held in [row.event_id for row in by_another]
+
+
+def test_a_claim_skips_whole_spans_of_rows_and_reads_the_rest_in_order(
+    sql_event_store: SqlEventStore,
+) -> None:
+    store = sql_event_store
+    added = [add(store, f"cart-{n}") for n in range(7)]
+    ids = [row.id for row in store.outbox.pending()]
+    spans = [(ids[1], ids[3]), (ids[5], ids[5])]  # as the rows on the way to their marks
+
+    claimed = store.outbox.rows_to_publish("relay-1", 3, 60.0, skip=spans)
+    read = store.outbox.pending(10, skip=spans)
+
+    assert [row.event_id for row in claimed] == [added[0], added[4], added[6]]
+    assert [row.event_id for row in read] == [added[0], added[4], added[6]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +13,7 @@ from typing import Any
 
 from microservice_connector.events import ItemAdded, NewEvent
 from microservice_connector.eventstore import AppendRequest, SqlEventStore
-from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
+from microservice_connector.eventstore.outbox import IdSpan, OutboxRow, SqlOutbox
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.memory import InMemoryBroker, InMemoryPublisher
 from support.relays import running as running_relay
@@ -28,12 +28,15 @@ class CountingOutbox:
     def __init__(self, outbox: SqlOutbox) -> None:
         self._outbox = outbox
         self.claims = 0
+        self.read: list[list[int]] = []  # the ids each claim read
 
     def rows_to_publish(
-        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Sequence[IdSpan] = ()
     ) -> list[OutboxRow]:
         self.claims += 1
-        return self._outbox.rows_to_publish(relay_id, limit, lease_seconds, skip)
+        rows = self._outbox.rows_to_publish(relay_id, limit, lease_seconds, skip)
+        self.read.append([row.id for row in rows])
+        return rows
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._outbox, name)
@@ -134,6 +137,25 @@ async def test_the_next_batch_is_published_while_the_last_is_being_marked(
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
 
 
+async def test_a_claim_does_not_read_the_rows_waiting_for_their_marks(tmp_path: Path) -> None:
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    outbox = CountingOutbox(store.outbox)
+    marks = HeldMarks(store.outbox)
+    relay = OutboxRelay(outbox, CountingPublisher(), poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
+    append(store, 0)
+    relay.wake()
+    async with running(relay, store):
+        await until(lambda: marks.waiting == 1, "the first batch waiting for its mark")
+        append(store, 1)
+        relay.wake()
+        await until(lambda: marks.waiting == 2, "the second batch waiting for its mark")
+        first, second = [ids for ids in outbox.read if ids]
+        assert first == [1]
+        assert second == [2]  # row 1, still unmarked, was not read again
+        marks.release.set()
+        await until(lambda: marks.waiting == 0, "both marks landed")
+
+
 class StaleClaims:
     """The real outbox, whose next claim reads its rows and then waits, so that a mark lands
     between the claim's read and its answer (as on a busy reader thread)."""
@@ -147,7 +169,7 @@ class StaleClaims:
         self.go_on = threading.Event()
 
     def rows_to_publish(
-        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Sequence[IdSpan] = ()
     ) -> list[OutboxRow]:
         rows = self._outbox.rows_to_publish(relay_id, limit, lease_seconds, skip)
         if self.hold_next:

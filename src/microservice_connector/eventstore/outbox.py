@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +16,9 @@ from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.schema import outbox
 
 decode_headers = msgspec.json.Decoder(dict[str, str]).decode  # an outbox row's headers
+IdSpan = tuple[int, int]
+"""Outbox ids `first` to `last`, both included: what a claim skips comes as spans, as a
+relay's rows waiting for their marks are a few runs of consecutive ids."""
 # One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
 # is usually one such run, so marking costs one UPDATE, not one per row.
 _MARK_RUN = (
@@ -109,19 +112,20 @@ class SqlOutbox:
     """Whether `rows_to_publish` leases the rows (relays share the outbox) or only reads
     them (one relay owns it)."""
 
-    def pending(self, limit: int = 500, skip: Collection[int] = ()) -> list[OutboxRow]:
-        """Up to `limit` unpublished rows, oldest first, but those in `skip`."""
+    def pending(self, limit: int = 500, skip: Sequence[IdSpan] = ()) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first, but those in the spans `skip`."""
         unpublished = outbox.c.published_at.is_(None)
-        query = select(outbox).where(unpublished, *_not_in(skip)).order_by(outbox.c.id).limit(limit)
+        query = select(outbox).where(unpublished, *_outside(skip))
+        query = query.order_by(outbox.c.id).limit(limit)
         with self._guard(self._reader), self._reader.connect() as connection:
             return [_row(row) for row in connection.execute(query)]
 
     def rows_to_publish(
-        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Sequence[IdSpan] = ()
     ) -> list[OutboxRow]:
         """The next rows `relay_id` should publish: up to `limit` unpublished rows, oldest
-        first, but those in `skip` (not read, nor leased anew), that no other relay holds a
-        lease on, leased to `relay_id` for `lease_seconds` (by the database's clock).
+        first, but those in the spans `skip` (not read, nor leased anew), that no other relay
+        holds a lease on, leased to `relay_id` for `lease_seconds` (by the database's clock).
 
         A relay's own leased rows come back to it (a retry, or a restart under the same id).
         Rows other relays are claiming at this moment are skipped, not waited for.
@@ -133,7 +137,7 @@ class SqlOutbox:
         )
         chosen = (
             select(outbox.c.id)
-            .where(outbox.c.published_at.is_(None), free, *_not_in(skip))
+            .where(outbox.c.published_at.is_(None), free, *_outside(skip))
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -304,8 +308,19 @@ def runs_of(ids: Sequence[int], sequences: Sequence[int | None]) -> list[IdRun]:
     return runs
 
 
-def _not_in(skip: Collection[int]) -> list[ColumnElement[bool]]:
-    return [outbox.c.id.not_in(skip)] if skip else []
+def id_spans(ids: Iterable[int]) -> list[IdSpan]:
+    """`ids` as the fewest spans of consecutive ids, lowest first."""
+    spans: list[IdSpan] = []
+    for row_id in sorted(ids):
+        if spans and spans[-1][1] + 1 == row_id:
+            spans[-1] = (spans[-1][0], row_id)
+        elif not spans or spans[-1][1] < row_id:  # a repeated id adds nothing
+            spans.append((row_id, row_id))
+    return spans
+
+
+def _outside(skip: Sequence[IdSpan]) -> list[ColumnElement[bool]]:
+    return [~outbox.c.id.between(first, last) for first, last in skip]
 
 
 def _row(row: Row[Any]) -> OutboxRow:

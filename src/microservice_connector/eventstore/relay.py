@@ -15,7 +15,7 @@ from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.held_back import HeldBack
 from microservice_connector.eventstore.marks_in_flight import MarksInFlight
-from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
+from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox, id_spans
 from microservice_connector.instance import default_instance_id
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.ports import Publisher
@@ -217,9 +217,9 @@ class OutboxRelay:
         while len(self._marking) >= MARKS_IN_FLIGHT:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._in_flight.begin_claim()
-        # The oldest pending rows may be the ones waiting for their marks: read past them.
-        limit = self._batch_size + self._in_flight.rows_on_the_way
-        claim = (self.relay_id, limit, self._lease_seconds, self._held_back.now_held())
+        # Neither the rows waiting for their marks nor those held back are read.
+        skip = [*self._in_flight.spans_on_the_way(), *id_spans(self._held_back.now_held())]
+        claim = (self.relay_id, self._batch_size, self._lease_seconds, skip)
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more
         else:

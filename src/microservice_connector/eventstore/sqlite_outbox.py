@@ -4,7 +4,7 @@ mark, go through SQLite's own driver; one relay owns a SQLite outbox, so nothing
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +13,13 @@ from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.event_rows import sqlite_time
-from microservice_connector.eventstore.outbox import IdRun, OutboxRow, SqlOutbox, decode_headers
+from microservice_connector.eventstore.outbox import (
+    IdRun,
+    IdSpan,
+    OutboxRow,
+    SqlOutbox,
+    decode_headers,
+)
 
 
 class SqliteOutbox(SqlOutbox):
@@ -22,11 +28,12 @@ class SqliteOutbox(SqlOutbox):
     claims_in_microseconds = True  # a read of a few indexed rows of a local file
     leases = False
 
-    def pending(self, limit: int = 500, skip: Collection[int] = ()) -> list[OutboxRow]:
-        """Up to `limit` unpublished rows, oldest first, but those in `skip`."""
+    def pending(self, limit: int = 500, skip: Sequence[IdSpan] = ()) -> list[OutboxRow]:
+        """Up to `limit` unpublished rows, oldest first, but those in the spans `skip`."""
         if skip:
             statement = sqlite_sql.pending_outbox_skipping(len(skip))
-            rows = sqlite_sql.read_rows(self._reader, statement, (*skip, limit))
+            bounds = [bound for span in skip for bound in span]
+            rows = sqlite_sql.read_rows(self._reader, statement, (*bounds, limit))
         else:
             rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
         return [
@@ -44,10 +51,10 @@ class SqliteOutbox(SqlOutbox):
         ]
 
     def rows_to_publish(
-        self, relay_id: str, limit: int, lease_seconds: float, skip: Collection[int] = ()
+        self, relay_id: str, limit: int, lease_seconds: float, skip: Sequence[IdSpan] = ()
     ) -> list[OutboxRow]:
-        """The oldest `limit` pending rows but those in `skip`: the file's one relay owns
-        them all, so nothing is leased."""
+        """The oldest `limit` pending rows but those in the spans `skip`: the file's one
+        relay owns them all, so nothing is leased."""
         return self.pending(limit, skip)
 
     def release(self, relay_id: str) -> None:

@@ -71,10 +71,11 @@ PENDING_OUTBOX = (
 )
 
 
-def pending_outbox_skipping(count: int) -> str:
-    """`PENDING_OUTBOX` without `count` ids, given as parameters before the limit."""
-    skipped = ", ".join("?" * count)
-    return PENDING_OUTBOX.replace("NULL ORDER", f"NULL AND id NOT IN ({skipped}) ORDER")
+def pending_outbox_skipping(spans: int) -> str:
+    """`PENDING_OUTBOX` without the rows of `spans` spans of ids, each given as two
+    parameters (first, last) before the limit."""
+    skipped = " AND id NOT BETWEEN ? AND ?" * spans
+    return PENDING_OUTBOX.replace("NULL ORDER", f"NULL{skipped} ORDER")
 
 
 # One run of consecutive ids whose broker sequences are `id + offset` (NULL: not known).
