@@ -66,6 +66,28 @@ def test_a_snapshot_in_another_shape_is_always_replaced(store: SnapshotStore) ->
     assert store.load_snapshot("cart-1") == snapshot(200, schema=2)
 
 
+def test_snapshots_saved_together_keep_the_latest_of_each_aggregate_in_its_shape(
+    store: SnapshotStore,
+) -> None:
+    store.save_snapshot(snapshot(500, cart="kept"))
+    store.save_snapshot(snapshot(500, cart="reshaped"))
+
+    store.save_snapshots(
+        [
+            snapshot(100),
+            snapshot(300),
+            snapshot(200),  # earlier than the one before it in the batch
+            snapshot(400, cart="kept"),  # earlier than the one stored
+            snapshot(40, cart="reshaped", schema=2),
+        ]
+    )
+
+    assert store.load_snapshot("cart-1") == snapshot(300)
+    assert store.load_snapshot("kept") == snapshot(500, cart="kept")
+    assert store.load_snapshot("reshaped") == snapshot(40, cart="reshaped", schema=2)
+    store.save_snapshots([])
+
+
 def test_snapshots_are_kept_per_aggregate_and_can_all_be_deleted(store: SnapshotStore) -> None:
     for cart, version in itertools.product(["a", "b", "c"], [10, 20]):
         store.save_snapshot(snapshot(version, cart=cart))

@@ -20,6 +20,7 @@ from microservice_connector.eventstore import (
     AppendRequest,
     ConcurrencyError,
     GroupCommitStore,
+    Snapshot,
     SqlEventStore,
 )
 from microservice_connector.eventstore.errors import DatabaseUnavailable, WriterStopped
@@ -137,6 +138,33 @@ async def test_the_relay_s_marks_land_on_the_loop(
     await asyncio.wait_for(grouped.mark_published([row.id], [7]), ANSWER_WITHIN_S)
 
     assert sql_event_store.outbox.pending() == []
+
+
+@pytest.mark.parametrize("commit_on_loop", [True, False], ids=["on the loop", "on a thread"])
+async def test_snapshots_are_saved_after_the_next_commit_the_later_one_kept(
+    sql_event_store: SqlEventStore, commit_on_loop: bool
+) -> None:
+    grouped = GroupCommitStore(
+        sql_event_store, snapshots=sql_event_store.snapshots, commit_on_loop=commit_on_loop
+    )
+    try:
+        await grouped.append(add("cart-1"))
+        await grouped.append(add("cart-1", 1))
+        first, second = (Snapshot("cart-1", "ShoppingCart", v, b"{}", 1, AT) for v in (1, 2))
+
+        saves = asyncio.gather(grouped.save_snapshot(second), grouped.save_snapshot(first))
+        await asyncio.wait_for(saves, ANSWER_WITHIN_S)
+
+        assert sql_event_store.snapshots.load_snapshot("cart-1") == second
+    finally:
+        grouped.close()
+
+
+async def test_a_store_given_no_snapshot_writer_refuses_to_save_one(
+    recording: Recording,
+) -> None:
+    with pytest.raises(LookupError, match="snapshots="):
+        await on_loop(recording).save_snapshot(Snapshot("cart-1", "ShoppingCart", 1, b"", 1, AT))
 
 
 async def test_a_bug_answers_every_caller_and_refuses_what_comes_after(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -158,6 +158,9 @@ class BrokenSnapshotStore:
     def save_snapshot(self, snapshot: Snapshot) -> None:
         raise ConnectionError("snapshots unreachable")
 
+    def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
+        raise ConnectionError("snapshots unreachable")
+
     def delete_snapshots(self) -> int:
         raise ConnectionError("snapshots unreachable")
 
@@ -179,6 +182,42 @@ def test_a_failing_snapshot_store_never_fails_a_command(caplog: pytest.LogCaptur
         within_a_store(story)
     assert "cannot save its snapshot" in caplog.text
     assert "cannot load its snapshot" in caplog.text
+
+
+@pytest.mark.parametrize("working", [True, False])
+def test_snapshots_saved_by_the_group_commit_writer_never_fail_a_command(
+    working: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the cart service saves them: by its event store's writer, after a commit."""
+    snapshots = InMemorySnapshotStore()
+    writer = snapshots if working else BrokenSnapshotStore()
+    store = GroupCommitStore(InMemoryEventStore(), snapshots=writer)
+
+    async def story() -> None:
+        service = CartService(
+            store,
+            snapshots=snapshots,
+            snapshot_codec=CODEC,
+            snapshot_every=5,
+            save_snapshot=store.save_snapshot,
+        )
+        for n in range(1, 8):
+            assert (await service.add_item(CART, "a", 1)).items == {"a": n}
+        fresh = CartService(store, snapshots=snapshots, snapshot_codec=CODEC, snapshot_every=5)
+        assert (await fresh.get_cart(CART)).items == {"a": 7}
+
+    try:
+        with caplog.at_level(logging.WARNING):
+            asyncio.run(story())
+    finally:
+        store.close()
+    saved = snapshots.load_snapshot(CART)
+    if working:
+        assert saved is not None
+        assert saved.version == 5
+    else:
+        assert saved is None
+        assert "cannot save its snapshot" in caplog.text
 
 
 def test_snapshot_every_zero_takes_none() -> None:

@@ -67,6 +67,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
     store = GroupCommitStore(
         sql_store,
         outbox=sql_store.outbox,
+        snapshots=sql_store.snapshots,
         commit_on_loop=on_sqlite and settings.sqlite_commit_on_loop,
     )
     registry = service_registry("cart", settings.instance())
@@ -78,6 +79,7 @@ def build_cart_app(settings: Settings, *, relay: bool = True) -> FastAPI:
         snapshots=sql_store.snapshots,
         snapshot_codec=JsonCartStateCodec(),
         snapshot_every=settings.snapshot_every,
+        save_snapshot=store.save_snapshot,  # after a commit, never holding up the next
     )
     ttl = timedelta(seconds=settings.idempotency_ttl_s)
     idempotent = IdempotentCommands(sql_store.idempotency_keys, service.get_cart, ttl=ttl)

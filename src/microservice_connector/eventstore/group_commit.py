@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import DatabaseUnavailable, WriterStopped
 from microservice_connector.eventstore.port import AppendRequest, AppendResult, EventStore
+from microservice_connector.eventstore.snapshot import Snapshot
 from microservice_connector.eventstore.writer_health import WriterHealth
 
 _Pending = tuple[AppendRequest, "asyncio.Future[list[RecordedEvent]]"]
@@ -38,10 +39,24 @@ class PublishedMarker(Protocol):
         ...
 
 
+class SnapshotWriter(Protocol):
+    """Where snapshots are saved: `SqlSnapshotStore`."""
+
+    def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
+        """Save them together, in a commit that need not wait for the disk."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Mark:
     outbox_ids: list[int]
     sequences: list[int | None]
+    future: asyncio.Future[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Save:
+    snapshot: Snapshot
     future: asyncio.Future[Any]
 
 
@@ -68,11 +83,13 @@ class GroupCommitStore:
         store: EventStore,
         *,
         outbox: PublishedMarker | None = None,
+        snapshots: SnapshotWriter | None = None,
         max_batch: int = 256,
         commit_on_loop: bool = False,
     ) -> None:
         self.store = store
         self._outbox = outbox
+        self._snapshots = snapshots
         self._max_batch = max_batch
         self._commit_on_loop = commit_on_loop
         self._on_loop: list[Any] = []  # submitted on the loop since its last commit
@@ -113,6 +130,17 @@ class GroupCommitStore:
         self._submit(_Mark(list(outbox_ids), known, future))
         await future
 
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Save `snapshot` (into `snapshots`) by the writer right after its next commit, with
+        the other snapshots due then, in a commit that does not wait for the disk: it neither
+        waits for the writer's connection nor holds it through an fsync. Raises what the save
+        raised; `LookupError` if this store was given no `snapshots`."""
+        if self._snapshots is None:
+            raise LookupError("this GroupCommitStore saves no snapshots: pass snapshots=")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._submit(_Save(snapshot, future))
+        await future
+
     async def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]:
@@ -146,7 +174,7 @@ class GroupCommitStore:
             thread.join()
         self.store.close()
 
-    def _submit(self, item: _Pending | _Mark) -> None:
+    def _submit(self, item: _Pending | _Mark | _Save) -> None:
         with self._accepting:
             self._health.refuse_if_stopped()
             if self._commit_on_loop:
@@ -199,13 +227,17 @@ class GroupCommitStore:
             self._stop(exc, in_hand)
 
     def _write(self, in_hand: Sequence[Any]) -> None:
-        """Commit the appends in hand together, then mark the outbox rows in hand."""
-        batch = [item for item in in_hand if not isinstance(item, _Mark)]
+        """Commit the appends in hand together, then mark the outbox rows in hand, then save
+        the snapshots in hand."""
+        batch = [item for item in in_hand if not isinstance(item, _Mark | _Save)]
         if batch:
             self._commit(batch)
         marks = [item for item in in_hand if isinstance(item, _Mark)]
         if marks:
             self._mark(marks)
+        saves = [item for item in in_hand if isinstance(item, _Save)]
+        if saves:
+            self._save(saves)
 
     def _stop(self, exc: BaseException, in_hand: Sequence[Any]) -> None:
         """The writer failed in a way of its own: refuse from now on, then answer `in_hand`
@@ -271,16 +303,27 @@ class GroupCommitStore:
                 log.exception("commit listener %r failed; the writer goes on", listener)
 
     def _mark(self, marks: Sequence[_Mark]) -> None:
-        outcome: BaseException | None = None
-        assert self._outbox is not None, "mark_published takes no marks without an outbox"
-        try:
-            self._outbox.mark_published(
-                [row for mark in marks for row in mark.outbox_ids],
-                [sequence for mark in marks for sequence in mark.sequences],
-            )
-        except Exception as exc:  # the rows stay pending and are published again
-            outcome = exc
-        _answer(marks, outcome)
+        outbox = self._outbox
+        assert outbox is not None, "mark_published takes no marks without an outbox"
+        ids = [row for mark in marks for row in mark.outbox_ids]
+        sequences = [sequence for mark in marks for sequence in mark.sequences]
+        # One that fails leaves its rows pending: they are published again.
+        _answer_after(marks, lambda: outbox.mark_published(ids, sequences))
+
+    def _save(self, saves: Sequence[_Save]) -> None:
+        snapshots = self._snapshots
+        assert snapshots is not None, "save_snapshot takes none without snapshots="
+        _answer_after(saves, lambda: snapshots.save_snapshots([save.snapshot for save in saves]))
+
+
+def _answer_after(items: Sequence[_Mark | _Save], work: Callable[[], None]) -> None:
+    """Do `work` for `items`, then answer their callers: done, or what it raised."""
+    outcome: BaseException | None = None
+    try:
+        work()
+    except Exception as exc:
+        outcome = exc
+    _answer(items, outcome)
 
 
 def _drain(items: queue.SimpleQueue[Any]) -> list[Any]:
@@ -292,12 +335,12 @@ def _drain(items: queue.SimpleQueue[Any]) -> list[Any]:
 
 
 def _answer(items: Sequence[Any], outcome: BaseException | None) -> None:
-    """Answer the callers of `items` (appends and marks) with `outcome` (None: done); an
+    """Answer the callers of `items` (appends, marks, saves) with `outcome` (None: done); an
     append already answered keeps its answer."""
     for item in items:
         if item is _STOP:
             continue
-        future: asyncio.Future[Any] = item.future if isinstance(item, _Mark) else item[1]
+        future: asyncio.Future[Any] = item.future if isinstance(item, _Mark | _Save) else item[1]
         answer: list[_Answer] = [(future, outcome)]
         with contextlib.suppress(RuntimeError):  # a closed loop: its caller is gone
             future.get_loop().call_soon_threadsafe(_settle, answer)

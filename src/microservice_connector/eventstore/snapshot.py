@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -33,6 +34,10 @@ class SnapshotStore(Protocol):
         """Store `snapshot` unless one of a later version in the same shape is already there."""
         ...
 
+    def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
+        """Save each of `taken` as `save_snapshot` does, together; a power cut may lose them."""
+        ...
+
     def delete_snapshots(self) -> int:
         """Delete every snapshot; how many there were."""
         ...
@@ -56,6 +61,11 @@ class InMemorySnapshotStore:
             stored = self._snapshots.get(snapshot.aggregate_id)
             if supersedes(snapshot, stored):
                 self._snapshots[snapshot.aggregate_id] = snapshot
+
+    def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
+        """`save_snapshot` each of them, in order."""
+        for snapshot in taken:
+            self.save_snapshot(snapshot)
 
     def delete_snapshots(self) -> int:
         """Forget them all."""

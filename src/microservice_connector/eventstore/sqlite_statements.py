@@ -35,6 +35,16 @@ INSERT_OUTBOX = (
     "INSERT INTO outbox (event_id, topic, key, headers, payload, created_at, attempts)"
     " VALUES (?, ?, ?, ?, ?, ?, 0)"
 )
+# `SqlSnapshotStore`'s upsert: a snapshot replaces an earlier one or one in another shape.
+UPSERT_SNAPSHOT = (
+    "INSERT INTO snapshots (aggregate_id, aggregate_type, version, state, schema_version,"
+    " taken_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE SET"
+    " aggregate_type = excluded.aggregate_type, version = excluded.version,"
+    " state = excluded.state, schema_version = excluded.schema_version,"
+    " taken_at = excluded.taken_at"
+    " WHERE snapshots.version < excluded.version"
+    " OR snapshots.schema_version != excluded.schema_version"
+)
 _COLUMNS = (
     "id, event_id, aggregate_id, aggregate_type, version, event_type, event_data, metadata,"
     " timestamp"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -35,7 +35,7 @@ from microservice_connector.events.registry import EventRegistry, default_regist
 from microservice_connector.eventstore.errors import ConcurrencyError
 from microservice_connector.eventstore.idempotency import IdempotencyKeyUsed
 from microservice_connector.eventstore.port import AppendRequest, EventStore
-from microservice_connector.eventstore.snapshot import SnapshotStore
+from microservice_connector.eventstore.snapshot import Snapshot, SnapshotStore
 
 AGGREGATE_TYPE = "ShoppingCart"
 Clock = Callable[[], datetime]
@@ -80,7 +80,8 @@ class CartView:
 class CartService:
     """Runs cart commands. Commands on one cart are serialised in this process; across
     processes the store's version guard decides, and the loser reloads and retries.
-    `snapshots` (a store) comes with `snapshot_codec` (how a cart's state is stored in it)."""
+    `snapshots` (a store) comes with `snapshot_codec` (how a cart's state is stored in it);
+    `save_snapshot` saves them instead of the store's own (blocking) `save_snapshot`."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class CartService:
         snapshots: SnapshotStore | None = None,
         snapshot_codec: CartStateCodec | None = None,
         snapshot_every: int = 100,
+        save_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._observer = observer or NoObserver()
@@ -102,7 +104,9 @@ class CartService:
         self._max_retries = max_retries
         self._cache = CartCache(cache_size)
         self._locks = KeyedLocks()
-        self._snapshots = CartSnapshots(snapshots, snapshot_codec, snapshot_every, clock)
+        self._snapshots = CartSnapshots(
+            snapshots, snapshot_codec, snapshot_every, clock, save_snapshot
+        )
 
     async def add_item(
         self, cart_id: str, item_id: str, quantity: int, *, correlation_id: str | None = None

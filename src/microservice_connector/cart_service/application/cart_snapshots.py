@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -70,7 +70,9 @@ class CartSnapshots:
     """Snapshots every `every` events (0 or no store: never), their state encoded by `codec`.
     A snapshot that cannot be read or is in an old shape is ignored and replaced on the cart's
     next write; a failing snapshot store costs speed and a log line, never a command. A store
-    without a codec is refused (`ValueError`)."""
+    without a codec is refused (`ValueError`). Snapshots are saved by `save` when given (the
+    event store's writer, after its next commit), else by `store.save_snapshot` on a worker
+    thread."""
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class CartSnapshots:
         codec: CartStateCodec | None,
         every: int,
         clock: Callable[[], datetime],
+        save: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         if store is not None and codec is None:
             raise ValueError("a snapshot store needs a codec for the cart state it holds")
@@ -85,6 +88,7 @@ class CartSnapshots:
         self._storage: tuple[SnapshotStore, CartStateCodec] | None = None
         if store is not None and codec is not None and every > 0:
             self._storage = (store, codec)
+        self._save = save
         self._every = every
         self._clock = clock
         self._due: OrderedDict[str, None] = OrderedDict()  # carts to snapshot on next write
@@ -129,8 +133,12 @@ class CartSnapshots:
         crossed = cart.version // self._every > previous_version // self._every
         if not crossed and cart.cart_id not in self._due:
             return
+        snapshot = snapshot_of(cart, self._clock(), codec)
         try:
-            await asyncio.to_thread(store.save_snapshot, snapshot_of(cart, self._clock(), codec))
+            if self._save is not None:
+                await self._save(snapshot)
+            else:
+                await asyncio.to_thread(store.save_snapshot, snapshot)
         except Exception as exc:
             self._failed("save", cart.cart_id, exc)
             self._mark_due(cart.cart_id)
