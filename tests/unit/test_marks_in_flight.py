@@ -4,7 +4,6 @@ before the mark landed; a row whose mark failed is claimable again by later read
 from __future__ import annotations
 
 from microservice_connector.eventstore.marks_in_flight import MarksInFlight
-from microservice_connector.eventstore.outbox import id_spans
 
 
 def test_a_row_on_its_way_to_its_mark_is_not_claimed_again() -> None:
@@ -28,17 +27,13 @@ def test_a_read_begun_after_a_mark_landed_or_failed_may_take_the_row() -> None:
     assert marks.claimable([1], marks.begin_claim()) == [1]
 
 
-def test_the_rows_on_their_way_are_given_to_a_claim_as_spans_until_their_marks_land() -> None:
+def test_a_claim_skips_each_mark_on_its_way_as_one_span_until_it_lands() -> None:
     marks = MarksInFlight()
-    marks.started([4, 5, 6, 9])
+    marks.started([4, 5, 6, 9])  # row 7 and 8 failed: they wait for this mark to land
     marks.started([10, 11])
-    assert marks.spans_on_the_way() == [(4, 6), (9, 9), (10, 11)]
+    assert marks.spans_on_the_way() == [(4, 9), (10, 11)]
     marks.landed([4, 5, 6, 9])
     assert marks.spans_on_the_way() == [(10, 11)]
     marks.landed([10, 11])
+    marks.landed([12])  # never started: nothing to forget
     assert marks.spans_on_the_way() == []
-
-
-def test_ids_make_the_fewest_spans_of_consecutive_ids() -> None:
-    assert id_spans([9, 3, 5, 4, 9, 12, 13]) == [(3, 5), (9, 9), (12, 13)]
-    assert id_spans([]) == []

@@ -6,23 +6,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from microservice_connector.eventstore.outbox import IdSpan, id_spans
+from microservice_connector.eventstore.outbox import IdSpan
 
 
 class MarksInFlight:
     """The rows of marks started and not yet landed, and of marks that landed since a claim
     began. Use: `seen = begin_claim()`, read the pending rows, `claimable(rows, seen)`; around
-    each mark, `started(ids)` and then `landed(ids)` (also when the mark failed). A claim
-    skips `spans_on_the_way()` in its read, so it neither reads nor leases those rows again."""
+    each mark, `started(ids)` and then `landed(ids)` with the same ids (also when the mark
+    failed). A claim skips `spans_on_the_way()` in its read, one span per mark from its lowest
+    id to its highest, so it neither reads nor leases those rows again; a row between them
+    that the mark does not hold (the broker failed it) waits for that mark to land too."""
 
     def __init__(self) -> None:
         self._on_the_way: set[int] = set()
-        self._spans: list[IdSpan] = []  # of the rows on the way: a few per mark
+        self._spans: list[IdSpan] = []  # one per mark on its way
         self._landed: dict[int, int] = {}  # row id -> the landing that marked it
         self._landings = 0
 
     def spans_on_the_way(self) -> list[IdSpan]:
-        """The rows waiting for their marks, as spans of ids, for a claim to skip."""
+        """The rows waiting for their marks, one span per mark, for a claim to skip."""
         return list(self._spans)
 
     def begin_claim(self) -> int:
@@ -44,13 +46,13 @@ class MarksInFlight:
     def started(self, row_ids: Sequence[int]) -> None:
         """A mark of `row_ids` is on its way."""
         self._on_the_way.update(row_ids)
-        self._spans.extend(id_spans(row_ids))
+        if row_ids:
+            self._spans.append((min(row_ids), max(row_ids)))
 
     def landed(self, row_ids: Sequence[int]) -> None:
         """The mark of `row_ids` landed, or failed (the rows are then pending again)."""
         self._on_the_way.difference_update(row_ids)
-        for span in id_spans(row_ids):
-            if span in self._spans:  # not when the ids were never `started`
-                self._spans.remove(span)
+        if row_ids and (span := (min(row_ids), max(row_ids))) in self._spans:
+            self._spans.remove(span)  # not there when the ids were never `started`
         self._landings += 1
         self._landed.update(dict.fromkeys(row_ids, self._landings))

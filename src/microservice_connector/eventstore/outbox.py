@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,8 +17,9 @@ from microservice_connector.eventstore.schema import outbox
 
 decode_headers = msgspec.json.Decoder(dict[str, str]).decode  # an outbox row's headers
 IdSpan = tuple[int, int]
-"""Outbox ids `first` to `last`, both included: what a claim skips comes as spans, as a
-relay's rows waiting for their marks are a few runs of consecutive ids."""
+"""Outbox ids `first` to `last`, both included. A claim skips spans: a relay's rows waiting
+for their marks are a few spans (one per mark), its held-back rows one-id spans, as many as
+there are; a claim takes any number of those, and up to about 500 longer spans."""
 # One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
 # is usually one such run, so marking costs one UPDATE, not one per row.
 _MARK_RUN = (
@@ -308,19 +309,17 @@ def runs_of(ids: Sequence[int], sequences: Sequence[int | None]) -> list[IdRun]:
     return runs
 
 
-def id_spans(ids: Iterable[int]) -> list[IdSpan]:
-    """`ids` as the fewest spans of consecutive ids, lowest first."""
-    spans: list[IdSpan] = []
-    for row_id in sorted(ids):
-        if spans and spans[-1][1] + 1 == row_id:
-            spans[-1] = (spans[-1][0], row_id)
-        elif not spans or spans[-1][1] < row_id:  # a repeated id adds nothing
-            spans.append((row_id, row_id))
-    return spans
+def singles_and_ranges(skip: Sequence[IdSpan]) -> tuple[list[int], list[IdSpan]]:
+    """The ids of the one-id spans of `skip` (for one flat `NOT IN`: SQLite limits how deep
+    a chain of conditions may grow), and its longer spans."""
+    singles = [first for first, last in skip if first == last]
+    return singles, [(first, last) for first, last in skip if first != last]
 
 
 def _outside(skip: Sequence[IdSpan]) -> list[ColumnElement[bool]]:
-    return [~outbox.c.id.between(first, last) for first, last in skip]
+    singles, ranges = singles_and_ranges(skip)
+    outside: list[ColumnElement[bool]] = [~outbox.c.id.between(*span) for span in ranges]
+    return [outbox.c.id.not_in(singles), *outside] if singles else outside
 
 
 def _row(row: Row[Any]) -> OutboxRow:

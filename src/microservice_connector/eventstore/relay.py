@@ -15,7 +15,7 @@ from microservice_connector.eventstore.broker_audit import BrokerAudit
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.held_back import HeldBack
 from microservice_connector.eventstore.marks_in_flight import MarksInFlight
-from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox, id_spans
+from microservice_connector.eventstore.outbox import OutboxRow, SqlOutbox
 from microservice_connector.instance import default_instance_id
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.ports import Publisher
@@ -218,7 +218,8 @@ class OutboxRelay:
             await asyncio.wait(self._marking, return_when=asyncio.FIRST_COMPLETED)
         seen = self._in_flight.begin_claim()
         # Neither the rows waiting for their marks nor those held back are read.
-        skip = [*self._in_flight.spans_on_the_way(), *id_spans(self._held_back.now_held())]
+        held = [(row_id, row_id) for row_id in self._held_back.now_held()]
+        skip = [*self._in_flight.spans_on_the_way(), *held]
         claim = (self.relay_id, self._batch_size, self._lease_seconds, skip)
         if self._outbox.claims_in_microseconds:
             claimed = self._outbox.rows_to_publish(*claim)  # two thread hops cost more

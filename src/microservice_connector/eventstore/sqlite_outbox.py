@@ -19,6 +19,7 @@ from microservice_connector.eventstore.outbox import (
     OutboxRow,
     SqlOutbox,
     decode_headers,
+    singles_and_ranges,
 )
 
 
@@ -31,9 +32,10 @@ class SqliteOutbox(SqlOutbox):
     def pending(self, limit: int = 500, skip: Sequence[IdSpan] = ()) -> list[OutboxRow]:
         """Up to `limit` unpublished rows, oldest first, but those in the spans `skip`."""
         if skip:
-            statement = sqlite_sql.pending_outbox_skipping(len(skip))
-            bounds = [bound for span in skip for bound in span]
-            rows = sqlite_sql.read_rows(self._reader, statement, (*bounds, limit))
+            singles, ranges = singles_and_ranges(skip)
+            statement = sqlite_sql.pending_outbox_skipping(len(singles), len(ranges))
+            bounds = [bound for span in ranges for bound in span]
+            rows = sqlite_sql.read_rows(self._reader, statement, (*singles, *bounds, limit))
         else:
             rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
         return [

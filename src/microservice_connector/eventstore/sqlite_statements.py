@@ -81,10 +81,11 @@ PENDING_OUTBOX = (
 )
 
 
-def pending_outbox_skipping(spans: int) -> str:
-    """`PENDING_OUTBOX` without the rows of `spans` spans of ids, each given as two
-    parameters (first, last) before the limit."""
-    skipped = " AND id NOT BETWEEN ? AND ?" * spans
+def pending_outbox_skipping(singles: int, ranges: int) -> str:
+    """`PENDING_OUTBOX` without `singles` ids (parameters) and `ranges` spans of ids (two
+    parameters each: first, last), all given before the limit."""
+    skipped = f" AND id NOT IN ({', '.join('?' * singles)})" if singles else ""
+    skipped += " AND id NOT BETWEEN ? AND ?" * ranges
     return PENDING_OUTBOX.replace("NULL ORDER", f"NULL{skipped} ORDER")
 
 
