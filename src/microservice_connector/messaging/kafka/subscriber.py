@@ -274,7 +274,23 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._subscriber = subscriber
 
     async def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
+        log.info("kafka: the group takes away partitions %s", _named(revoked))
         await self._subscriber.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
-        """Nothing to do: positions come from the committed offsets."""
+        """Say what this member now holds; positions come from the committed offsets."""
+        if assigned:
+            log.info("kafka: the group assigns this member partitions %s", _named(assigned))
+        else:  # more members than partitions: it waits for the next rebalance
+            log.info("kafka: the group assigns this member no partition; it idles until one")
+
+
+def _named(partitions: Collection[Any]) -> str:
+    """`cart.events[0, 1]` for those partitions of that topic."""
+    topics: dict[str, list[int]] = {}
+    for tp in partitions:
+        topics.setdefault(tp.topic, []).append(tp.partition)
+    return (
+        ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(topics.items()))
+        or "none"
+    )
