@@ -16,6 +16,7 @@ from microservice_connector.eventstore import AppendRequest, SqlEventStore
 from microservice_connector.eventstore.outbox import IdSpan, OutboxRow, SqlOutbox
 from microservice_connector.eventstore.relay import OutboxRelay
 from microservice_connector.messaging.memory import InMemoryBroker, InMemoryPublisher
+from microservice_connector.messaging.message import PublishResult
 from support.relays import running as running_relay
 from support.relays import until
 
@@ -137,6 +138,47 @@ async def test_the_next_batch_is_published_while_the_last_is_being_marked(
         await until(lambda: marks.waiting == 0, "both marks landed")
         assert store.outbox.pending() == []
     assert len(publisher.sent) == len(set(publisher.sent)) == 2
+
+
+class FailingOnce(CountingPublisher):
+    """Counts messages as `CountingPublisher`, and fails the message of `event_id` once."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__()
+        self._failing = {event_id}
+
+    async def publish(self, messages: Any) -> Any:
+        self.sent += [message.id for message in messages]
+        passed = [m for m in messages if m.id not in self._failing]
+        results = iter(await self._publisher.publish(passed))
+        answers = [
+            PublishResult(m.id, error="no ack") if m.id in self._failing else next(results)
+            for m in messages
+        ]
+        self._failing.clear()
+        return answers
+
+
+async def test_a_row_the_broker_failed_between_acked_rows_goes_out_once_their_mark_lands(
+    tmp_path: Path,
+) -> None:
+    """The claim skips a mark's rows as one span, failed rows inside it too: they are tried
+    again as soon as that mark lands, not at the next poll."""
+    store = SqlEventStore(f"sqlite:///{tmp_path / 'events.db'}")
+    outbox = CountingOutbox(store.outbox)
+    for version in range(3):
+        append(store, version)
+    second = store.outbox.pending()[1].event_id
+    publisher = FailingOnce(second)
+    marks = HeldMarks(store.outbox)
+    relay = OutboxRelay(outbox, publisher, poll_interval=60, mark_published=marks)  # type: ignore[arg-type]
+    relay.wake()
+    async with running(relay, store):
+        await until(lambda: marks.waiting == 1, "rows 1 and 3 waiting for their mark")
+        await until(lambda: outbox.claims >= 2, "a claim that skipped the mark's span")
+        marks.release.set()
+        await until(lambda: publisher.sent.count(second) == 2, "the failed row sent again")
+        await until(lambda: store.outbox.pending() == [], "every row marked")
 
 
 class StaleClaims:

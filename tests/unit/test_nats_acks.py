@@ -8,7 +8,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from microservice_connector.messaging.nats.acks import read_ack
+from microservice_connector.messaging.nats.acks import NoStream, read_ack
 
 
 def answer(data: bytes) -> Msg:
@@ -32,3 +32,12 @@ def test_a_refusal_raises_jetstream_s_error_with_its_code() -> None:
 def test_an_answer_that_is_no_acknowledgement_is_a_value_error(data: bytes) -> None:
     with pytest.raises(ValueError, match=r"JSON|stream or sequence|Expected|malformed"):
         read_ack(answer(data))
+
+
+def test_no_responders_is_told_apart_from_a_refusal_without_its_code() -> None:
+    no_stream = Msg(_client=None, subject="_INBOX.ack.1", data=b"", headers={"Status": "503"})  # type: ignore[arg-type]
+    with pytest.raises(NoStream):
+        read_ack(no_stream)
+    with pytest.raises(KeyError) as raised:  # nats-py's reading of an error without its code
+        read_ack(answer(b'{"error":{"description":"odd"}}'))
+    assert not isinstance(raised.value, NoStream)  # not reported as "no stream holds subject"

@@ -19,7 +19,7 @@ decode_headers = msgspec.json.Decoder(dict[str, str]).decode  # an outbox row's 
 IdSpan = tuple[int, int]
 """Outbox ids `first` to `last`, both included. A claim skips spans: a relay's rows waiting
 for their marks are a few spans (one per mark), its held-back rows one-id spans, as many as
-there are; a claim takes any number of those, and up to about 500 longer spans."""
+there are; a claim takes thousands of those, and a few hundred longer spans at most."""
 # One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
 # is usually one such run, so marking costs one UPDATE, not one per row.
 _MARK_RUN = (

@@ -305,6 +305,8 @@ class OutboxRelay:
             self._wake.set()
         finally:
             self._in_flight.landed(acked.ids)
+            if max(acked.ids) - min(acked.ids) + 1 != count:
+                self._wake.set()  # rows between them (the broker failed them) waited for this
 
     async def _mark_and_audit(self, acked: _Acknowledged) -> None:
         """Mark acked rows, then let the audit look at what the broker stored anew."""

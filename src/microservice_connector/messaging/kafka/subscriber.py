@@ -274,7 +274,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._subscriber = subscriber
 
     async def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
-        log.info("kafka: the group takes away partitions %s", _named(revoked))
+        if revoked:
+            log.info("kafka: this member releases partitions %s to rebalance", _named(revoked))
         await self._subscriber.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:

@@ -159,11 +159,15 @@ class _SettlingQueue(asyncio.Queue[Msg]):
             log.exception("a JetStream acknowledgement could not be settled")
 
 
+class NoStream(LookupError):
+    """No JetStream stream holds the subject a message was published to."""
+
+
 def read_ack(answer: Msg) -> PubAck:
     """The acknowledgement in the broker's `answer`; raises `APIError` for a refusal and
-    `LookupError` when no stream holds the subject."""
+    `NoStream` when no stream holds the subject."""
     if answer.headers and answer.headers.get(Header.STATUS) == NO_RESPONDERS:
-        raise LookupError("no stream holds the subject")
+        raise NoStream("no stream holds the subject")
     body = _decode_ack(answer.data)  # raises ValueError if it is not such JSON
     if body.error is not None:
         raise APIError.from_error(body.error)

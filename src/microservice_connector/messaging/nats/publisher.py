@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from microservice_connector.messaging.message import Message, PublishResult
-from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, read_ack
+from microservice_connector.messaging.nats.acks import AckBatch, AckInbox, NoStream, read_ack
 from microservice_connector.messaging.nats.connection import MSG_ID_HEADER as MSG_ID_HEADER
 from microservice_connector.messaging.nats.connection import client_of
 from microservice_connector.messaging.nats.duplicates import DuplicateCheck
@@ -130,7 +130,7 @@ class NatsPublisher:
             )
         try:
             ack = read_ack(answer)
-        except LookupError:
+        except NoStream:
             return PublishResult(message.id, error=f"no stream holds subject {message.topic!r}")
         except (APIError, ValueError, KeyError, TypeError) as exc:
             too_large = isinstance(exc, APIError) and exc.err_code == STREAM_MESSAGE_TOO_LARGE
