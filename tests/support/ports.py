@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 LOWEST = 20000
+WORKER_ENV_VAR = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in its workers: gw0, gw1, ...
 _LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
@@ -34,8 +35,8 @@ def _worker_ports() -> Iterator[int]:
     end = _first_local_port()
     if end - LOWEST < 1000:  # the kernel's range reaches down to here: take its picks
         return _kernel_ports()
-    workers = max(1, _number(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"), 1))
-    worker = _number(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"), 0)
+    workers = max(1, _number(os.environ.get(f"{WORKER_ENV_VAR}_COUNT", "1"), 1))
+    worker = _number(os.environ.get(WORKER_ENV_VAR, "gw0").removeprefix("gw"), 0)
     size = (end - LOWEST) // workers
     first = LOWEST + (worker % workers) * size
     start = random.randrange(size)

@@ -26,13 +26,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from support.ports import free_port
+from support.ports import WORKER_ENV_VAR, free_port
 
 ENV_VAR = "MSC_TEST_POSTGRES_URL"
 LOCAL_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONNECT_TIMEOUT_S = 2
 SCHEMA_PREFIX = "msc_t_"
-WORKER_ENV_VAR = "PYTEST_XDIST_WORKER"  # set by pytest-xdist in its workers: gw0, gw1, ...
 
 
 class PostgresUnavailable(RuntimeError):
