@@ -8,7 +8,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import BigInteger, ColumnElement, Engine, Row, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    Row,
+    all_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
@@ -19,7 +32,8 @@ decode_headers = msgspec.json.Decoder(dict[str, str]).decode  # an outbox row's 
 IdSpan = tuple[int, int]
 """Outbox ids `first` to `last`, both included. A claim skips spans: a relay's rows waiting
 for their marks are a few spans (one per mark), its held-back rows one-id spans, as many as
-there are; a claim takes thousands of those, and a few hundred longer spans at most."""
+there are; a claim takes any number of those (one array parameter), and a few hundred
+longer spans at most."""
 # One statement per run of consecutive ids whose sequences are `id + offset`: a relay's batch
 # is usually one such run, so marking costs one UPDATE, not one per row.
 _MARK_RUN = (
@@ -310,8 +324,9 @@ def runs_of(ids: Sequence[int], sequences: Sequence[int | None]) -> list[IdRun]:
 
 
 def singles_and_ranges(skip: Sequence[IdSpan]) -> tuple[list[int], list[IdSpan]]:
-    """The ids of the one-id spans of `skip` (for one flat `NOT IN`: SQLite limits how deep
-    a chain of conditions may grow), and its longer spans."""
+    """The ids of the one-id spans of `skip` (for one condition on one array parameter: SQLite
+    limits how deep a chain of conditions may grow, and both databases how many parameters a
+    statement may have), and its longer spans."""
     singles = [first for first, last in skip if first == last]
     return singles, [(first, last) for first, last in skip if first != last]
 
@@ -319,7 +334,9 @@ def singles_and_ranges(skip: Sequence[IdSpan]) -> tuple[list[int], list[IdSpan]]
 def _outside(skip: Sequence[IdSpan]) -> list[ColumnElement[bool]]:
     singles, ranges = singles_and_ranges(skip)
     outside: list[ColumnElement[bool]] = [~outbox.c.id.between(*span) for span in ranges]
-    return [outbox.c.id.not_in(singles), *outside] if singles else outside
+    if singles:  # PostgreSQL, the dialect this class's own queries serve
+        outside.append(outbox.c.id != all_(literal(singles, ARRAY(BigInteger))))
+    return outside
 
 
 def _row(row: Row[Any]) -> OutboxRow:

@@ -3,6 +3,7 @@ mark, go through SQLite's own driver; one relay owns a SQLite outbox, so nothing
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,9 +34,10 @@ class SqliteOutbox(SqlOutbox):
         """Up to `limit` unpublished rows, oldest first, but those in the spans `skip`."""
         if skip:
             singles, ranges = singles_and_ranges(skip)
-            statement = sqlite_sql.pending_outbox_skipping(len(singles), len(ranges))
+            statement = sqlite_sql.pending_outbox_skipping(bool(singles), len(ranges))
+            held = [json.dumps(singles)] if singles else []
             bounds = [bound for span in ranges for bound in span]
-            rows = sqlite_sql.read_rows(self._reader, statement, (*singles, *bounds, limit))
+            rows = sqlite_sql.read_rows(self._reader, statement, (*held, *bounds, limit))
         else:
             rows = sqlite_sql.read_rows(self._reader, sqlite_sql.PENDING_OUTBOX, (limit,))
         return [

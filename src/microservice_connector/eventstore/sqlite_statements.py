@@ -81,10 +81,10 @@ PENDING_OUTBOX = (
 )
 
 
-def pending_outbox_skipping(singles: int, ranges: int) -> str:
-    """`PENDING_OUTBOX` without `singles` ids (parameters) and `ranges` spans of ids (two
-    parameters each: first, last), all given before the limit."""
-    skipped = f" AND id NOT IN ({', '.join('?' * singles)})" if singles else ""
+def pending_outbox_skipping(singles: bool, ranges: int) -> str:
+    """`PENDING_OUTBOX` without the ids of one parameter (a JSON array), if `singles`, and
+    `ranges` spans of ids (two parameters each: first, last), all given before the limit."""
+    skipped = " AND id NOT IN (SELECT value FROM json_each(?))" if singles else ""
     skipped += " AND id NOT BETWEEN ? AND ?" * ranges
     return PENDING_OUTBOX.replace("NULL ORDER", f"NULL{skipped} ORDER")
 
