@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.eventstore.errors import DatabaseUnavailable, WriterStopped
 from microservice_connector.eventstore.port import AppendRequest, AppendResult, EventStore
-from microservice_connector.eventstore.snapshot import Snapshot
+from microservice_connector.eventstore.snapshot import Snapshot, SnapshotStore
 from microservice_connector.eventstore.writer_health import WriterHealth
 
 _Pending = tuple[AppendRequest, "asyncio.Future[list[RecordedEvent]]"]
@@ -36,14 +36,6 @@ class PublishedMarker(Protocol):
         self, ids: Sequence[int], sequences: Sequence[int | None] | None = None
     ) -> None:
         """Mark the rows `ids` published, with the broker's `sequences` when known."""
-        ...
-
-
-class SnapshotWriter(Protocol):
-    """Where snapshots are saved: `SqlSnapshotStore`."""
-
-    def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
-        """Save them together, in a commit that need not wait for the disk."""
         ...
 
 
@@ -83,7 +75,7 @@ class GroupCommitStore:
         store: EventStore,
         *,
         outbox: PublishedMarker | None = None,
-        snapshots: SnapshotWriter | None = None,
+        snapshots: SnapshotStore | None = None,
         max_batch: int = 256,
         commit_on_loop: bool = False,
     ) -> None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, Table, bindparam, delete, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
 from microservice_connector.eventstore import engine as engines
 from microservice_connector.eventstore import sqlite_statements as sqlite_sql
 from microservice_connector.eventstore.errors import DatabaseUnavailable
-from microservice_connector.eventstore.event_rows import sqlite_time
+from microservice_connector.eventstore.event_rows import as_utc, sqlite_time
 from microservice_connector.eventstore.schema import events, snapshots
 from microservice_connector.eventstore.snapshot import Snapshot
 
@@ -26,26 +26,18 @@ _SQLITE_LOAD = (
 )
 
 
-def _upsert(insert: Callable[[Table], Any]) -> Executable:
-    """Insert a snapshot, or replace an earlier one or one in another shape."""
-    statement = insert(snapshots)
-    return statement.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=[snapshots.c.aggregate_id],
-        set_={name: statement.excluded[name] for name in _COLUMNS if name != "aggregate_id"},
-        where=(snapshots.c.version < statement.excluded.version)
-        | (snapshots.c.schema_version != statement.excluded.schema_version),
-    )
-
-
 _COLUMNS = ("aggregate_id", "aggregate_type", "version", "state", "schema_version", "taken_at")
-_UPSERT_SQLITE = _upsert(sqlite.insert)
-_UPSERT_POSTGRES = _upsert(postgresql.insert)
+_INSERT = postgresql.insert(snapshots)
+# Insert a snapshot, or replace an earlier one or one in another shape; on SQLite its own
+# driver runs the same statement (`sqlite_statements.UPSERT_SNAPSHOT`).
+_UPSERT_POSTGRES = _INSERT.on_conflict_do_update(
+    index_elements=[snapshots.c.aggregate_id],
+    set_={name: _INSERT.excluded[name] for name in _COLUMNS if name != "aggregate_id"},
+    where=(snapshots.c.version < _INSERT.excluded.version)
+    | (snapshots.c.schema_version != _INSERT.excluded.schema_version),
+)
 # For this transaction only: snapshots are worth no wait for the disk.
 _NOT_WAITING_FOR_THE_DISK = text("SET LOCAL synchronous_commit TO OFF")
-
-
-def _values(snapshot: Snapshot) -> dict[str, Any]:
-    return {name: getattr(snapshot, name) for name in _COLUMNS}
 
 
 class SqlSnapshotStore:
@@ -56,7 +48,6 @@ class SqlSnapshotStore:
         self._writer = writer
         self._reader = reader
         self._sqlite = writer.dialect.name == "sqlite"
-        self._upsert = _UPSERT_SQLITE if self._sqlite else _UPSERT_POSTGRES
 
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
         """The aggregate's stored snapshot, or None."""
@@ -94,16 +85,18 @@ class SqlSnapshotStore:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Insert, or replace an earlier snapshot or one in another shape."""
-        self._write(lambda connection: connection.execute(self._upsert, [_values(snapshot)]))
+        self._save([snapshot], synced=True)
 
     def save_snapshots(self, taken: Sequence[Snapshot]) -> None:
         """Save each of `taken` as `save_snapshot` does, in one transaction whose commit does
         not wait for the disk: a power cut may lose them (snapshots only save time), never
         the events they follow, which an earlier commit made durable."""
-        if not taken:
-            return
+        if taken:
+            self._save(taken, synced=False)
+
+    def _save(self, taken: Sequence[Snapshot], *, synced: bool) -> None:
         if not self._sqlite:
-            self._write(lambda connection: self._save_unsynced(connection, taken))
+            self._write(lambda connection: _upsert_postgres(connection, taken, synced))
             return
         rows = [
             (
@@ -112,19 +105,15 @@ class SqlSnapshotStore:
                 s.version,
                 s.state,
                 s.schema_version,
-                sqlite_time(s.taken_at),
+                sqlite_time(as_utc(s.taken_at)),
             )
             for s in taken
         ]
         try:
-            with sqlite_sql.driver_transaction(self._writer, synced=False) as connection:
+            with sqlite_sql.driver_transaction(self._writer, synced=synced) as connection:
                 sqlite_sql.cursor(connection).executemany(sqlite_sql.UPSERT_SNAPSHOT, rows)
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
-
-    def _save_unsynced(self, connection: Connection, taken: Sequence[Snapshot]) -> None:
-        connection.execute(_NOT_WAITING_FOR_THE_DISK)
-        connection.execute(self._upsert, [_values(snapshot) for snapshot in taken])
 
     def delete_snapshots(self) -> int:
         """Delete every snapshot; how many there were."""
@@ -153,3 +142,10 @@ class SqlSnapshotStore:
                 return work(connection)
         except SQLAlchemyError as exc:
             raise DatabaseUnavailable(engines.describe_failure(self._writer, exc)) from exc
+
+
+def _upsert_postgres(connection: Connection, taken: Sequence[Snapshot], synced: bool) -> None:
+    if not synced:
+        connection.execute(_NOT_WAITING_FOR_THE_DISK)
+    rows = [{name: getattr(snapshot, name) for name in _COLUMNS} for snapshot in taken]
+    connection.execute(_UPSERT_POSTGRES, rows)

@@ -291,7 +291,4 @@ def _named(partitions: Collection[Any]) -> str:
     topics: dict[str, list[int]] = {}
     for tp in partitions:
         topics.setdefault(tp.topic, []).append(tp.partition)
-    return (
-        ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(topics.items()))
-        or "none"
-    )
+    return ", ".join(f"{topic}{sorted(numbers)}" for topic, numbers in sorted(topics.items()))
