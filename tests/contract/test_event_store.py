@@ -260,6 +260,24 @@ class TestEventStoreContract:
         assert loaded(after_version=5) == []
         assert store.load("no-such-cart") == []
 
+    def test_load_takes_any_integer_bounds_alike_on_every_database(
+        self, store: EventStore
+    ) -> None:
+        # PostgreSQL's version column is 32 bits; the API passes versions up to 2**63 - 1.
+        store.append(append(CART, 0, items(CART, 3)))
+
+        def loaded(**bounds: int) -> list[int]:
+            return versions(store.load(CART, **bounds))
+
+        assert loaded(after_version=2**31) == []
+        assert loaded(after_version=2**63 - 1) == []
+        assert loaded(to_version=2**31) == [1, 2, 3]
+        assert loaded(after_version=1, to_version=2**63 - 1) == [2, 3]
+        assert loaded(after_version=-(2**40)) == [1, 2, 3]
+        assert loaded(after_version=-2, to_version=2) == [1, 2]
+        assert loaded(to_version=0) == []
+        assert loaded(to_version=-1) == []
+
     # Optimistic concurrency
 
     def test_a_stale_expected_version_is_refused_and_writes_nothing(

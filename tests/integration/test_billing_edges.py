@@ -187,6 +187,25 @@ def test_an_aggregate_id_the_api_refuses_is_dead_lettered_at_once(
     assert repository.invoice("beside-d") is not None
 
 
+@pytest.mark.parametrize("version", ["\xb2", "1\xb9", "9" * 5_000, "-2", ""])
+def test_a_version_header_that_states_no_version_is_dead_lettered_at_once(
+    repository: SqlBillingRepository, version: str
+) -> None:
+    # "²" passes str.isdigit() and fails int(): recording the refusal must not fail too.
+    message = _added("odd-version", 1, "item-001", 1)
+    message.headers["aggregate-version"] = version
+    pipeline = Pipeline(repository)
+    outcomes = pipeline.deliver([message, *_beside("v")])
+    assert [o.label for o in outcomes if isinstance(o, Ack)] == [
+        "dead-lettered",
+        "applied",
+        "applied",
+    ]
+    [error] = pipeline.errors()
+    assert "aggregate-version" in error
+    assert repository.invoice("beside-v") is not None
+
+
 def _beside(tag: str) -> list[Message]:
     return [_added(f"beside-{tag}", 1, "item-002", 1), _checkout(f"beside-{tag}", 2)]
 

@@ -410,3 +410,16 @@ def test_one_cart_failing_for_good_is_dead_lettered_and_the_others_caught_up(
 def test_the_store_is_read_with_the_api_token_when_one_is_set() -> None:
     assert read_headers(Settings(api_token="s3cret")) == {"Authorization": "Bearer s3cret"}
     assert read_headers(Settings()) == {}
+
+
+@pytest.mark.parametrize("cart_id", [".", "..", "a.b:c", "-"])
+def test_the_store_is_asked_for_the_cart_itself_whatever_its_id(cart_id: str) -> None:
+    store = FakeCartStore()
+    store.add("events")  # what `/carts/./events` would read if the id were folded away
+    entry = store.add(cart_id)
+
+    found = asyncio.run(store.client().events_after(cart_id, 0))
+
+    assert [(event.cart_id, event.version) for event in found] == [(cart_id, 1)]
+    assert store.requests == [f"/carts/{cart_id}/events?after_version=0"]
+    assert entry["aggregate_id"] == cart_id

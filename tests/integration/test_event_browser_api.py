@@ -122,8 +122,13 @@ def test_every_request_but_a_live_stream_counts_as_in_flight_while_it_is_answere
     assert requests.count == 0
 
 
-def test_the_live_feed_refuses_a_malformed_resume_point(client: TestClient) -> None:
-    bad_header = client.get("/events/stream", headers={"Last-Event-ID": "abc"})
+@pytest.mark.parametrize(
+    "resume", [b"abc", b"\xb2", b"1\xb9", b"9" * 4_301, b"-1", b"+1", b"9" * 20]
+)
+def test_the_live_feed_refuses_a_malformed_resume_point(client: TestClient, resume: bytes) -> None:
+    # "\xb2" reaches the app as "²", which str.isdigit() calls a digit and int() refuses;
+    # 4,301 digits are past what int() converts.
+    bad_header = client.get("/events/stream", headers={"Last-Event-ID": resume})
     assert bad_header.status_code == 422
     assert "Last-Event-ID" in bad_header.json()["detail"]
     assert client.get("/events/stream", params={"after": -1}).status_code == 422

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from microservice_connector.cli.common import console, errors, fail, load_settings
-from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id
+from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id, path_segment
 from microservice_connector.settings import Settings
 from microservice_connector.web.access import read_headers
 
@@ -82,10 +82,8 @@ def _id(kind: str, value: str) -> str:
 
 
 def _segment(kind: str, value: str) -> str:
-    """`value` as one URL path segment: an id, with the ids `.` and `..` spelled so that no
-    client folds them into the path around them."""
-    checked = _id(kind, value)
-    return checked.replace(".", "%2E") if checked in (".", "..") else checked
+    """`value`, an id, as one URL path segment (`path_segment`)."""
+    return path_segment(_id(kind, value))
 
 
 def send_with_retries(

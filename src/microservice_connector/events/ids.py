@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 MAX_ID_LENGTH = 64
 ID_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MAX_ID_LENGTH}}}$"
@@ -17,3 +18,10 @@ _ID = re.compile(ID_PATTERN)
 def is_valid_id(value: str) -> bool:
     """Whether `value` is an id the API would accept."""
     return _ID.fullmatch(value) is not None
+
+
+def path_segment(value: str) -> str:
+    """`value` as one URL path segment that no client folds into the path around it: what
+    is not unreserved percent-encoded, and the ids `.` and `..` spelled `%2E`."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment

@@ -78,10 +78,12 @@ class InMemoryEventStore:
     def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]:
-        """The aggregate's events in the version range, oldest first."""
+        """The aggregate's events in the version range (any integers), oldest first."""
+        if to_version is not None and to_version < 1:
+            return []
         with self._lock:
             stream = self._streams.get(aggregate_id, [])
-            return list(stream[after_version:to_version])
+            return list(stream[max(after_version, 0) : to_version])
 
     def read_all(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Events after `after_position`, in position order."""

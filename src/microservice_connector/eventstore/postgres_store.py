@@ -137,10 +137,9 @@ class PostgresEventStore(SqlEventStore):
     ) -> None:
         connection.execute(insert(outbox), [outbox_row(event, topic) for event in stored])
 
-    def load(
-        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    def _load_range(
+        self, aggregate_id: str, after_version: int, to_version: int | None
     ) -> list[RecordedEvent]:
-        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
         params = {"aggregate_id": aggregate_id, "after": after_version, "to": to_version}
         return self._read(_LOAD if to_version is None else _LOAD_TO, params)
 

@@ -24,6 +24,8 @@ from microservice_connector.events.ids import STORED_ID_LENGTH
 
 metadata = MetaData()
 
+# `events.version` is an Integer: PostgreSQL's holds no more (SQLite's would).
+MAX_VERSION = 2**31 - 1
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
 

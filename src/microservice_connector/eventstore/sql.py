@@ -24,7 +24,7 @@ from microservice_connector.eventstore.idempotency_keys import (
 )
 from microservice_connector.eventstore.outbox import SqlOutbox
 from microservice_connector.eventstore.port import AppendRequest, AppendResult, events_or_raise
-from microservice_connector.eventstore.schema import events
+from microservice_connector.eventstore.schema import MAX_VERSION, events
 from microservice_connector.eventstore.sql_snapshots import SqlSnapshotStore
 
 EVENT_COLUMNS = (
@@ -145,7 +145,19 @@ class SqlEventStore:
     def load(
         self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
     ) -> list[RecordedEvent]:
-        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
+        """The aggregate's events with `after_version < version <= to_version`, oldest first;
+        bounds past what a version column holds (any integer) find what is there, alike on
+        every database."""
+        if after_version >= MAX_VERSION or (to_version is not None and to_version < 1):
+            return []
+        after = max(after_version, 0)
+        to = None if to_version is None or to_version >= MAX_VERSION else to_version
+        return self._load_range(aggregate_id, after, to)
+
+    def _load_range(
+        self, aggregate_id: str, after_version: int, to_version: int | None
+    ) -> list[RecordedEvent]:
+        """`load`, its bounds within the version column's range."""
         raise NotImplementedError
 
     def _feed(self, after_position: int, limit: int) -> Select[Any]:

@@ -71,10 +71,9 @@ class SqliteEventStore(SqlEventStore):
         rows = [sqlite_outbox_row(event, topic, created_at) for event in stored]
         sqlite_sql.cursor(connection).executemany(sqlite_sql.INSERT_OUTBOX, rows)
 
-    def load(
-        self, aggregate_id: str, after_version: int = 0, to_version: int | None = None
+    def _load_range(
+        self, aggregate_id: str, after_version: int, to_version: int | None
     ) -> list[RecordedEvent]:
-        """The aggregate's events with `after_version < version <= to_version`, oldest first."""
         if to_version is None:
             return self._read_raw(sqlite_sql.LOAD, (aggregate_id, after_version))
         return self._read_raw(sqlite_sql.LOAD_TO, (aggregate_id, after_version, to_version))

@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BeforeValidator
 
-# SQLite's (and PostgreSQL's bigint) largest integer: bounds for positions and versions.
-MAX_SQL_INT = 2**63 - 1
+from microservice_connector.events.numbers import MAX_SQL_INT
+
+__all__ = ["INTEGRAL", "MAX_SQL_INT"]
 
 
 def _integral(value: Any) -> Any:

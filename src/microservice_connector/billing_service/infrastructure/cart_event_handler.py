@@ -14,7 +14,7 @@ from microservice_connector.billing_service.application import (
 )
 from microservice_connector.billing_service.infrastructure.cart_messages import (
     PoisonMessage,
-    plain_number,
+    stated_version,
     to_cart_event,
 )
 from microservice_connector.billing_service.infrastructure.cart_store import (
@@ -26,6 +26,7 @@ from microservice_connector.billing_service.infrastructure.gap_repair import (
     StoreDisagrees,
 )
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
+from microservice_connector.events.numbers import plain_number
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.eventstore.errors import DatabaseUnavailable
 from microservice_connector.eventstore.failures import DataRejected
@@ -160,11 +161,8 @@ class CartEventHandler:
     def _note_poison(self, delivery: Delivery, error: str) -> None:
         headers = delivery.message.headers
         event_id = headers.get("event-id") or delivery.message.id
-        version = headers.get("aggregate-version", "")
         cart_id = headers.get("aggregate-id", "")
-        self.handled.record(
-            event_id, cart_id, int(version) if version.isdigit() else 0, "rejected", error
-        )
+        self.handled.record(event_id, cart_id, stated_version(delivery.message), "rejected", error)
 
     def _settlement(self, outcome: Outcome, attempt: int, event: CartEventIn) -> Settlement:
         if outcome is not Outcome.DEFERRED:

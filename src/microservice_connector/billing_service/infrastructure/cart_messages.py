@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -15,14 +14,13 @@ from microservice_connector.events.cart import MAX_QUANTITY, CartEvent, ItemAdde
 from microservice_connector.events.codec import EventDecodeError
 from microservice_connector.events.envelope import RecordedEvent
 from microservice_connector.events.ids import ID_DESCRIPTION, is_valid_id
+from microservice_connector.events.numbers import plain_number
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.messaging.message import Message
 
 REQUIRED_HEADERS = ("event-id", "event-type", "aggregate-id", "aggregate-version")
 ID_HEADERS = ("event-id", "aggregate-id")
 _SHOWN_CHARS = 80  # of a bad id in an error: enough to recognise it, never a flood
-_NUMBER = re.compile(r"-?[0-9]{1,19}")  # the sign, so that "must be ≥ 1" can say so
-_LARGEST = 2**63 - 1  # what the stores' 64-bit integer columns hold
 
 
 class PoisonMessage(ValueError):
@@ -87,13 +85,11 @@ def _number(message: Message, header: str, default: int | None = None) -> int:
     return number
 
 
-def plain_number(value: str) -> int | None:
-    """`value` as an integer when it is written plainly, ASCII digits with an optional minus
-    (not `0_1`, ` 5`, `+5`, `²`) and fits 64 bits; else None."""
-    if not _NUMBER.fullmatch(value):
-        return None
-    number = int(value)
-    return number if -_LARGEST <= number <= _LARGEST else None
+def stated_version(message: Message) -> int:
+    """The version the message's `aggregate-version` header states, or 0 when it states none
+    (absent, not a plain number, below 1): for recording a message that was refused."""
+    number = plain_number(message.headers.get("aggregate-version", ""))
+    return number if number is not None and number >= 1 else 0
 
 
 def _impossible(event: CartEvent) -> str | None:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +17,7 @@ from microservice_connector.billing_service.infrastructure.cart_messages import 
     feed_message,
     to_cart_event,
 )
+from microservice_connector.events.ids import path_segment
 from microservice_connector.events.registry import EventRegistry
 from microservice_connector.messaging.message import Message
 from microservice_connector.settings import Settings
@@ -113,7 +113,7 @@ class CartStore:
         """The cart's stored events with a version above `after_version`, oldest first and
         contiguous from `after_version + 1`; empty when the store has none (or no such cart)."""
         body = await self._get(
-            f"/carts/{quote(cart_id, safe='')}/events",
+            f"/carts/{path_segment(cart_id)}/events",
             {"after_version": after_version},
             absent=cart_id,
         )

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from microservice_connector.billing_service.application import ConcurrentBillUpdate, Outcome
+from microservice_connector.billing_service.infrastructure.cart_messages import stated_version
 from microservice_connector.billing_service.infrastructure.cart_store import (
     BadStoreAnswer,
     CartStore,
@@ -172,12 +173,10 @@ class FeedCatchUp:
             await dead_letters.put(entry.message, error)
         except Exception as exc:
             raise CatchUpPaused(f"cannot dead-letter {entry.message.id}: {exc}") from exc
-        headers = entry.message.headers
-        version = headers.get("aggregate-version", "")
         self._handled.record(
             entry.message.id,
-            headers.get("aggregate-id", ""),
-            int(version) if version.isdigit() else 0,
+            entry.message.headers.get("aggregate-id", ""),
+            stated_version(entry.message),
             "rejected",
             error,
             via="catch-up",

@@ -18,6 +18,7 @@ from microservice_connector.cart_service.infrastructure.live_feed import (
     Subscription,
     TooManyStreams,
 )
+from microservice_connector.events.numbers import plain_number
 from microservice_connector.web.guards import ASGIApp, Receive, Scope, Send
 from microservice_connector.web.numbers import MAX_SQL_INT
 
@@ -54,9 +55,9 @@ def live_feed_router(feed: LiveFeed) -> APIRouter:
         else after `after`, else with the `recent` latest events."""
         resume = after
         if last_event_id:
-            if not last_event_id.isdigit() or int(last_event_id) > MAX_SQL_INT:
+            resume = plain_number(last_event_id)
+            if resume is None or resume < 0:
                 raise HTTPException(422, "Last-Event-ID: must be an event position")
-            resume = int(last_event_id)
         start = await feed.start_after(resume, recent)
         try:
             subscription = feed.subscribe(start)
