@@ -260,9 +260,7 @@ class TestEventStoreContract:
         assert loaded(after_version=5) == []
         assert store.load("no-such-cart") == []
 
-    def test_load_takes_any_integer_bounds_alike_on_every_database(
-        self, store: EventStore
-    ) -> None:
+    def test_load_takes_any_integer_bounds_alike_on_every_database(self, store: EventStore) -> None:
         # PostgreSQL's version column is 32 bits; the API passes versions up to 2**63 - 1.
         store.append(append(CART, 0, items(CART, 3)))
 

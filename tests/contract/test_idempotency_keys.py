@@ -33,7 +33,6 @@ from support.threads import race
 
 T = TypeVar("T")
 NOW = datetime.now(UTC)
-LATER = NOW + timedelta(hours=24)
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
 
 
@@ -47,7 +46,7 @@ def keyed(
     key: str,
     *,
     fingerprint: str = "f1",
-    expires_at: datetime = LATER,
+    ttl: timedelta = timedelta(hours=24),
     events: int = 1,
 ) -> AppendRequest:
     return AppendRequest(
@@ -55,7 +54,7 @@ def keyed(
         "ShoppingCart",
         expected_version,
         [added(cart_id, f"item-{n}") for n in range(events)],
-        IdempotencyKey(key, fingerprint, expires_at),
+        IdempotencyKey(key, fingerprint, ttl),
     )
 
 
@@ -137,10 +136,24 @@ def test_an_append_that_fails_records_no_key(stores: Stores) -> None:
 
 def test_an_expired_key_is_free_again(stores: Stores) -> None:
     store = stores.open()
-    store.append(keyed("c1", 0, "k1", expires_at=NOW - timedelta(seconds=1)))
+    store.append(keyed("c1", 0, "k1", ttl=timedelta(seconds=-1)))
     store.append(keyed("c1", 1, "k1", fingerprint="f2"))
     record = used_record(store, keyed("c1", 2, "k1"))
     assert (record.fingerprint, record.version) == ("f2", 2)
+
+
+def test_a_key_is_kept_for_its_lifetime_from_the_commit_that_records_it(
+    stores: Stores,
+) -> None:
+    # Counted from the request's start instead, a command slower than the lifetime would
+    # record a key already expired, and its retry would be applied again.
+    store = stores.open()
+    request = keyed("c1", 0, "k1", ttl=timedelta(hours=1))
+    committing = datetime.now(UTC)
+    store.append(request)
+    committed = datetime.now(UTC)
+    expires_at = used_record(store, keyed("c1", 1, "k1")).expires_at
+    assert committing + timedelta(hours=1) <= expires_at <= committed + timedelta(hours=1)
 
 
 def test_a_repeat_within_one_batch_is_refused(stores: Stores) -> None:
@@ -156,7 +169,7 @@ def test_a_repeat_within_one_batch_is_refused(stores: Stores) -> None:
 def test_keys_survive_a_restart_and_expired_ones_are_purged(sql_stores: Stores) -> None:
     first = sql_stores.open()
     first.append(keyed("c1", 0, "live"))
-    first.append(keyed("c2", 0, "gone", expires_at=NOW - timedelta(seconds=1)))
+    first.append(keyed("c2", 0, "gone", ttl=timedelta(seconds=-1)))
     first.close()
     store = sql_stores.open()
     assert isinstance(store, SqlEventStore)
@@ -196,7 +209,7 @@ def test_stores_racing_with_one_key_apply_it_once(sql_stores: Stores, same_cart:
 async def test_the_purge_task_deletes_expired_keys_until_stopped(sql_stores: Stores) -> None:
     store = sql_stores.open()
     assert isinstance(store, SqlEventStore)
-    store.append(keyed("c1", 0, "gone", expires_at=NOW - timedelta(seconds=1)))
+    store.append(keyed("c1", 0, "gone", ttl=timedelta(seconds=-1)))
     store.append(keyed("c2", 0, "live"))
 
     def stored_keys() -> set[str]:

@@ -15,6 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from microservice_connector.cart_service.main import build_cart_app
+from microservice_connector.eventstore.errors import DatabaseUnavailable
+from microservice_connector.eventstore.idempotency_keys import SqlIdempotencyKeys
 from microservice_connector.settings import Settings
 from support.asgi_server import served
 
@@ -145,6 +147,28 @@ def test_a_failed_command_is_not_remembered_its_retry_runs_again(client: TestCli
     assert retried.status_code == 200
     assert "idempotent-replayed" not in retried.headers
     assert retried.json()["status"] == "checked_out"
+
+
+def test_a_repeat_whose_key_cannot_be_looked_up_answers_503_not_its_own_failure(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client.post("/carts/c1/items", json=ADD)
+    assert client.post("/carts/c1/checkout", headers=key("k-out")).status_code == 200
+
+    def unreachable(_keys: SqlIdempotencyKeys, _key: str) -> None:
+        raise DatabaseUnavailable("connection reset (simulated)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SqlIdempotencyKeys, "find", unreachable)
+        repeat = client.post("/carts/c1/checkout", headers=key("k-out"))
+    # Running it again failed (409: checked out), but it was applied: the client must ask
+    # again rather than hear that its checkout was refused.
+    assert repeat.status_code == 503
+    assert repeat.headers["retry-after"] == "1"
+    assert "Idempotency-Key" in repeat.json()["detail"]
+    again = client.post("/carts/c1/checkout", headers=key("k-out"))
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
 
 
 def test_a_key_outlives_a_restart(settings: Settings) -> None:

@@ -4,17 +4,17 @@ key already used, and the answer of an append whose key was used before."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyKey:
-    """A client's key for one command, the fingerprint of its request, and until when the
-    key is remembered once the command is applied."""
+    """A client's key for one command, the fingerprint of its request, and how long the key
+    is remembered from the commit that applies the command (however long it ran before)."""
 
     key: str
     fingerprint: str
-    expires_at: datetime
+    ttl: timedelta
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ class KeyLedger:
             return
         key = request.idempotency
         record = RecordedKey(
-            key.key, key.fingerprint, request.aggregate_id, version, key.expires_at
+            key.key, key.fingerprint, request.aggregate_id, version, self._now + key.ttl
         )
         self._accepted.append(record)
         self._found[key.key] = record  # a repeat later in the same batch is a repeat too

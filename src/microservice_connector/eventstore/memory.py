@@ -70,8 +70,9 @@ class InMemoryEventStore:
         self._event_ids.update(e.event_id for e in stored)
         if key is not None:
             version = request.expected_version + len(stored)
+            expires_at = datetime.now(UTC) + key.ttl
             self._keys[key.key] = RecordedKey(
-                key.key, key.fingerprint, request.aggregate_id, version, key.expires_at
+                key.key, key.fingerprint, request.aggregate_id, version, expires_at
             )
         return stored
 

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from microservice_connector.eventstore.errors import DatabaseUnavailable
@@ -53,7 +53,6 @@ class KeyStore(Protocol):
 
 
 CartAt = Callable[[str, int], Awaitable["CartView"]]
-Clock = Callable[[], datetime]
 
 
 class IdempotentCommands:
@@ -65,12 +64,10 @@ class IdempotentCommands:
         cart_at: CartAt,
         *,
         ttl: timedelta = timedelta(hours=24),
-        clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._keys = keys
         self._cart_at = cart_at
         self._ttl = ttl
-        self._clock = clock
         self._in_flight: set[str] = set()
 
     @contextlib.contextmanager
@@ -82,7 +79,7 @@ class IdempotentCommands:
                 "a request with this Idempotency-Key is still being processed; retry later"
             )
         self._in_flight.add(key)
-        token = pending_key.set(IdempotencyKey(key, fingerprint, self._clock() + self._ttl))
+        token = pending_key.set(IdempotencyKey(key, fingerprint, self._ttl))
         try:
             yield
         finally:
@@ -90,13 +87,9 @@ class IdempotentCommands:
             self._in_flight.discard(key)
 
     async def recorded(self, key: str) -> RecordedKey | None:
-        """The record of `key`; None if there is none or the store cannot tell now (the
-        caller then gives its own answer, which the client may retry)."""
-        try:
-            return await asyncio.to_thread(self._keys.find, key)
-        except DatabaseUnavailable as exc:
-            log.warning("cannot look up an idempotency key: %s", exc)
-            return None
+        """The unexpired record of `key`, or None; `DatabaseUnavailable` if the store cannot
+        tell now (then nobody knows whether the key's command was applied before)."""
+        return await asyncio.to_thread(self._keys.find, key)
 
     async def first_answer(self, record: RecordedKey, fingerprint: str) -> CartView:
         """The cart as the key's command left it; `KeyReused` if the request differs."""

@@ -3,13 +3,16 @@
 A POST or DELETE carrying the header runs as the command of that key (see
 `application.idempotency`). A repeat is answered with the first answer, marked
 `Idempotent-Replayed: true`; the same key with another request answers 422, a repeat while
-the first still runs 409 (with `Retry-After`), a malformed key 422. Requests without the
-header pass through untouched.
+the first still runs 409 (with `Retry-After`), a malformed key 422. A command that fails
+while the store cannot say whether its key was used before answers 503 (with
+`Retry-After`), never its own failure, which might not be the first answer. Requests
+without the header pass through untouched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from typing import Any
 
@@ -29,6 +32,7 @@ from microservice_connector.eventstore.idempotency_keys import MAX_KEY_LENGTH
 from microservice_connector.web.guards import ASGIApp, Message, Receive, Scope, Send
 from microservice_connector.web.request_body import handing_on, read_body
 
+log = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 _HEADER = HEADER.lower().encode()
@@ -105,7 +109,13 @@ class IdempotencyKeys:
             return
         # The command failed now; it may have been applied before (elsewhere, or before a
         # restart), with an answer to give instead.
-        record = await self._commands.recorded(key)
+        try:
+            record = await self._commands.recorded(key)
+        except DatabaseUnavailable as exc:  # its failure may not be the first answer
+            log.warning("cannot look up idempotency key %r: %s", key, exc)
+            detail = f"cannot tell now whether this {HEADER}'s command was applied: {exc}"
+            await _error(scope, receive, send, 503, detail, {"Retry-After": "1"})
+            return
         if record is None:
             await answer.release()
             return
