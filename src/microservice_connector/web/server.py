@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from microservice_connector.settings import Settings
+from microservice_connector.web.stopping import AnswerWhenStopped
 
 Hook = Callable[[], Awaitable[None]]
 GRACEFUL_SHUTDOWN_S = 10
@@ -47,11 +48,12 @@ def serve(
     port: int,
     on_exit: Callable[[], None] | None = None,
 ) -> None:
-    """Serve `app` until SIGINT/SIGTERM; in-flight requests get `GRACEFUL_SHUTDOWN_S` to finish.
-    `on_exit` runs as the signal arrives, so endless responses (the live feed) can end first."""
+    """Serve `app` until SIGINT/SIGTERM; in-flight requests get `GRACEFUL_SHUTDOWN_S` to finish,
+    then answer 503 (`AnswerWhenStopped`). `on_exit` runs as the signal arrives, so endless
+    responses (the live feed) can end first."""
     log.info("%s on http://%s:%d", name, host, port)
     config = uvicorn.Config(
-        app,
+        AnswerWhenStopped(app),
         host=host,
         port=port,
         log_config=None,
