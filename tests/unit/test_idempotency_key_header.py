@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from microservice_connector.cart_service.application.idempotency import (
     IdempotentCommands,
     KeyInFlight,
+    KeyReused,
     pending_key,
 )
 from microservice_connector.cart_service.infrastructure.idempotency_http import (
@@ -33,7 +34,8 @@ from microservice_connector.web.guards import Receive, Scope, Send
         (' "a" ', "a"),
         ("k" * 255, "k" * 255),
         ('"' + "k" * 255 + '"', "k" * 255),
-        ("!#$%&'()*+,-./:;<=>?@[]^_`{|}~", "!#$%&'()*+,-./:;<=>?@[]^_`{|}~"),
+        ("!#$%&'()*+-./:;<=>?@[]^_`{|}~", "!#$%&'()*+-./:;<=>?@[]^_`{|}~"),
+        ('"a,b"', "a,b"),  # quoted, a comma is part of the key
     ],
 )
 def test_a_key_is_accepted_bare_or_as_a_structured_field_string(value: str, key: str) -> None:
@@ -42,7 +44,10 @@ def test_a_key_is_accepted_bare_or_as_a_structured_field_string(value: str, key:
 
 @pytest.mark.parametrize(
     "value",
-    ["", '""', " ", "k" * 256, '"' + "k" * 256 + '"', "a b", '"a', 'a"', '"a\\"b"', "a\\b", "é"],
+    [
+        *("", '""', " ", "k" * 256, '"' + "k" * 256 + '"', "a b", '"a', 'a"', '"a\\"b"'),
+        *("a\\b", "é", "a,b", "k1, k2"),  # bare: two header lines folded into one
+    ],
 )
 def test_a_malformed_key_is_refused(value: str) -> None:
     assert parse_idempotency_key(value) is None
@@ -87,7 +92,9 @@ def test_a_key_is_claimed_while_its_command_runs_and_carried_to_the_store() -> N
         assert pending is not None
         assert (pending.key, pending.fingerprint) == ("k", "f1")
         assert pending.ttl == timedelta(hours=1)  # counted from the commit, not from now
-        with pytest.raises(KeyInFlight), commands.running("k", "f2"):
+        with pytest.raises(KeyInFlight), commands.running("k", "f1"):
+            pass
+        with pytest.raises(KeyReused), commands.running("k", "f2"):  # another request
             pass
         with commands.running("other", "f3"):  # another key runs alongside
             pass
@@ -96,7 +103,7 @@ def test_a_key_is_claimed_while_its_command_runs_and_carried_to_the_store() -> N
         pass
 
 
-async def test_a_repeat_while_the_first_runs_answers_409_with_retry_after() -> None:
+async def test_while_the_first_runs_a_repeat_answers_409_and_another_request_422() -> None:
     entered, finish = asyncio.Event(), asyncio.Event()
 
     async def slow_command(scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,6 +123,9 @@ async def test_a_repeat_while_the_first_runs_answers_409_with_retry_after() -> N
         assert repeat.status_code == 409
         assert repeat.headers["retry-after"] == "1"
         assert "still being processed" in repeat.json()["detail"]
+        other = await client.post("/carts/c2/checkout", headers=headers)  # another request
+        assert other.status_code == 422
+        assert "different request" in other.json()["detail"]
         finish.set()
         assert (await first).status_code == 200
 

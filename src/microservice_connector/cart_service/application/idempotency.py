@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # cart_service imports `pending_key` from here
     from microservice_connector.cart_service.application.cart_service import CartView
 
 log = logging.getLogger(__name__)
+_REUSED = "this Idempotency-Key was used with a different request; use a fresh key"
 
 # The key of the command running in this context; `CartService` appends with it.
 pending_key: ContextVar[IdempotencyKey | None] = ContextVar("pending_key", default=None)
@@ -68,23 +69,27 @@ class IdempotentCommands:
         self._keys = keys
         self._cart_at = cart_at
         self._ttl = ttl
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, str] = {}  # key: fingerprint of its running request
 
     @contextlib.contextmanager
     def running(self, key: str, fingerprint: str) -> Iterator[None]:
         """Run the block as the command of `key`: appends in it record the key. Raises
-        `KeyInFlight` if the key's command is still running here."""
-        if key in self._in_flight:
+        `KeyInFlight` if the key's command is still running here, `KeyReused` if another
+        request with the key is."""
+        running = self._in_flight.get(key)
+        if running == fingerprint:
             raise KeyInFlight(
                 "a request with this Idempotency-Key is still being processed; retry later"
             )
-        self._in_flight.add(key)
+        if running is not None:
+            raise KeyReused(_REUSED)
+        self._in_flight[key] = fingerprint
         token = pending_key.set(IdempotencyKey(key, fingerprint, self._ttl))
         try:
             yield
         finally:
             pending_key.reset(token)
-            self._in_flight.discard(key)
+            del self._in_flight[key]
 
     async def recorded(self, key: str) -> RecordedKey | None:
         """The unexpired record of `key`, or None; `DatabaseUnavailable` if the store cannot
@@ -94,9 +99,7 @@ class IdempotentCommands:
     async def first_answer(self, record: RecordedKey, fingerprint: str) -> CartView:
         """The cart as the key's command left it; `KeyReused` if the request differs."""
         if record.fingerprint != fingerprint:
-            raise KeyReused(
-                "this Idempotency-Key was used with a different request; use a fresh key"
-            )
+            raise KeyReused(_REUSED)
         return await self._cart_at(record.aggregate_id, record.version)
 
     async def purge_until_stopped(self, stop: asyncio.Event, every: float) -> None:

@@ -38,8 +38,10 @@ REPLAYED = "Idempotent-Replayed"
 _HEADER = HEADER.lower().encode()
 # Visible ASCII but `"` and `\`, bare or as a Structured Field string (RFC 8941), the form
 # the draft gives: `Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324"`.
+# A bare key has no `,` either: two header lines folded into one (`a,b`) are not one key.
 _CHARS = rf"[!#-\[\]-~]{{1,{MAX_KEY_LENGTH}}}"
-KEY_PATTERN = rf'^(?:{_CHARS}|"{_CHARS}")$'
+_BARE_CHARS = rf"[!#-+\--\[\]-~]{{1,{MAX_KEY_LENGTH}}}"
+KEY_PATTERN = rf'^(?:{_BARE_CHARS}|"{_CHARS}")$'
 _KEY = re.compile(KEY_PATTERN)
 _COMMANDS = frozenset({"POST", "DELETE"})
 
@@ -84,7 +86,8 @@ class IdempotencyKeys:
                 send,
                 422,
                 f"{HEADER}: one key, 1 to {MAX_KEY_LENGTH} visible "
-                'ASCII characters other than `"` and `\\`, bare or in double quotes',
+                'ASCII characters other than `"` and `\\`, in double quotes or bare (then '
+                "without `,`)",
             )
             return
         body, first = await read_body(receive)
@@ -95,6 +98,8 @@ class IdempotencyKeys:
                 await self._run(key, fingerprint, scope, replay, send)
         except KeyInFlight as exc:
             await _error(scope, receive, send, 409, str(exc), {"Retry-After": "1"})
+        except KeyReused as exc:  # another request with this key is running
+            await _error(scope, receive, send, 422, str(exc))
 
     async def _run(
         self, key: str, fingerprint: str, scope: Scope, receive: Receive, send: Send
