@@ -5,13 +5,15 @@ turned into events once, and each cart event priced at the price of its own time
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from microservice_connector.billing_service.application import (
     BillingLedger,
@@ -208,3 +210,74 @@ def test_the_price_api_keeps_its_contract_and_shows_versions(
     assert bad.status_code == 422
     assert listed["item-x"] == {"item_id": "item-x", "unit_price_cents": 130, "version": 2}
     assert listed["item-001"] == {"item_id": "item-001", "unit_price_cents": 1999, "version": 1}
+
+
+def _waiting_for_the_pricing_lock(url: str) -> bool:
+    """Whether a transaction of the database at `url` waits for billing's pricing lock."""
+    engine = create_engine(parse_database_url(url))
+    try:
+        with engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND NOT granted AND objsubid = 1 AND classid = x'6D737000'::bigint"
+                        " AND database = (SELECT oid FROM pg_database"
+                        " WHERE datname = current_database())"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.01)
+
+
+@pytest.mark.postgres
+def test_a_price_change_and_the_pricing_of_cart_events_take_turns(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # A change's moment is taken when no transaction is pricing events: else an event after
+    # that moment, priced by a transaction that could not see the change yet, took the
+    # older price, and a rebuild priced it otherwise.
+    repository = open_billing_repository(
+        Settings(data_dir=tmp_path, billing_database_url=postgres_url)
+    )
+    waiting = partial(_waiting_for_the_pricing_lock, postgres_url)
+    try:
+        repository.set_price("item-x", 100)
+        changed: list[Price] = []
+        with repository.transaction() as pricing:
+            assert pricing.price_of("item-x", datetime.now(UTC)) == Price(100, 1)
+            change = threading.Thread(
+                target=lambda: changed.append(repository.set_price("item-x", 200))
+            )
+            change.start()
+            _until(waiting, "price change waiting for the pricing under way")
+            priced_until = datetime.now(UTC)
+        change.join(10)
+        assert changed == [Price(200, 2)]
+        with repository.transaction() as later:  # the change took effect after that pricing
+            assert later.price_of("item-x", priced_until) == Price(100, 1)
+
+        priced: list[Price | None] = []
+        with repository.transaction() as changing:
+            changing.change_price("item-x", 300)
+            in_effect = datetime.now(UTC)
+
+            def price() -> None:
+                with repository.transaction() as uow:
+                    priced.append(uow.price_of("item-x", in_effect))
+
+            pricing_thread = threading.Thread(target=price)
+            pricing_thread.start()
+            _until(waiting, "pricing waiting for the price change under way")
+        pricing_thread.join(10)
+        assert priced == [Price(300, 3)]  # it waited, and then saw the change
+    finally:
+        repository.close()

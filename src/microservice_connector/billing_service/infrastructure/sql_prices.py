@@ -9,7 +9,18 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, inspect, select
+from sqlalchemy import (
+    Connection,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
 from microservice_connector.billing_service.domain import Price
 from microservice_connector.billing_service.infrastructure.tables import (
@@ -26,6 +37,17 @@ PRICE_AGGREGATE = "Price"
 SINCE_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 _PAGE = 1000
 _registry = billing_registry()
+# On PostgreSQL a transaction that prices cart events holds this lock shared, and a price
+# change holds it alone before it takes its moment: so a version in effect at an event's time
+# has committed before any transaction prices that event, or the pricing waits for it. (A
+# change that took its moment while a transaction priced a later event without seeing it
+# billed that event at the older price, and a rebuild then billed it otherwise.) SQLite's
+# one writer at a time gives the same order. The key is "msp" over the object id of this
+# database's (this schema's) `price_versions`, so billing databases in other schemas of one
+# PostgreSQL database do not wait for each other.
+_PRICING_LOCK_KEY = "x'6D737000'::bigint << 32 | 'price_versions'::regclass::oid::bigint"
+_PRICING_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({_PRICING_LOCK_KEY})")
+_PRICING_ALONE = text(f"SELECT pg_advisory_xact_lock({_PRICING_LOCK_KEY})")
 
 
 def price_aggregate_id(item_id: str) -> str:
@@ -90,6 +112,7 @@ class PriceHistory:
         self._shared = shared
         self._generation: int | None = None
         self._versions: dict[str, _Versions] = {}
+        self._held = False  # the pricing lock, shared
 
     def price_at(self, item_id: str, at: datetime) -> Price | None:
         """The highest version of the item's price in effect at `at`, or None."""
@@ -104,6 +127,9 @@ class PriceHistory:
         return found
 
     def _read(self, item_id: str) -> _Versions:
+        if not self._held:
+            _hold_pricing_lock(self._connection, _PRICING_SHARED)
+            self._held = True
         if self._shared is None:
             return self._read_versions(item_id)
         if self._generation is None:
@@ -123,11 +149,15 @@ def change_price(
     store: SqlEventStore,
     item_id: str,
     unit_price_cents: int,
-    effective_at: datetime,
+    effective_at: datetime | None = None,
 ) -> PriceChanged:
-    """Append the item's next `PriceChanged` and project it, in the transaction of the
+    """Append the item's next `PriceChanged`, in effect from `effective_at` (default: now,
+    once no transaction is pricing cart events), and project it, in the transaction of the
     caller's writer connection (a unit of work's); `ConcurrencyError` if another transaction
     changed it meanwhile."""
+    _hold_pricing_lock(connection, _PRICING_ALONE)
+    if effective_at is None:
+        effective_at = datetime.now(UTC)
     current = connection.execute(
         select(func.max(price_versions.c.version)).where(price_versions.c.item_id == item_id)
     ).scalar_one()
@@ -137,6 +167,13 @@ def change_price(
     store.append_in(connection, request)
     _project(connection, [change])
     return change
+
+
+def _hold_pricing_lock(connection: Connection, mode: TextClause) -> None:
+    """Take the pricing lock (`_PRICING_SHARED` or `_PRICING_ALONE`) until the transaction
+    ends, on PostgreSQL."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(mode)
 
 
 def current_prices(connection: Connection) -> dict[str, Price]:

@@ -4,7 +4,6 @@ reads beside it for what the API shows, and billing's events (prices, invoices) 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete
 
@@ -107,12 +106,13 @@ class SqlBillingRepository:
         return self._reads.feed_position()
 
     def set_price(self, item_id: str, unit_price_cents: int) -> Price:
-        """Record the item's next price as a `PriceChanged` event, in effect from now: a
-        bill line takes it when its quantity next changes at or after this moment."""
+        """Record the item's next price as a `PriceChanged` event, in effect from now (once no
+        cart event is being priced): a bill line takes it when its quantity next changes at
+        or after this moment."""
         for _ in range(PRICE_RETRIES):
             try:
                 with self.transaction() as uow:
-                    price = uow.change_price(item_id, unit_price_cents, datetime.now(UTC))
+                    price = uow.change_price(item_id, unit_price_cents)
                     uow.commit()
                 return price
             except (ConcurrencyError, ConcurrentBillUpdate):

@@ -61,6 +61,10 @@ class SqlBillingUnitOfWork:
         try:
             connection = self._writer.connect()
             try:
+                if connection.dialect.name == "postgresql":
+                    # Whatever the server's default: a statement after a lock wait (the
+                    # pricing lock) must see what committed meanwhile.
+                    connection.execution_options(isolation_level="READ COMMITTED")
                 connection.begin()
             except BaseException:
                 connection.close()
@@ -163,8 +167,11 @@ class SqlBillingUnitOfWork:
             self._prices = PriceHistory(connection, self._shared_prices)
         return self._prices.price_at(item_id, at)
 
-    def change_price(self, item_id: str, unit_price_cents: int, effective_at: datetime) -> Price:
-        """Append the item's next `PriceChanged` and project it; `ConcurrencyError` if another
+    def change_price(
+        self, item_id: str, unit_price_cents: int, effective_at: datetime | None = None
+    ) -> Price:
+        """Append the item's next `PriceChanged`, in effect from `effective_at` (default: now,
+        once no transaction prices cart events), and project it; `ConcurrencyError` if another
         transaction changed that price meanwhile."""
         change = change_price(self.connection, self._store, item_id, unit_price_cents, effective_at)
         self._prices = PriceHistory(self.connection)  # its own until the change commits
