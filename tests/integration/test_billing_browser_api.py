@@ -139,6 +139,11 @@ def test_the_cart_origin_may_call_billing_and_others_may_not(client: TestClient)
         },
     )
     assert preflight.status_code == 200
+    refused = client.options(
+        "/prices", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {"detail": "cross-origin request refused: origin"}
 
 
 def test_replay_needs_the_token_when_one_is_set(tmp_path: Path, nats_server: NatsServer) -> None:
