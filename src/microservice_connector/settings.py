@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from microservice_connector.instance import default_instance_id
@@ -19,6 +21,28 @@ _BOOTSTRAP_ADDRESS = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?"
     r"|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?"
 )
+
+
+_NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
+
+
+def _checked_url(value: str, schemes: tuple[str, ...], example: str) -> None:
+    """Raise `ValueError` unless `value` is a URL of one of `schemes` with a host (an IPv4
+    address that parses, if it is one) and a port in range."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is no number or out of range
+        host = parts.hostname
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ValueError(f"{value!r} is not a URL ({exc}); give {example}") from None
+    if parts.scheme not in schemes or not host or port == 0:
+        raise ValueError(f"{value!r} is not a URL like {example}")
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host} is not an IPv4 address") from None
 
 
 class Settings(BaseSettings):
@@ -102,6 +126,71 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str | None = None
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _nats_urls(self) -> Settings:
+        """On NATS, at least one URL in `nats_url`, each `nats://host:port` (or tls://, ws://,
+        wss://): with none, the client spun at full CPU. Left alone on Kafka."""
+        if self.broker != "nats":
+            return self
+        urls = self.nats_servers()
+        if not urls:
+            raise ValueError(
+                "MSC_NATS_URL: no NATS address (give nats://host:port, comma-separated)"
+            )
+        for url in urls:
+            try:
+                _checked_url(url, _NATS_SCHEMES, "nats://host:port")
+            except ValueError as exc:
+                raise ValueError(f"MSC_NATS_URL: {exc}") from None
+        return self
+
+    @field_validator("cart_url", "billing_url", "cart_store_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        """A service's base URL: `http(s)://host[:port]`."""
+        if value is not None:
+            _checked_url(value.strip(), ("http", "https"), "http://host:port")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        """An address to listen on; empty would mean every interface, so it must be said."""
+        if not value.strip() or value != value.strip():
+            raise ValueError(
+                "give an address to listen on (127.0.0.1, or 0.0.0.0 for every interface)"
+            )
+        if re.fullmatch(r"[0-9.]+", value):
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IPv4 address") from None
+        return value
+
+    @field_validator("api_token", "read_token", "metrics_token", "nats_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token travels in a header: visible ASCII only (never echoed)."""
+        if value is not None and not _VISIBLE_ASCII.fullmatch(value.get_secret_value()):
+            raise ValueError("use visible ASCII characters only, no spaces")
+        return value
+
+    @field_validator(
+        "nats_credentials",
+        "nats_tls_ca",
+        "nats_tls_cert",
+        "nats_tls_key",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+    )
+    @classmethod
+    def _readable_file(cls, value: Path | str | None) -> Path | str | None:
+        """A file the client reads when it connects: there, and a file."""
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
     @model_validator(mode="after")
     def _kafka_bootstrap_addresses(self) -> Settings:

@@ -150,15 +150,22 @@ def _the_bill_is_kept(data_dir: Path) -> None:
         repository.close()
 
 
-@pytest.mark.parametrize("cart_url", ["http://127.0.0.1:1", "garbage"])
-def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(tmp_path: Path, cart_url: str) -> None:
+@pytest.mark.parametrize(
+    ("cart_url", "says"),
+    [
+        ("http://127.0.0.1:1", "cannot read the feed"),
+        ("garbage", "MSC_CART_URL: 'garbage' is not a URL like http://host:port"),
+    ],
+)
+def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(
+    tmp_path: Path, cart_url: str, says: str
+) -> None:
     _billing_with_one_bill(tmp_path)
     result = runner.invoke(
         app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", cart_url]
     )
     assert result.exit_code == 2, result.output
-    assert "cannot read the feed" in result.output
-    assert "nothing was changed" in result.output.replace("\n", " ")
+    assert says in result.output
     _the_bill_is_kept(tmp_path)
 
 
@@ -319,6 +326,46 @@ def test_msc_up_refuses_one_port_for_both_services(
 
 
 @pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        # An empty NATS address list had the services spin at full CPU, deaf to SIGTERM.
+        ("MSC_NATS_URL", "", "no NATS address"),
+        ("MSC_NATS_URL", " , ", "no NATS address"),
+        ("MSC_NATS_URL", "nats://[::1", "is not a URL (Invalid IPv6 URL)"),
+        ("MSC_NATS_URL", "nats://a:4222,nats://b:99999", "'nats://b:99999' is not a URL"),
+        ("MSC_NATS_URL", "http://a:4222", "is not a URL like nats://host:port"),
+        ("MSC_CART_URL", "http://[::1", "is not a URL"),
+        ("MSC_CART_URL", "localhost:8080", "is not a URL like http://host:port"),
+        ("MSC_BILLING_URL", "http://999.1.1.1:8081", "999.1.1.1 is not an IPv4 address"),
+        ("MSC_CART_STORE_URL", "ftp://cart", "is not a URL like http://host:port"),
+        ("MSC_HOST", "", "give an address to listen on"),
+        ("MSC_HOST", " 127.0.0.1", "give an address to listen on"),
+        ("MSC_HOST", "999.1.1.1", "'999.1.1.1' is not an IPv4 address"),
+        ("MSC_API_TOKEN", "caf\u00e9", "use visible ASCII characters only"),
+        ("MSC_READ_TOKEN", "two words", "use visible ASCII characters only"),
+        ("MSC_NATS_TLS_CA", "/no/such/ca.pem", "no such file: /no/such/ca.pem"),
+        ("MSC_NATS_CREDENTIALS", "/no/such.creds", "no such file"),
+        ("MSC_KAFKA_SSL_CAFILE", "/no/such/ca.pem", "no such file"),
+    ],
+)
+def test_a_setting_no_client_or_server_could_use_is_a_configuration_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    started_system: dict[str, Any],
+    variable: str,
+    value: str,
+    says: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for command in (["up", "--data-dir", str(tmp_path)], ["outbox", "status"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        assert f"{variable}: " in result.output
+        assert says in " ".join(result.output.split())
+    assert started_system == {}
+
+
+@pytest.mark.parametrize(
     ("bootstrap", "says"),
     [
         ("garbage:::", "'garbage:::' is not host:port"),
@@ -371,6 +418,14 @@ def test_on_nats_a_stale_kafka_bootstrap_is_left_alone(monkeypatch: pytest.Monke
 
     monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", "garbage:::")
     assert Settings().broker == "nats"
+
+
+def test_on_kafka_an_unused_nats_url_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from microservice_connector.settings import Settings
+
+    monkeypatch.setenv("MSC_BROKER", "kafka")
+    monkeypatch.setenv("MSC_NATS_URL", "")
+    assert Settings().nats_servers() == []
 
 
 def test_msc_up_hides_the_credentials_of_a_nats_it_cannot_reach(tmp_path: Path) -> None:

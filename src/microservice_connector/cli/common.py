@@ -33,7 +33,7 @@ DatabaseUrlOption = Annotated[
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print `error: message` on stderr and exit with `code`."""
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
