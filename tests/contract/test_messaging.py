@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,7 @@ from microservice_connector.messaging.memory import (
 from microservice_connector.messaging.nats import (
     NATS_FEATURES,
     BrokerRefusedCredentials,
+    BrokerUnavailable,
     NatsDeadLetters,
     NatsPublisher,
     NatsSubscriber,
@@ -779,6 +781,38 @@ class TestNatsConnection:
             client = await connect_nats([server.url], name="t", user="cart", password="s3cret")
             assert client.is_connected
             await client.close()
+
+    async def test_asked_for_tls_a_server_that_does_not_offer_it_is_sent_nothing(self) -> None:
+        # nats-py upgrades only when the server asks: it sent CONNECT, the password in it,
+        # in plain text to a server (or a man in the middle) that did not.
+        received = bytearray()
+
+        async def plain_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(
+                b'INFO {"server_id":"plain","max_payload":1048576,"auth_required":true}\r\n'
+            )
+            await writer.drain()
+            with contextlib.suppress(ConnectionError):
+                while chunk := await reader.read(4096):
+                    received.extend(chunk)
+            writer.close()
+
+        server = await asyncio.start_server(plain_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(BrokerUnavailable, match="does not offer TLS"):
+                await asyncio.wait_for(
+                    connect_nats(
+                        [f"nats://cart:s3cret@127.0.0.1:{port}"],
+                        name="t",
+                        tls=ssl.create_default_context(),
+                    ),
+                    timeout=PATIENCE,
+                )
+        finally:
+            server.close()
+        assert b"s3cret" not in received
+        assert b"CONNECT" not in received
 
     async def test_ensure_stream_is_idempotent_and_safe_to_race(self, nats: NatsAdapter) -> None:
         infos = await asyncio.gather(

@@ -41,18 +41,41 @@ class BrokerRefusedCredentials(PermissionError):
     """The broker refused the connection's credentials; retrying will not help."""
 
 
+class _TlsOrNothing(Client):
+    """nats-py's client, which, given a TLS context, refuses a server that does not ask for
+    TLS instead of going on in plain text: nats-py upgrades only when the server's INFO says
+    `tls_required`, and would otherwise send CONNECT (credentials included) in the clear.
+    (`_process_info` is nats-py's, not its documented API: it runs on each INFO, before
+    CONNECT is written.)"""
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if (
+            initial_connection
+            and self.options.get("tls") is not None
+            and not info.get("tls_required")
+            and self._current_server is not None
+            and self._current_server.uri.scheme != "wss"
+        ):
+            raise ssl.SSLError(
+                f"the server at {self._current_server.uri.netloc.rsplit('@', 1)[-1]} does not "
+                "offer TLS, which MSC_NATS_TLS* asks for; nothing was sent to it"
+            )
+        await super()._process_info(info, initial_connection)
+
+
 async def connect_nats(servers: Sequence[str], *, name: str, **options: Any) -> Client:
     """A client that retries until a server answers, then reconnects forever after losses.
 
     Waits (without limit) for a server to come up, so a service may start before its broker;
     bound it with `asyncio.wait_for` if needed. Refused credentials raise
     `BrokerRefusedCredentials` at once, a failed TLS handshake (an untrusted or misnamed
-    server certificate) `BrokerUnavailable` saying why. `options` go to
+    server certificate, or, given `tls`, a server that does not offer TLS) `BrokerUnavailable`
+    saying why. `options` go to
     `nats.aio.client.Client.connect` (`user`, `password`, `token`, `user_credentials`, `tls`,
     callbacks…) and override the defaults here.
     """
     urls = [servers] if isinstance(servers, str) else list(servers)
-    client = Client()
+    client = _TlsOrNothing()
     connected = False
     refused: list[Exception] = []
     user_error_cb: ErrorCallback | None = options.pop("error_cb", None)
