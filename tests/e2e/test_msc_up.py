@@ -15,9 +15,14 @@ from support.tansu import tansu_or_skip
 pytestmark = pytest.mark.e2e
 
 
-def test_msc_demo_prints_an_invoice() -> None:
-    result = run_msc("demo", timeout=120)
+def test_msc_demo_prints_an_invoice_on_its_own_defaults(tmp_path: Path) -> None:
+    # The user's own settings are not the demo's: it wrote cart-123 into their database, and
+    # failed with 401 under their MSC_API_TOKEN.
+    own_database = tmp_path / "users-own.db"
+    users_settings = {"MSC_DATABASE_URL": f"sqlite:///{own_database}", "MSC_API_TOKEN": "s3cret"}
+    result = run_msc("demo", env=users_settings, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not own_database.exists()
     assert "invoice inv-cart-123" in result.stdout
     assert "CartCheckedOut" in result.stdout
     # 2 of item-001 at 19.99 plus 2 of item-002 at 5.50

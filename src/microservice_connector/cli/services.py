@@ -273,14 +273,15 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """Start the system, replay the original scenario (add, remove, checkout), print the cart,
-    its events and the invoice (with --chaos, lose the broker and heal), and stop."""
+    """Start the system on its own defaults (no MSC_* setting applies), replay the original
+    scenario (add, remove, checkout), print the cart, its events and the invoice (with
+    --chaos, lose the broker and heal), and stop."""
     from microservice_connector.cli.demo_chaos import run_chaos
     from microservice_connector.cli.demo_scenario import run_scenario
 
     with tempfile.TemporaryDirectory(prefix="msc-demo-") as scratch:
         folder = data_dir or Path(scratch)
-        system = System(folder.resolve(), free_port(), free_port())
+        system = System(folder.resolve(), free_port(), free_port(), isolated=True)
         console.print(f"starting the system in {folder} …")
         try:
             with system:

@@ -128,6 +128,9 @@ class System:
     # default); its /varz and /jsz are served at `nats_monitor_url`.
     nats_sync_always: bool = field(default_factory=sync_always_by_default)
     nats_monitor_url: str | None = None
+    # The parts take no MSC_* setting from this process's environment but those set here: a
+    # demo must not write to the user's own database or expect their tokens.
+    isolated: bool = False
     parts: list[Part] = field(default_factory=list)
 
     def start(self) -> None:
@@ -218,13 +221,19 @@ class System:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**self._inherited(), **(env or {})},
                 start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
                 preexec_fn=_die_with_parent,
             )
         part = Part(name, process, log, url, log_start)
         self.parts.append(part)
         return part
+
+    def _inherited(self) -> dict[str, str]:
+        """What the parts inherit of this process's environment."""
+        if not self.isolated:
+            return dict(os.environ)
+        return {name: value for name, value in os.environ.items() if not name.startswith("MSC_")}
 
     def failed_part(self) -> Part | None:
         """The first part that has exited, if any."""
