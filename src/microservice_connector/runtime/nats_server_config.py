@@ -25,7 +25,7 @@ def nats_server_config(store_dir: Path, *, sync_always: bool, monitor_port: int)
     lines = [
         f"http: {json.dumps(f'127.0.0.1:{monitor_port}')}",
         "jetstream {",
-        f"  store_dir: {json.dumps(str(store_dir))}",
+        f"  store_dir: {json.dumps(str(store_dir), ensure_ascii=False)}",
     ]
     if sync_always:
         lines.append("  sync_interval: always")
