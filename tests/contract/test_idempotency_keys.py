@@ -5,14 +5,15 @@ has not expired) writes nothing and says so. The same on memory, SQLite and Post
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, select, text
 
 from microservice_connector.cart_service.application.idempotency import IdempotentCommands
 from microservice_connector.events import ItemAdded, NewEvent, RecordedEvent
@@ -23,6 +24,7 @@ from microservice_connector.eventstore import (
     InMemoryEventStore,
     SqlEventStore,
 )
+from microservice_connector.eventstore.engine import parse_database_url
 from microservice_connector.eventstore.idempotency import (
     IdempotencyKey,
     IdempotencyKeyUsed,
@@ -154,6 +156,48 @@ def test_a_key_is_kept_for_its_lifetime_from_the_commit_that_records_it(
     committed = datetime.now(UTC)
     expires_at = used_record(store, keyed("c1", 1, "k1")).expires_at
     assert committing + timedelta(hours=1) <= expires_at <= committed + timedelta(hours=1)
+
+
+@pytest.mark.postgres
+def test_a_key_recorded_after_a_long_wait_for_a_lock_still_lives_its_lifetime(
+    postgres_url: str,
+) -> None:
+    # Counted from the transaction's start, a key whose insert waited longer than its
+    # lifetime was stored expired, and the command's retry was applied again.
+    store = SqlEventStore(postgres_url)
+    engine = create_engine(parse_database_url(postgres_url))
+    try:
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+            appending = threading.Thread(
+                target=store.append, args=(keyed("c1", 0, "slow", ttl=timedelta(seconds=1)),)
+            )
+            appending.start()
+            _until(lambda: _waiting_for_a_table(engine), "the append waiting for the lock")
+            stalled = time.monotonic()
+            _until(lambda: time.monotonic() - stalled > 1.5, "the key's lifetime to pass")
+            locker.rollback()
+        appending.join(10)
+        assert [e.version for e in store.load("c1")] == [1]
+        used_record(store, keyed("c1", 1, "slow"))  # the retry finds the key: not applied
+    finally:
+        engine.dispose()
+        store.close()
+
+
+def _waiting_for_a_table(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        waiting = connection.execute(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted")
+        )
+        return bool(waiting.scalar_one())
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.01)
 
 
 def test_a_repeat_within_one_batch_is_refused(stores: Stores) -> None:

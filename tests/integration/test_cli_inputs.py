@@ -5,16 +5,20 @@ reach the terminal whole, `msc up` listens where MSC_CART_PORT/MSC_BILLING_PORT 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
 from microservice_connector.cli import services
 from microservice_connector.cli.app import app
+from microservice_connector.eventstore.engine import parse_database_url
 from microservice_connector.web.guards import Receive, Scope, Send
 from support.asgi_server import served
 from support.nats import NatsServer
@@ -31,6 +35,7 @@ runner = CliRunner()
         ["outbox", "status"],
         ["outbox", "status", "--billing"],
         ["snapshots", "rebuild"],
+        ["billing", "rebuild", "--cart-url", "http://127.0.0.1:1"],
     ],
 )
 def test_an_inspection_of_a_missing_database_fails_and_creates_nothing(
@@ -42,6 +47,48 @@ def test_an_inspection_of_a_missing_database_fails_and_creates_nothing(
     assert "no database at" in result.output
     assert str(missing) in result.output
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["events", "list"],
+        ["outbox", "status"],
+        ["outbox", "status", "--billing"],
+        ["snapshots", "rebuild"],
+        ["billing", "rebuild", "--cart-url", "http://127.0.0.1:1"],
+    ],
+)
+def test_an_inspection_of_another_programs_database_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    # They created the store's tables in it, and switched a SQLite file to WAL.
+    foreign = tmp_path / "foreign.db"
+    with contextlib.closing(sqlite3.connect(foreign)) as db:
+        db.execute("CREATE TABLE other (x)")
+        db.commit()
+    before = foreign.read_bytes()
+    for name in ("MSC_DATABASE_URL", "MSC_BILLING_DATABASE_URL"):
+        monkeypatch.setenv(name, f"sqlite:///{foreign}")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "holds no event store" in " ".join(result.output.split())
+    assert foreign.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db"]
+
+
+@pytest.mark.postgres
+def test_an_inspection_of_a_postgresql_database_without_a_store_creates_no_table(
+    postgres_url: str,
+) -> None:
+    result = runner.invoke(app, ["events", "list", "--database-url", postgres_url])
+    assert result.exit_code == 2, result.output
+    assert "holds no event store" in " ".join(result.output.split())
+    engine = create_engine(parse_database_url(postgres_url))
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_an_error_text_with_brackets_is_shown_whole(tmp_path: Path) -> None:

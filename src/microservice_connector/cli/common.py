@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -50,8 +51,9 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def existing_database(url: str) -> str:
-    """`url`, or a clear exit (code 2) when it names a SQLite file that does not exist: a
-    command that inspects a database must not create an empty one at a mistyped path."""
+    """`url`, or a clear exit (code 2) when it names no database that holds an event store
+    (its `events` table): a command that inspects a store must neither create an empty one at
+    a mistyped path nor give another program's database the store's tables."""
     from microservice_connector.eventstore import DatabaseUnavailable
     from microservice_connector.eventstore.engine import parse_database_url
 
@@ -59,6 +61,7 @@ def existing_database(url: str) -> str:
         parsed = parse_database_url(url)
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
+    shown = parsed.render_as_string(hide_password=True)
     path = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
         fail(
@@ -66,7 +69,53 @@ def existing_database(url: str) -> str:
             "(check --data-dir and the database URL)",
             2,
         )
+    try:
+        holds_store = _holds_events_table(url)
+    except DatabaseUnavailable as exc:
+        fail(str(exc), 2)
+    if not holds_store:
+        fail(
+            f"{shown} holds no event store (no events table): nothing was changed "
+            "(check --data-dir and the database URL)",
+            2,
+        )
     return url
+
+
+def _holds_events_table(url: str) -> bool:
+    """Whether the database at `url` has an `events` table, looked up without writing (a
+    SQLite file is opened read-only); `DatabaseUnavailable` if it cannot be read."""
+    import sqlite3
+
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from microservice_connector.eventstore import DatabaseUnavailable
+    from microservice_connector.eventstore.engine import (
+        describe_failure,
+        make_engine,
+        parse_database_url,
+    )
+
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{parsed.database}?mode=ro", uri=True)
+            ) as connection:
+                found = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(f"cannot read {parsed.database}: {exc}") from exc
+        return found is not None
+    engine = make_engine(url, pool_size=1)
+    try:
+        return inspect(engine).has_table("events")
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(describe_failure(engine, exc)) from exc
+    finally:
+        engine.dispose()
 
 
 def _problem(error: Any) -> str:

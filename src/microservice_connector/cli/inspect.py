@@ -231,6 +231,7 @@ def billing_rebuild(
     from microservice_connector.web.access import read_headers
 
     settings = load_settings(data_dir=data_dir, cart_url=cart_url)
+    existing_database(settings.billing_db_url())  # a rebuild at a mistyped path creates nothing
     try:
         repository = open_billing_repository(settings)
     except DatabaseUnavailable as exc:

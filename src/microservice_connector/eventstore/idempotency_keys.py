@@ -44,7 +44,9 @@ class KeyStatements(Protocol):
     def insert(
         self, connection: Connection, records: Sequence[RecordedKey], created_at: datetime
     ) -> None:
-        """Insert one row per record; a key already stored raises `IntegrityError`."""
+        """Insert one row per record, expiring its lifetime (`expires_at - created_at`) after
+        the row is written (or after `created_at`, where the transaction holds the database's
+        write lock since before then); a key already stored raises `IntegrityError`."""
         ...
 
     def delete_expired(self, connection: Connection, keys: Sequence[str], now: datetime) -> None:

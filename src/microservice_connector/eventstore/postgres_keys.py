@@ -30,10 +30,11 @@ class PostgresKeyStatements:
     def insert(
         self, connection: Connection, records: Sequence[RecordedKey], created_at: datetime
     ) -> None:
-        """Insert one row per record; a key already stored raises `IntegrityError` (at once,
-        or in a pipeline when its results are next fetched)."""
+        """Insert one row per record, each expiring its lifetime (`expires_at - created_at`)
+        after the row is written; a key already stored raises `IntegrityError` (at once, or
+        in a pipeline when its results are next fetched)."""
         rows = [
-            (r.key, r.fingerprint, r.aggregate_id, r.version, created_at, r.expires_at)
+            (r.key, r.fingerprint, r.aggregate_id, r.version, created_at, r.expires_at - created_at)
             for r in records
         ]
         with postgres_sql.sqlalchemy_errors():

@@ -78,9 +78,12 @@ SELECT_KEYS = (
 DELETE_EXPIRED_KEYS = (
     "DELETE FROM idempotency_keys WHERE key = ANY(%b::text[]) AND expires_at <= %s"
 )
+# The lifetime counts from when the row is written (`clock_timestamp()`), not from when the
+# transaction began (`now()`, or the caller's clock then): a transaction that waited for a
+# lock longer than the lifetime recorded a key already expired, and its retry was applied.
 INSERT_KEY = (
     "INSERT INTO idempotency_keys (key, fingerprint, aggregate_id, version, created_at,"
-    " expires_at) VALUES (%s, %s, %s, %s, %s, %s)"
+    " expires_at) VALUES (%s, %s, %s, %s, %s, clock_timestamp() + %s)"
 )
 
 
