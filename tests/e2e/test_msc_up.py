@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -162,3 +163,26 @@ def test_the_readmes_curl_examples_work(tmp_path: Path) -> None:
             wait_for(succeeds, 10, command)
     finally:
         _stopped(up, signal.SIGTERM)
+
+
+def test_msc_up_refuses_a_port_another_program_listens_on(tmp_path: Path) -> None:
+    # It used to start, find the other program's /readyz answering, and say it was up.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        result = run_msc(
+            "up",
+            "--data-dir",
+            str(tmp_path),
+            "--cart-port",
+            str(taken),
+            "--billing-port",
+            str(free_port()),
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {taken} on 127.0.0.1 is in use by another program" in " ".join(
+        (result.stdout + result.stderr).split()
+    )
+    assert "is up" not in result.stdout

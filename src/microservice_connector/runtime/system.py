@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import shutil
 import signal
@@ -196,6 +197,11 @@ class System:
         return part.url
 
     def _start_service(self, name: str, port: int, env: dict[str, str]) -> None:
+        if _taken(self.host, port):  # else another program's /readyz would pass for ours
+            raise StartupFailed(
+                f"{name}: port {port} on {self.host} is in use by another program "
+                "(choose another port)"
+            )
         args = [
             sys.executable,
             "-m",
@@ -275,6 +281,17 @@ def _dead(part: Part) -> bool:
 def _accepts(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
+    return False
+
+
+def _taken(host: str, port: int) -> bool:
+    """Whether something listens on `host:port` already: a server binding there would fail."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
     return False
 
 
