@@ -59,6 +59,17 @@ def test_each_command_gets_its_own_key_and_reads_get_none() -> None:
     assert read is None
 
 
+def test_a_read_is_retried_without_claiming_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    app = Scripted(503, 200)
+    with served(app) as port:
+        answer = send_with_retries("GET", f"http://127.0.0.1:{port}/carts/c1")
+    assert answer.status_code == 200
+    assert app.keys == [None, None]
+    said = capsys.readouterr().err
+    assert "retrying (answered 503) (a read: safe to repeat)" in said
+    assert "Idempotency-Key" not in said
+
+
 @pytest.mark.parametrize("status", [200, 404, 409, 422, 500])
 def test_an_answer_that_a_retry_cannot_change_is_final(status: int) -> None:
     app = Scripted(status, 200, retry_after=False)  # a 409 without Retry-After: a rule

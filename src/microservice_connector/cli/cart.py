@@ -93,8 +93,10 @@ def send_with_retries(
     key after a connection failure, a 503, or a 409 with `Retry-After` (backing off), up
     to `attempts` times. Raises the last `httpx.TransportError` if every attempt failed so."""
     headers = dict(kwargs.pop("headers", {}))
-    if method in ("POST", "DELETE"):
+    keyed = method in ("POST", "DELETE")
+    if keyed:
         headers["Idempotency-Key"] = f'"{uuid.uuid4()}"'
+    again = "with the same Idempotency-Key" if keyed else "(a read: safe to repeat)"
     backoff = FIRST_BACKOFF_S
     for _ in range(attempts - 1):
         try:
@@ -107,7 +109,7 @@ def send_with_retries(
             if not _worth_retrying(response):
                 return response
             reason = f"answered {response.status_code}"
-        errors.print(f"retrying ({reason}) with the same Idempotency-Key", highlight=False)
+        errors.print(f"retrying ({reason}) {again}", highlight=False)
         time.sleep(backoff)  # the client's back-off between attempts
         backoff = min(backoff * 2, MAX_BACKOFF_S)
     return httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
