@@ -306,6 +306,34 @@ def test_msc_cart_reaches_the_carts_named_dot_and_dot_dot(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("status", "body", "says"),
+    [
+        (200, {}, "answered 200 without a cart"),
+        (200, [], "answered 200 without a cart"),
+        (200, {"cart_id": "c1", "version": 1, "status": "open", "items": []}, "without a cart"),
+        (400, ["not", "an", "object"], "400: ['not', 'an', 'object']"),
+    ],
+)
+def test_msc_cart_says_so_when_the_answer_is_not_a_cart(
+    status: int, body: object, says: str
+) -> None:
+    # A wrong --url (another service answering JSON) ended in KeyError or AttributeError.
+    async def not_a_cart_service(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        answer = json.dumps(body).encode()
+        content_type = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": content_type})
+        await send({"type": "http.response.body", "body": answer})
+
+    with served(not_a_cart_service) as port:
+        result = runner.invoke(app_cli, ["cart", "show", "c1", "--url", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 1, result.output
+    assert says in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
     ("command", "says"),
     [
         (["events", "list", "--database-url", "postgresql://::::"], "not a database URL"),

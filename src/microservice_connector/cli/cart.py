@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import typer
@@ -132,12 +132,24 @@ def _call(method: str, path: str, url: str | None, **kwargs: Any) -> dict[str, A
     except httpx.HTTPError as exc:
         fail(f"cannot reach the cart service at {base} ({exc}); is `msc cart-service` running?")
     try:
-        body: dict[str, Any] = response.json()
+        body = response.json()
     except ValueError:
         fail(f"{response.status_code} from {base}: {response.text[:200]}")
     if response.status_code != 200:
-        fail(f"{response.status_code}: {body.get('detail', body)}")
-    return body
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        fail(f"{response.status_code}: {detail}")
+    if not _is_cart(body):
+        fail(f"{base} answered 200 without a cart ({response.text[:200]}): is it the cart service?")
+    return cast(dict[str, Any], body)
+
+
+def _is_cart(body: object) -> bool:
+    """Whether `body` has the shape of the API's cart (DESIGN §3.4)."""
+    return (
+        isinstance(body, dict)
+        and {"cart_id", "version", "status", "items"} <= body.keys()
+        and isinstance(body["items"], dict)
+    )
 
 
 def _auth(method: str, settings: Settings) -> dict[str, str]:
