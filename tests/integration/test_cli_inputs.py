@@ -216,6 +216,34 @@ def test_a_rebuild_that_cannot_read_the_feed_drops_nothing(
     _the_bill_is_kept(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "answer", [[], {"events": "x", "next_after": 1}, {"events": ["x"], "next_after": 1}]
+)
+def test_a_rebuild_from_something_that_is_not_the_feed_drops_nothing(
+    tmp_path: Path, answer: object
+) -> None:
+    # A JSON answer of another shape ended in AttributeError.
+    _billing_with_one_bill(tmp_path)
+    body = json.dumps(answer).encode()
+
+    async def not_the_feed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    with served(not_the_feed) as port:
+        url = f"http://127.0.0.1:{port}"
+        result = runner.invoke(
+            app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", url]
+        )
+    assert result.exit_code == 2, result.output
+    assert "not the cart service's feed" in result.output
+    assert "nothing was changed" in " ".join(result.output.split())
+    _the_bill_is_kept(tmp_path)
+
+
 def test_a_rebuild_whose_feed_holds_an_event_billing_cannot_read_drops_nothing(
     tmp_path: Path,
 ) -> None:

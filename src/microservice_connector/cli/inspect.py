@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 import typer
@@ -152,8 +152,13 @@ def _feed_page(
     try:
         response = http.get("/events", params={"after": after, "limit": page})
         response.raise_for_status()
-        feed: dict[str, Any] = response.json()
-        if not isinstance(feed.get("events"), list) or "next_after" not in feed:
+        feed = response.json()
+        if (
+            not isinstance(feed, dict)
+            or not isinstance(feed.get("events"), list)
+            or not all(isinstance(event, dict) for event in feed["events"])
+            or "next_after" not in feed
+        ):
             raise ValueError("not the cart service's feed")
     except (httpx.HTTPError, ValueError) as exc:
         reason = (
@@ -162,7 +167,7 @@ def _feed_page(
             else str(exc)
         )
         fail(f"cannot read the feed at {cart_url}/events ({reason}); {_so_far(after, applied)}", 2)
-    return feed
+    return cast(dict[str, Any], feed)
 
 
 def _decoded(
