@@ -45,7 +45,9 @@ def outbox_status(
         bool, typer.Option("--billing", help="Billing's outbox instead of the cart's.")
     ] = False,
 ) -> None:
-    """Pending rows, the oldest one's age, and how many were published."""
+    """Pending rows, the oldest one's age, and how many were published: of the cart store
+    (env MSC_DATABASE_URL; default <data dir>/events.db), or with --billing of billing's
+    (env MSC_BILLING_DATABASE_URL; default <data dir>/billing.db)."""
     from microservice_connector.eventstore import DatabaseUnavailable, SqlEventStore
 
     settings = load_settings(data_dir=data_dir)
@@ -76,7 +78,7 @@ def outbox_status(
 
 @deadletter_app.command("list")
 def deadletter_list(
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
     nats_url: NatsUrlOption = None,
     broker: BrokerOption = None,
     kafka_bootstrap: KafkaBootstrapOption = None,
@@ -222,7 +224,9 @@ def billing_rebuild(
     cart_url: Annotated[
         str | None, typer.Option("--cart-url", help="Cart service URL (env MSC_CART_URL)")
     ] = None,
-    page: Annotated[int, typer.Option(min=1, max=1000)] = 1000,
+    page: Annotated[
+        int, typer.Option(min=1, max=1000, help="Feed events read per request.")
+    ] = 1000,
 ) -> None:
     """Drop billing's bills and invoices and replay every cart event from the cart service's
     `GET /events` feed: each priced at the price in effect at its own time (prices are
