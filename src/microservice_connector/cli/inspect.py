@@ -108,7 +108,8 @@ def deadletter_list(
 @deadletter_app.command("replay")
 def deadletter_replay(
     sequences: Annotated[
-        list[int] | None, typer.Argument(min=1, help="Dead letters to replay (seq).")
+        list[int] | None,
+        typer.Argument(min=1, max=2**63 - 1, help="Dead letters to replay (seq)."),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")] = False,
     nats_url: NatsUrlOption = None,
@@ -119,7 +120,7 @@ def deadletter_replay(
     from microservice_connector.messaging.message import PublishResult
 
     if not sequences and not all_:
-        fail("name the dead letters to replay (see `msc deadletter list`), or pass --all")
+        fail("name the dead letters to replay (see `msc deadletter list`), or pass --all", 2)
 
     settings = load_settings(
         nats_url=nats_url, broker=broker_name(broker), kafka_bootstrap=kafka_bootstrap
