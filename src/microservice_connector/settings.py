@@ -82,10 +82,11 @@ class Settings(BaseSettings):
     # This process among several of one service: in every log line, the metrics, and the
     # outbox leases its relay takes. Default `<hostname>-<pid>`.
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
-    relay_lease_s: float = Field(default=15.0, ge=1.0, le=3600.0)  # see OutboxRelay
+    # How long a relay's claim on outbox rows lasts (see OutboxRelay).
+    relay_lease_s: float = Field(default=15.0, ge=1.0, le=3600.0, allow_inf_nan=False)
     # How often each relay checks that the broker still holds what it acknowledged (and at
     # start); what it lost is published again. See BrokerAudit.
-    relay_broker_check_s: float = Field(default=10.0, ge=1.0, le=86_400.0)
+    relay_broker_check_s: float = Field(default=10.0, ge=1.0, le=86_400.0, allow_inf_nan=False)
     # Off: the relays trust the broker; billing still heals from the store on its own.
     relay_broker_audit: bool = True
     host: str = "127.0.0.1"
@@ -98,18 +99,22 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None  # when set, /metrics needs it (or api_token)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # How long a command's Idempotency-Key is remembered after it was applied.
-    idempotency_ttl_s: float = Field(default=86_400.0, ge=1.0, le=30 * 86_400.0)
+    idempotency_ttl_s: float = Field(
+        default=86_400.0, ge=1.0, le=30 * 86_400.0, allow_inf_nan=False
+    )
     command_retries: int = Field(default=20, ge=0, le=1000)
     snapshot_every: int = Field(default=100, ge=0)  # a cart snapshot every N events; 0: none
     # Concurrent `GET /events/stream` clients a cart service serves; past it they get 503.
     live_feed_max_streams: int = Field(default=256, ge=1, le=100_000)
     # How long billing keeps an early event waiting for its predecessor before dead-lettering.
-    billing_gap_wait_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    billing_gap_wait_s: float = Field(default=300.0, ge=1.0, le=86_400.0, allow_inf_nan=False)
     # How long an early event waits before billing fetches its cart's missing versions from
     # the cart store; also how old a feed event must be before catch-up takes it.
-    billing_repair_grace_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    billing_repair_grace_s: float = Field(default=2.0, ge=0.0, le=3600.0, allow_inf_nan=False)
     # How often billing follows the cart store's global feed for events the broker lost.
-    billing_catch_up_interval_s: float = Field(default=5.0, ge=0.1, le=86_400.0)
+    billing_catch_up_interval_s: float = Field(
+        default=5.0, ge=0.1, le=86_400.0, allow_inf_nan=False
+    )
     serializer: Literal["json", "protobuf"] = "json"  # the codec of new events
     # The broker: NATS JetStream, or Kafka (any Kafka-compatible cluster; `msc up` embeds
     # Tansu, memory-only). SASL and TLS settings go to the Kafka client unchanged.

@@ -449,6 +449,8 @@ def test_msc_up_refuses_one_port_for_both_services(
         ("MSC_NATS_TLS_CA", "/no/such/ca.pem", "no such file: /no/such/ca.pem"),
         ("MSC_NATS_CREDENTIALS", "/no/such.creds", "no such file"),
         ("MSC_KAFKA_SSL_CAFILE", "/no/such/ca.pem", "no such file"),
+        ("MSC_RELAY_LEASE_S", "nan", "Input should be a finite number"),
+        ("MSC_IDEMPOTENCY_TTL_S", "inf", "Input should be a finite number"),
     ],
 )
 def test_a_setting_no_client_or_server_could_use_is_a_configuration_error(
