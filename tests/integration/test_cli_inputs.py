@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,31 @@ app_cli = app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["events", "list"],
-        ["outbox", "status"],
-        ["outbox", "status", "--billing"],
-        ["snapshots", "rebuild"],
-        ["billing", "rebuild", "--cart-url", "http://127.0.0.1:1"],
-    ],
-)
+def _answering(answer: object, status: int = 200) -> Callable[[Scope, Receive, Send], Any]:
+    """An ASGI app answering every HTTP request with `answer` as JSON, status `status`."""
+    body = json.dumps(answer).encode()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+# Every command that reads or rebuilds a store it must find there.
+INSPECTIONS = [
+    ["events", "list"],
+    ["outbox", "status"],
+    ["outbox", "status", "--billing"],
+    ["snapshots", "rebuild"],
+    ["billing", "rebuild", "--cart-url", "http://127.0.0.1:1"],
+]
+
+
+@pytest.mark.parametrize("command", INSPECTIONS)
 def test_an_inspection_of_a_missing_database_fails_and_creates_nothing(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -49,16 +65,7 @@ def test_an_inspection_of_a_missing_database_fails_and_creates_nothing(
     assert not missing.exists()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["events", "list"],
-        ["outbox", "status"],
-        ["outbox", "status", "--billing"],
-        ["snapshots", "rebuild"],
-        ["billing", "rebuild", "--cart-url", "http://127.0.0.1:1"],
-    ],
-)
+@pytest.mark.parametrize("command", INSPECTIONS)
 def test_an_inspection_of_another_programs_database_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
@@ -224,16 +231,7 @@ def test_a_rebuild_from_something_that_is_not_the_feed_drops_nothing(
 ) -> None:
     # A JSON answer of another shape ended in AttributeError.
     _billing_with_one_bill(tmp_path)
-    body = json.dumps(answer).encode()
-
-    async def not_the_feed(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    with served(not_the_feed) as port:
+    with served(_answering(answer)) as port:
         url = f"http://127.0.0.1:{port}"
         result = runner.invoke(
             app, ["billing", "rebuild", "--data-dir", str(tmp_path), "--cart-url", url]
@@ -257,16 +255,7 @@ def test_a_rebuild_whose_feed_holds_an_event_billing_cannot_read_drops_nothing(
         "schema_version": 1,
         "data": {"cart_id": "kept"},
     }
-    body = json.dumps({"events": [unknown], "next_after": 1}).encode()
-
-    async def feed(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    with served(feed) as port:
+    with served(_answering({"events": [unknown], "next_after": 1})) as port:
         result = runner.invoke(
             app,
             [
@@ -346,15 +335,7 @@ def test_msc_cart_says_so_when_the_answer_is_not_a_cart(
     status: int, body: object, says: str
 ) -> None:
     # A wrong --url (another service answering JSON) ended in KeyError or AttributeError.
-    async def not_a_cart_service(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        answer = json.dumps(body).encode()
-        content_type = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": content_type})
-        await send({"type": "http.response.body", "body": answer})
-
-    with served(not_a_cart_service) as port:
+    with served(_answering(body, status)) as port:
         result = runner.invoke(app_cli, ["cart", "show", "c1", "--url", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1, result.output
     assert says in " ".join(result.output.split())
