@@ -74,6 +74,7 @@ def test_refused_credentials_leave_the_services_unready_and_the_secret_unlogged(
 
 def test_settings_become_client_options_and_urls_are_redacted(tmp_path: Path) -> None:
     creds = tmp_path / "msc.creds"
+    creds.write_text("")  # the client reads it only when it connects; it must be there
     options = nats_connect_options(
         Settings(
             nats_user="u",
