@@ -82,7 +82,7 @@ REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], bool]] = [
     ("DELETE", "/carts/c1/items/a?quantity=abc", None, {}, False),
     ("DELETE", "/carts/c1/items/a?quantity=10001", None, {}, False),
     ("DELETE", "/carts/c1/items/a?quantity=", None, {}, False),
-    ("DELETE", "/carts/c1/items/a?Quantity=1", None, {}, False),  # not the parameter: all of it
+    ("DELETE", "/carts/c1/items/a?Quantity=1", None, {}, False),  # not the parameter: 422
     ("DELETE", "/carts/c1/items/a?quantity=1&quantity=1", None, {}, False),
     ("DELETE", "/carts/c1/items/nothing", None, {}, True),
     ("DELETE", "/carts/nobody/items/a", None, {}, True),
@@ -153,6 +153,26 @@ def test_the_lane_answers_as_the_route_does(
         without, method, path, body, headers
     )
     assert answered(with_lane.app) - before == (1 if fast else 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("quantiy=1", "quantiy: not a query parameter of this command (it takes: quantity)"),
+        ("quantity=1&quantity=2", "quantity: given more than once"),
+        ("quantity=1&x=", "x: not a query parameter"),
+    ],
+)
+def test_a_removal_with_an_odd_query_is_refused_and_removes_nothing(
+    clients: tuple[TestClient, TestClient], query: str, says: str
+) -> None:
+    # FastAPI ignored the typo, and the removal took everything ("all when omitted").
+    for client in clients:
+        client.post("/carts/odd-query/items", json={"item_id": "a", "quantity": 3})
+        refused = client.delete(f"/carts/odd-query/items/a?{query}")
+        assert refused.status_code == 422
+        assert says in refused.json()["detail"]
+        assert client.get("/carts/odd-query").json()["items"]["a"] >= 3
 
 
 def test_a_correlation_id_reaches_the_event_and_metrics_name_the_route(

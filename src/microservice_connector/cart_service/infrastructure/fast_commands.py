@@ -7,7 +7,8 @@ front of its handler: the lane validates each declared parameter with the route'
 field (`ModelField.validate`, as FastAPI does) and calls the route's own endpoint. A request it
 cannot read plainly (an odd header, a repeated or unknown query key, a body that is not
 `application/json`, any value its field rejects) goes to FastAPI's handler as it came, which
-then answers, or rejects, exactly as before. So each command, its rules and its answers are
+then answers, or rejects, exactly as before; but a query key the route does not take is
+refused (422) rather than ignored as FastAPI would. So each command, its rules and its answers are
 defined once, by the endpoint and its declared parameters; the lane only skips the plumbing.
 
 `CommandLanes` puts the lanes in front of the router's search, behind the app's middleware
@@ -19,11 +20,12 @@ every command, whichever lane answers it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 
@@ -116,6 +118,39 @@ class CommandRoute(APIRoute):
             if not self._valid(field, None if raw is None else raw.decode("latin-1"), values):
                 return None
         return values, headers
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler of the route, refusing first what `_refuse_odd_queries` does."""
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            self._refuse_odd_queries(request.scope)
+            return await handler(request)
+
+        return checked
+
+    def _refuse_odd_queries(self, scope: Scope) -> None:
+        """Raise `RequestValidationError` (422) naming a query key the route does not take,
+        or one given twice: FastAPI ignores the first and takes the last of the second, and a
+        command's typo (`?quantiy=1` on a removal) must not change what it does (remove
+        everything)."""
+        query = scope.get("query_string")
+        if not query:
+            return
+        taken = ", ".join(self._queries) or "none"
+        problems: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name not in self._queries:
+                why = f"not a query parameter of this command (it takes: {taken})"
+            elif name in seen:
+                why = "given more than once"
+            else:
+                seen.add(name)
+                continue
+            problems.append({"type": "value_error", "loc": ("query", name), "msg": why})
+        if problems:
+            raise RequestValidationError(problems)
 
     def _valid(self, field: Any, raw: object, values: Values) -> bool:
         """Validate `raw` (None: absent) with the route's own field into `values`."""
