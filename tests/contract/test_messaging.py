@@ -55,6 +55,7 @@ from microservice_connector.messaging.memory import (
     InMemoryPublisher,
     InMemorySubscriber,
 )
+from microservice_connector.messaging.middleware import dead_letter
 from microservice_connector.messaging.nats import (
     NATS_FEATURES,
     BrokerRefusedCredentials,
@@ -65,6 +66,8 @@ from microservice_connector.messaging.nats import (
     connect_nats,
     ensure_stream,
 )
+from microservice_connector.messaging.ports import PAYLOAD_DROPPED_HEADER
+from microservice_connector.messaging.settlement import Ack, Reject, Settlement
 from support.nats import NatsServer
 from support.tansu import TansuServer
 
@@ -548,6 +551,35 @@ class TestDeadLetters:
 
         assert [letter.message.id for letter in listed] == ids(messages[:3])
         assert all(a.sequence < b.sequence for a, b in itertools.pairwise(listed))
+
+    async def test_a_letter_too_large_for_the_store_is_kept_without_its_payload(
+        self, adapter: Adapter
+    ) -> None:
+        # Refused for its size, it was retried every second for good, holding its Kafka
+        # partition's offset back, and counted nowhere.
+        if isinstance(adapter, MemoryAdapter):
+            pytest.skip("the in-memory store keeps letters of any size")
+        dead_letters, publisher = await adapter.dead_letters(), await adapter.publisher()
+        huge = replace(event(), payload=b"x" * 2_000_000)  # over 1 MiB: NATS's and Kafka's
+
+        async def refuse(deliveries: Sequence[Delivery]) -> list[Settlement]:
+            return [Reject("not a cart event") for _ in deliveries]
+
+        async def settle(*_: object) -> None:
+            return None
+
+        handled = dead_letter(dead_letters)(refuse)
+        [outcome] = await handled([Delivery(huge, 1, 1, settle, settle)])
+
+        assert isinstance(outcome, Ack)
+        assert outcome.label == "dead-lettered"
+        [letter] = await dead_letters.list()
+        assert letter.message.id == huge.id
+        assert letter.message.payload == b""
+        assert letter.message.headers[PAYLOAD_DROPPED_HEADER] == "2000000"
+        assert "its payload (2000000 bytes) was too large to keep here" in letter.error
+        with pytest.raises(KeyError, match="kept no payload"):
+            await dead_letters.replay(letter.sequence, publisher)
 
     async def test_a_replayed_dead_letter_goes_back_to_its_topic_and_is_forgotten(
         self, adapter: Adapter

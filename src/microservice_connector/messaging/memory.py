@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from microservice_connector.messaging.message import Delivery, Message, PublishResult
-from microservice_connector.messaging.ports import DeadLetter, Features, Publisher
+from microservice_connector.messaging.ports import DeadLetter, Features, Publisher, replayable
 
 MEMORY_FEATURES = Features(persistent=False, ordered_per_key=True, broker_dedupe=True)
 
@@ -254,7 +254,7 @@ class InMemoryDeadLetters:
         """Publish the original message again under the id `<original>#replay-<sequence>`
         (so the broker does not drop it as a duplicate of the original), and forget it once
         acked; `KeyError` if there is no such dead letter."""
-        message = self._broker.dead_letter(sequence).message
+        message = replayable(self._broker.dead_letter(sequence))
         base = message.id.split(_REPLAY_MARK)[0]
         again = replace(message, id=f"{base}{_REPLAY_MARK}{sequence}")
         result = (await publisher.publish([again]))[0]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from functools import reduce
 
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.ports import DeadLetters
+from microservice_connector.messaging.ports import DeadLetters, LetterTooLarge, without_payload
 from microservice_connector.messaging.settlement import (
     Ack,
     BatchHandler,
@@ -82,8 +82,15 @@ def dead_letter(dead_letters: DeadLetters, max_attempts: int = 5) -> Middleware:
 
 
 async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> Settlement:
+    """Dead-letter the delivery (without its payload if the store will not take it whole:
+    else it would be retried for good, holding its partition back); Retry if that fails."""
     try:
-        await dead_letters.put(delivery.message, reason)
+        try:
+            await dead_letters.put(delivery.message, reason)
+        except LetterTooLarge:
+            size = len(delivery.message.payload)
+            reason = f"{reason}; its payload ({size} bytes) was too large to keep here"
+            await dead_letters.put(without_payload(delivery.message), reason)
     except Exception as exc:
         return Retry(1.0, f"dead-letter store failed: {exc}", failure=False)
     return Ack("dead-lettered", reason)

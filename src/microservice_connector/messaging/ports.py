@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from microservice_connector.messaging.message import Delivery, Message, PublishResult
@@ -55,11 +55,40 @@ class DeadLetter:
     failed_at: str
 
 
+# On a dead letter kept without its payload (too large for the store): the payload's size.
+PAYLOAD_DROPPED_HEADER = "payload-dropped-bytes"
+
+
+class LetterTooLarge(Exception):
+    """The dead-letter store refuses a letter for its size: stored again as it is, it would
+    be refused again (`DeadLetters.put`)."""
+
+
+def without_payload(message: Message) -> Message:
+    """`message` as a dead letter keeps it when whole it is too large: its id, topic, key and
+    headers, no payload, and the payload's size in `PAYLOAD_DROPPED_HEADER`."""
+    headers = {**message.headers, PAYLOAD_DROPPED_HEADER: str(len(message.payload))}
+    return replace(message, payload=b"", headers=headers)
+
+
+def replayable(letter: DeadLetter) -> Message:
+    """The message a replay of `letter` publishes; `KeyError` if the letter kept no payload,
+    whose replay would only publish a husk."""
+    dropped = letter.message.headers.get(PAYLOAD_DROPPED_HEADER)
+    if dropped is not None:
+        raise KeyError(
+            f"dead letter {letter.sequence} kept no payload (its {dropped} bytes were too "
+            "large for the dead-letter store): it cannot be replayed"
+        )
+    return letter.message
+
+
 class DeadLetters(Protocol):
     """Where poison messages go: kept with the error, listable, and replayable."""
 
     async def put(self, message: Message, error: str) -> None:
-        """Store `message` with its original headers plus `error` and `failed-at`; durable."""
+        """Store `message` with its original headers plus `error` and `failed-at`; durable.
+        `LetterTooLarge` if the store refuses it for its size."""
         ...
 
     async def list(self, limit: int = 100) -> list[DeadLetter]:

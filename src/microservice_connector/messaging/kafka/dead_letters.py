@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from microservice_connector.messaging.kafka.connection import KafkaConfig, KafkaUnavailable
 from microservice_connector.messaging.kafka.records import (
@@ -23,7 +23,12 @@ from microservice_connector.messaging.kafka.records import (
     record_headers,
 )
 from microservice_connector.messaging.message import Message, PublishResult
-from microservice_connector.messaging.ports import DeadLetter, Publisher
+from microservice_connector.messaging.ports import (
+    DeadLetter,
+    LetterTooLarge,
+    Publisher,
+    replayable,
+)
 
 DEAD_LETTER_TOPIC = "deadletter.cart.events"
 ERROR_HEADER = "error"
@@ -67,7 +72,8 @@ class KafkaDeadLetters:
 
     async def put(self, message: Message, error: str) -> None:
         """Store `message` with why and when; raises `KafkaUnavailable` unless acked, so the
-        caller can nak the original and lose nothing."""
+        caller can nak the original and lose nothing, `LetterTooLarge` if it is over the
+        producer's or the broker's size limit."""
         added = {
             ERROR_HEADER: one_line(error),
             FAILED_AT_HEADER: utc_now(),
@@ -90,7 +96,7 @@ class KafkaDeadLetters:
         letter = (await self._read()).get(sequence)
         if letter is None:
             raise KeyError(f"no dead letter at sequence {sequence}")
-        message = letter.message
+        message = replayable(letter)
         again = replace(message, id=f"{message.id.split(REPLAY_MARK)[0]}{REPLAY_MARK}{sequence}")
         result = (await publisher.publish([again]))[0]
         if result.acknowledged:
@@ -108,6 +114,8 @@ class KafkaDeadLetters:
             async with asyncio.timeout(self._ack_timeout):
                 sent = await self._producer.send(self._topic, payload, headers=list(headers))
                 await sent
+        except MessageSizeTooLargeError as exc:
+            raise LetterTooLarge(f"dead letter not stored: {exc!r}") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise KafkaUnavailable(f"dead letter not stored: {exc!r}") from exc
 

@@ -8,6 +8,7 @@ from email.header import decode_header
 from typing import Any
 
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
@@ -15,7 +16,12 @@ from nats.js.errors import NotFoundError
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats.connection import BrokerUnavailable, client_of
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
-from microservice_connector.messaging.ports import DeadLetter, Publisher
+from microservice_connector.messaging.ports import (
+    DeadLetter,
+    LetterTooLarge,
+    Publisher,
+    replayable,
+)
 
 SUBJECT_PREFIX = "deadletter."
 ERROR_HEADER = "error"
@@ -73,6 +79,8 @@ class NatsDeadLetters:
                 timeout=self._ack_timeout,
                 headers=headers,
             )
+        except MaxPayloadError as exc:
+            raise LetterTooLarge(f"dead letter not stored: {exc!r}") from exc
         except (TimeoutError, NatsError) as exc:
             raise BrokerUnavailable(f"dead letter not stored: {exc!r}") from exc
 
@@ -101,7 +109,7 @@ class NatsDeadLetters:
             raise KeyError(f"no dead letter at sequence {sequence}") from None
         except (TimeoutError, NatsError) as exc:
             raise BrokerUnavailable(f"cannot read {self._stream}: {exc!r}") from exc
-        message = dead_letter(raw).message
+        message = replayable(dead_letter(raw))
         again = replace(message, id=replay_id(message.id, sequence))
         result = (await publisher.publish([again]))[0]
         if result.acknowledged:
