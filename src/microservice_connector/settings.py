@@ -144,8 +144,10 @@ class Settings(BaseSettings):
                 "MSC_NATS_URL: no NATS address (give nats://host:port, comma-separated)"
             )
         for url in urls:
-            try:
-                _checked_url(url, _NATS_SCHEMES, "nats://host:port")
+            try:  # a bare host[:port] is nats://, as the client reads it
+                _checked_url(
+                    url if "://" in url else f"nats://{url}", _NATS_SCHEMES, "nats://host:port"
+                )
             except ValueError as exc:
                 raise ValueError(f"MSC_NATS_URL: {exc}") from None
         return self

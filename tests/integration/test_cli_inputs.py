@@ -106,13 +106,17 @@ def test_an_error_text_with_brackets_is_shown_whole(tmp_path: Path) -> None:
     assert not (tmp_path / "[store]").exists()
 
 
-def test_an_existing_database_is_still_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["data", "d#1", "with space"])
+def test_an_existing_database_is_still_read(tmp_path: Path, folder: str) -> None:
+    # The read-only look for the store's table once took '#' as URI syntax.
     from microservice_connector.eventstore import SqlEventStore
 
-    SqlEventStore(f"sqlite:///{tmp_path}/events.db", outbox_topic=None).close()
-    result = runner.invoke(app, ["events", "list", "--data-dir", str(tmp_path)])
+    data_dir = tmp_path / folder
+    SqlEventStore(f"sqlite:///{data_dir}/events.db", outbox_topic=None).close()
+    result = runner.invoke(app, ["events", "list", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     assert "no events" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
 
 
 @pytest.fixture
@@ -504,6 +508,15 @@ def test_on_nats_a_stale_kafka_bootstrap_is_left_alone(monkeypatch: pytest.Monke
 
     monkeypatch.setenv("MSC_KAFKA_BOOTSTRAP", "garbage:::")
     assert Settings().broker == "nats"
+
+
+@pytest.mark.parametrize(
+    "nats_url", ["localhost:4222", "127.0.0.1:4222", "nats://a:4222,b:4222", "tls://a", "h"]
+)
+def test_nats_addresses_the_client_takes_are_taken(nats_url: str) -> None:
+    from microservice_connector.settings import Settings
+
+    assert Settings(nats_url=nats_url).nats_url == nats_url
 
 
 def test_on_kafka_an_unused_nats_url_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:

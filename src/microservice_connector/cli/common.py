@@ -100,9 +100,8 @@ def _holds_events_table(url: str) -> bool:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         try:
-            with contextlib.closing(
-                sqlite3.connect(f"file:{parsed.database}?mode=ro", uri=True)
-            ) as connection:
+            read_only = f"{Path(parsed.database or '').absolute().as_uri()}?mode=ro"
+            with contextlib.closing(sqlite3.connect(read_only, uri=True)) as connection:
                 found = connection.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
                 ).fetchone()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from functools import reduce
 
 from microservice_connector.messaging.message import Delivery
-from microservice_connector.messaging.ports import DeadLetters, LetterTooLarge, without_payload
+from microservice_connector.messaging.ports import DeadLetters, put_dead_letter
 from microservice_connector.messaging.settlement import (
     Ack,
     BatchHandler,
@@ -85,12 +85,7 @@ async def _store(dead_letters: DeadLetters, delivery: Delivery, reason: str) -> 
     """Dead-letter the delivery (without its payload if the store will not take it whole:
     else it would be retried for good, holding its partition back); Retry if that fails."""
     try:
-        try:
-            await dead_letters.put(delivery.message, reason)
-        except LetterTooLarge:
-            size = len(delivery.message.payload)
-            reason = f"{reason}; its payload ({size} bytes) was too large to keep here"
-            await dead_letters.put(without_payload(delivery.message), reason)
+        reason = await put_dead_letter(dead_letters, delivery.message, reason)
     except Exception as exc:
         return Retry(1.0, f"dead-letter store failed: {exc}", failure=False)
     return Ack("dead-lettered", reason)

@@ -71,6 +71,18 @@ def without_payload(message: Message) -> Message:
     return replace(message, payload=b"", headers=headers)
 
 
+async def put_dead_letter(dead_letters: DeadLetters, message: Message, error: str) -> str:
+    """Store `message` in `dead_letters` with `error`, or, if the store refuses it for its
+    size, without its payload (else it would be retried for good, holding back what follows
+    it); the error it was stored with. Raises what the store raised otherwise."""
+    try:
+        await dead_letters.put(message, error)
+    except LetterTooLarge:
+        error = f"{error}; its payload ({len(message.payload)} bytes) was too large to keep here"
+        await dead_letters.put(without_payload(message), error)
+    return error
+
+
 def replayable(letter: DeadLetter) -> Message:
     """The message a replay of `letter` publishes; `KeyError` if the letter kept no payload,
     whose replay would only publish a husk."""

@@ -22,7 +22,7 @@ from microservice_connector.billing_service.infrastructure.feed_watermark import
 from microservice_connector.billing_service.infrastructure.handling_log import HandlingLog
 from microservice_connector.billing_service.infrastructure.store_events import StoreEventApplier
 from microservice_connector.eventstore.errors import DatabaseUnavailable
-from microservice_connector.messaging.ports import DeadLetters
+from microservice_connector.messaging.ports import DeadLetters, put_dead_letter
 from microservice_connector.runtime.background import until_stopped
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class FeedCatchUp:
         error = problem or "billing could not apply it from the feed"
         try:
             dead_letters = await asyncio.wait_for(self._dead_letters(), BROKER_WAIT_S)
-            await dead_letters.put(entry.message, error)
+            error = await put_dead_letter(dead_letters, entry.message, error)
         except Exception as exc:
             raise CatchUpPaused(f"cannot dead-letter {entry.message.id}: {exc}") from exc
         self._handled.record(

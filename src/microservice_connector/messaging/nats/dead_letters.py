@@ -16,6 +16,7 @@ from nats.js.errors import NotFoundError
 from microservice_connector.messaging.message import Message, PublishResult
 from microservice_connector.messaging.nats.connection import BrokerUnavailable, client_of
 from microservice_connector.messaging.nats.publisher import MSG_ID_HEADER
+from microservice_connector.messaging.nats.wire import header_block
 from microservice_connector.messaging.ports import (
     DeadLetter,
     LetterTooLarge,
@@ -72,6 +73,14 @@ class NatsDeadLetters:
             headers[ORIGINAL_KEY_HEADER] = message.key
         if not self._client.is_connected:
             raise BrokerUnavailable("disconnected from NATS; dead letter not stored")
+        # The server counts headers and payload against max_payload and drops the connection
+        # of a client that sends more; nats-py checks the payload alone.
+        size = len(message.payload) + len(header_block(headers))
+        if size > self._client.max_payload:
+            raise LetterTooLarge(
+                f"dead letter not stored: {size} bytes with its headers, over the server's "
+                f"max_payload of {self._client.max_payload}"
+            )
         try:
             await self._js.publish(
                 SUBJECT_PREFIX + message.topic,
