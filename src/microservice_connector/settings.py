@@ -38,11 +38,17 @@ def _checked_url(value: str, schemes: tuple[str, ...], example: str) -> None:
         raise ValueError(f"{value!r} is not a URL ({exc}); give {example}") from None
     if parts.scheme not in schemes or not host or port == 0:
         raise ValueError(f"{value!r} is not a URL like {example}")
+    _checked_ipv4(host, f"{value!r}: {host}")
+
+
+def _checked_ipv4(host: str, shown: str) -> None:
+    """Raise `ValueError` (`shown is not an IPv4 address`) if `host`, all digits and dots,
+    is not an IPv4 address that parses."""
     if re.fullmatch(r"[0-9.]+", host):
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise ValueError(f"{value!r}: {host} is not an IPv4 address") from None
+            raise ValueError(f"{shown} is not an IPv4 address") from None
 
 
 class Settings(BaseSettings):
@@ -168,11 +174,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "give an address to listen on (127.0.0.1, or 0.0.0.0 for every interface)"
             )
-        if re.fullmatch(r"[0-9.]+", value):
-            try:
-                ipaddress.IPv4Address(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is not an IPv4 address") from None
+        _checked_ipv4(value, repr(value))
         return value
 
     @field_validator("api_token", "read_token", "metrics_token", "nats_token")

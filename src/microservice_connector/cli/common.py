@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from microservice_connector.settings import Settings
+
+if TYPE_CHECKING:  # sqlalchemy is imported only by the commands that need it
+    from sqlalchemy.engine import URL
 
 console = Console()
 errors = Console(stderr=True)
@@ -70,7 +73,7 @@ def existing_database(url: str) -> str:
             2,
         )
     try:
-        holds_store = _holds_events_table(url)
+        holds_store = _holds_events_table(url, parsed)
     except DatabaseUnavailable as exc:
         fail(str(exc), 2)
     if not holds_store:
@@ -82,22 +85,17 @@ def existing_database(url: str) -> str:
     return url
 
 
-def _holds_events_table(url: str) -> bool:
-    """Whether the database at `url` has an `events` table, looked up without writing (a
-    SQLite file is opened read-only); `DatabaseUnavailable` if it cannot be read."""
+def _holds_events_table(url: str, parsed: URL) -> bool:
+    """Whether the database at `url` (`parsed`) has an `events` table, looked up without
+    writing (a SQLite file is opened read-only); `DatabaseUnavailable` if it cannot be read."""
     import sqlite3
 
     from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     from microservice_connector.eventstore import DatabaseUnavailable
-    from microservice_connector.eventstore.engine import (
-        describe_failure,
-        make_engine,
-        parse_database_url,
-    )
+    from microservice_connector.eventstore.engine import describe_failure, make_engine
 
-    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         try:
             read_only = f"{Path(parsed.database or '').absolute().as_uri()}?mode=ro"

@@ -8,7 +8,6 @@ from email.header import decode_header
 from typing import Any
 
 from nats.errors import Error as NatsError
-from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
@@ -88,8 +87,6 @@ class NatsDeadLetters:
                 timeout=self._ack_timeout,
                 headers=headers,
             )
-        except MaxPayloadError as exc:
-            raise LetterTooLarge(f"dead letter not stored: {exc!r}") from exc
         except (TimeoutError, NatsError) as exc:
             raise BrokerUnavailable(f"dead letter not stored: {exc!r}") from exc
 
